@@ -1,0 +1,24 @@
+"""`mixsweep`: the command line. Each sub-command is a thin shell over a library call."""
+
+from __future__ import annotations
+
+import typer
+
+from flows.cli.mixture import mixture_app
+
+app = typer.Typer(
+    name="mixsweep",
+    help=(
+        "MixSweep: search the data mixture of an LLM pretraining run with small proxy models.\n\n"
+        "Mixtures are read from Megatron data_path lists, OpenSeek/FlagScale configs, or MixSweep's own "
+        "YAML/JSON. Bad input exits with status 2 and a one-line message naming the file and field."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(mixture_app, name="mixture")
+
+
+def main() -> None:
+    app()
