@@ -471,10 +471,7 @@ def render_native(
     if fmt == "json":
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     buf = io.StringIO()
-    y = YAML(typ="safe", pure=True)
-    y.default_flow_style = False
-    y.width = 4096
-    y.dump(doc, buf)
+    _yaml().dump(doc, buf)  # the round-trip dumper keeps key order (the safe one sorts)
     return "# MixSweep mixture: weights are normalised by their sum (as Megatron does)\n" + buf.getvalue()
 
 
