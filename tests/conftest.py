@@ -4,6 +4,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Reproducible property tests: the same examples on every run (a failure in CI replays locally), and
+# no per-example deadline (a loaded 2-core machine must not turn slowness into failures).
+settings.register_profile("mixsweep", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "mixsweep"))
 
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "fixtures"
