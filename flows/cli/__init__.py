@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from flows.cli import stack
 from flows.cli.mixture import mixture_app
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(mixture_app, name="mixture")
+stack.register(app)
 
 
 def main() -> None:
