@@ -33,3 +33,40 @@ for key, value in {
 @pytest.fixture
 def openseek_experiment() -> Path:
     return OPENSEEK_EXPERIMENT
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real MLflow tracking server (SQLite + local artifacts) on a free loopback port, once per session."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from flows.stack import free_port
+
+    home = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{home}/mlflow.db", "--artifacts-destination", str(home / "artifacts"), "--serve-artifacts",
+    ]  # fmt: skip
+    log = (home / "server.log").open("wb")
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"MLflow server did not start: {(home / 'server.log').read_text()[-2000:]}"
+                ) from None
+            time.sleep(0.3)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)

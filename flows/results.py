@@ -1,0 +1,95 @@
+"""`TrialResult`: what one proxy run of one mixture produced. It crosses Ray, Prefect and MLflow, so it
+is a plain value with an exact JSON form (weights as given, floats unrounded)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mixture_search.mixture import Mixture
+
+Status = Literal["finished", "failed", "stopped"]
+
+
+def trial_key(
+    mixture: Mixture,
+    *,
+    proxy: dict[str, Any],
+    budget: dict[str, Any],
+    data_hash: str,
+    seed: int,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Key of a trial: same mixture, proxy, budget, data and seed -> same key -> the result is reused."""
+    payload = json.dumps(
+        {
+            "mixture": mixture.key,
+            "proxy": proxy,
+            "budget": budget,
+            "data": data_hash,
+            "seed": seed,
+            "extra": extra or {},
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrialResult:
+    trial_key: str
+    mixture: Mixture
+    status: Status
+    objective: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    error: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    round: int = 0
+    sampler: str = ""
+    backend: str | None = None
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished" and self.objective is not None and math.isfinite(self.objective)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial_key": self.trial_key,
+            "mixture": [[n, w] for n, w in self.mixture.pairs],
+            "status": self.status,
+            "objective": self.objective,
+            "metrics": dict(self.metrics),
+            "history": {k: [[s, v] for s, v in pts] for k, pts in self.history.items()},
+            "error": self.error,
+            "paths": dict(self.paths),
+            "run_id": self.run_id,
+            "round": self.round,
+            "sampler": self.sampler,
+            "backend": self.backend,
+            "wall_s": self.wall_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        return cls(
+            trial_key=data["trial_key"],
+            mixture=Mixture([(str(n), float(w)) for n, w in data["mixture"]]),
+            status=data["status"],
+            objective=data.get("objective"),
+            metrics={k: float(v) for k, v in data.get("metrics", {}).items()},
+            history={k: [(int(s), float(v)) for s, v in pts] for k, pts in data.get("history", {}).items()},
+            error=data.get("error"),
+            paths=dict(data.get("paths", {})),
+            run_id=data.get("run_id"),
+            round=int(data.get("round", 0)),
+            sampler=str(data.get("sampler", "")),
+            backend=data.get("backend"),
+            wall_s=float(data.get("wall_s", 0.0)),
+        )

@@ -1,0 +1,258 @@
+"""MLflow bookkeeping of a sweep: one parent run per sweep, one nested child run per trial.
+
+Children carry the mixture as params `w.<domain>` (so MLflow's compare view and parallel-coordinates
+chart show weights), the proxy/budget/backend/data hash/trial key, metrics with step history, and tags
+(round, sampler, status, rank). A child is found again by its trial key, so a rerun reuses it: there is
+exactly one child run per trial, and a finished one is never trained again.
+
+Everything goes through `MlflowClient.log_batch` (<= 1000 metrics / 100 params / 100 tags per call);
+the HTTP client retries transient failures (a restarting server) with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from flows.results import TrialResult
+from mixture_search.errors import MixSweepError
+from mixture_search.mixture import Mixture
+
+TAG_ROLE = "mixsweep.role"
+TAG_SWEEP = "mixsweep.sweep_key"
+TAG_TRIAL = "mixsweep.trial_key"
+TAG_STATUS = "mixsweep.status"
+PARENT = "mlflow.parentRunId"
+MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
+_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+class TrackingError(MixSweepError):
+    """MLflow cannot be reached or refuses what we log."""
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow allows [A-Za-z0-9_-. /] in keys; anything else (e.g. `Reasoning&Instruct`) becomes `_`."""
+    return _BAD.sub("_", name)
+
+
+def weight_params(mixture: Mixture) -> dict[str, str]:
+    """`w.<domain>` = normalised share (what the charts should show) and `raw.<domain>` = exact raw weight."""
+    out: dict[str, str] = {}
+    for name, raw in mixture.pairs:
+        out[f"w.{mlflow_key(name)}"] = f"{mixture.share(name):.6f}"
+        out[f"raw.{mlflow_key(name)}"] = repr(raw)
+    return out
+
+
+class SweepTracker:
+    """The MLflow side of one sweep (identified by `sweep_key`) in one experiment."""
+
+    def __init__(self, tracking_uri: str, experiment: str, *, sweep_name: str, sweep_key: str) -> None:
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.sweep_name = sweep_name
+        self.sweep_key = sweep_key
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        except Exception as exc:  # connection refused, bad URI, server error: all one message for the user
+            raise TrackingError(
+                f"cannot reach MLflow: {' '.join(str(exc).split())[:300]}", where=tracking_uri
+            ) from None
+        self._parent: str | None = None
+
+    # -- parent ------------------------------------------------------------------------------------
+    def parent_run(self, params: dict[str, Any] | None = None) -> str:
+        """The sweep's parent run: found again by sweep key (resume) or created."""
+        if self._parent:
+            return self._parent
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{TAG_SWEEP}` = '{self.sweep_key}' and tags.`{TAG_ROLE}` = 'sweep'",
+            max_results=1,
+        )
+        if found:
+            self._parent = found[0].info.run_id
+            if found[0].info.status != "RUNNING":
+                self.client.update_run(self._parent, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id, run_name=self.sweep_name, tags={TAG_SWEEP: self.sweep_key, TAG_ROLE: "sweep"}
+            )
+            self._parent = run.info.run_id
+            if params:
+                self._log(self._parent, params=_flat_params(params))
+        return self._parent
+
+    def finish_parent(self, status: str = "FINISHED") -> None:
+        if self._parent:
+            self.client.set_terminated(self._parent, status=status)
+
+    # -- children ----------------------------------------------------------------------------------
+    def children(self) -> list[Any]:
+        parent = self.parent_run()
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], f"tags.`{PARENT}` = '{parent}'", max_results=1000, page_token=token
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def finished_trials(self) -> dict[str, TrialResult]:
+        """Trials of this sweep that finished (or failed for a reason that a rerun would repeat), by key.
+
+        Results come back exactly (mixture, objective, metrics, paths) without their step history, which
+        stays in MLflow's metric history."""
+        out: dict[str, TrialResult] = {}
+        for run in self.children():
+            # final = everything was stored; a failed trial is final too (its cause would repeat)
+            if run.data.tags.get("mixsweep.final") == "1" and run.info.status in ("FINISHED", "FAILED"):
+                result_json = run.data.tags.get("mixsweep.result")
+                if result_json:
+                    result = TrialResult.from_dict(json.loads(result_json))
+                else:
+                    result = self._download_result(run.info.run_id)
+                result.history = {}
+                result.run_id = run.info.run_id
+                out[result.trial_key] = result
+        return out
+
+    def start_trial(self, key: str, mixture: Mixture, *, round_: int, sampler: str, params: dict[str, Any]) -> str:
+        """The child run of a trial: the same run again if this trial key was started before."""
+        parent = self.parent_run()
+        existing = self.client.search_runs(
+            [self.experiment_id], f"tags.`{PARENT}` = '{parent}' and tags.`{TAG_TRIAL}` = '{key}'", max_results=1
+        )
+        tags = {
+            TAG_TRIAL: key,
+            TAG_STATUS: "running",
+            "round": str(round_),
+            "sampler": sampler,
+            TAG_ROLE: "trial",
+            "mixsweep.final": "0",
+        }
+        if existing:
+            run_id = existing[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self._log(run_id, tags=tags)
+            return str(run_id)
+        run = self.client.create_run(self.experiment_id, run_name=f"r{round_}-{key[:8]}", tags={PARENT: parent, **tags})
+        self._log(run.info.run_id, params={**weight_params(mixture), **_flat_params(params), "trial_key": key})
+        return str(run.info.run_id)
+
+    def log_history(self, run_id: str, history: dict[str, Sequence[tuple[int, float]]]) -> None:
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(mlflow_key(k), float(v), now, int(step))
+            for k, pts in history.items()
+            for step, v in pts
+            if math.isfinite(v)
+        ]
+        self._log(run_id, metrics=metrics)
+
+    def end_trial(self, run_id: str, result: TrialResult) -> None:
+        now = int(time.time() * 1000)
+        # final values go at the last step, and not again where the history already ends on them
+        step = max((s for pts in result.history.values() for s, _ in pts), default=0)
+        ends = {k: tuple(pts[-1]) for k, pts in result.history.items() if pts}
+        metrics = [
+            Metric(mlflow_key(k), float(v), now, step)
+            for k, v in result.metrics.items()
+            if math.isfinite(v) and ends.get(k) != (step, v)
+        ]
+        if result.objective is not None and math.isfinite(result.objective):
+            metrics.append(Metric("objective", float(result.objective), now, step))
+        tags = {TAG_STATUS: result.status, "backend": result.backend or ""}
+        compact = _result_tag(result)
+        if len(compact) <= 7500:  # MLflow tags hold 8000 characters; bigger results are read from trial.json
+            tags["mixsweep.result"] = compact
+        if result.error:
+            tags["error"] = result.error[:5000]
+        self._log(run_id, metrics=metrics, tags=tags)
+        self.log_artifact_text(run_id, "trial.json", json.dumps(result.to_dict(), indent=1))
+        # the status tag is written last: a run is final only once everything above is stored
+        self._log(run_id, tags={"mixsweep.final": "1"})
+        self.client.set_terminated(run_id, status="FAILED" if result.status == "failed" else "FINISHED")
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self._log(run_id, tags=tags)
+
+    def log_artifact_text(self, run_id: str, name: str, text: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(text)
+            self.client.log_artifact(run_id, str(path))
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        if Path(path).is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self._log(
+            run_id, metrics=[Metric(mlflow_key(k), float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _log(
+        self,
+        run_id: str,
+        *,
+        metrics: Sequence[Metric] = (),
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        p = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        t = [RunTag(k, str(v)[:8000]) for k, v in (tags or {}).items()]
+        for chunk in _chunks(list(metrics), MAX_METRICS):
+            self.client.log_batch(run_id, metrics=chunk)
+        for chunk in _chunks(p, MAX_PARAMS):
+            self.client.log_batch(run_id, params=chunk)
+        for chunk in _chunks(t, MAX_TAGS):
+            self.client.log_batch(run_id, tags=chunk)
+
+    def _download_result(self, run_id: str) -> TrialResult:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(run_id, "trial.json", tmp)
+            return TrialResult.from_dict(json.loads(Path(path).read_text()))
+
+
+def _result_tag(result: TrialResult) -> str:
+    """The result without its history (kept in metrics), as a tag for one-query resume."""
+    data = result.to_dict()
+    data["history"] = {}
+    return json.dumps(data)
+
+
+def _flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_params(v, f"{key}."))
+        else:
+            out[mlflow_key(key)] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+__all__ = ["RunStatus", "SweepTracker", "TrackingError", "mlflow_key", "weight_params"]

@@ -1,0 +1,79 @@
+"""MLflow bookkeeping against a real MLflow server."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.results import TrialResult, trial_key
+from flows.tracking import SweepTracker, TrackingError, mlflow_key, weight_params
+from mixture_search.formats import read_mixture
+from mixture_search.mixture import Mixture
+from tests.conftest import OPENSEEK_EXPERIMENT
+
+pytestmark = pytest.mark.integration
+
+
+def test_keys_and_weight_params() -> None:
+    assert mlflow_key("Reasoning&Instruct") == "Reasoning_Instruct"
+    assert mlflow_key("val.loss/code-high") == "val.loss/code-high"
+    params = weight_params(Mixture({"code": 1, "web": 3}))
+    assert params == {"w.code": "0.250000", "raw.code": "1.0", "w.web": "0.750000", "raw.web": "3.0"}
+
+
+def test_one_child_per_trial_and_resume(mlflow_server: str) -> None:
+    t = SweepTracker(mlflow_server, "tracking-test", sweep_name="s", sweep_key="k1")
+    parent = t.parent_run({"spec": {"rounds": 2, "sampler": "dirichlet"}})
+    assert SweepTracker(mlflow_server, "tracking-test", sweep_name="s", sweep_key="k1").parent_run() == parent
+
+    m = Mixture({"code": 1.0, "Reasoning&Instruct": 2.0})
+    key = trial_key(m, proxy={"preset": "tiny"}, budget={"steps": 3}, data_hash="d", seed=0)
+    run = t.start_trial(key, m, round_=0, sampler="grid", params={"proxy": {"preset": "tiny"}})
+    assert t.start_trial(key, m, round_=0, sampler="grid", params={}) == run  # a retry reuses the run
+    t.log_history(run, {"val.loss.code": [(1, 3.0), (2, 2.5)], "val.loss.Reasoning&Instruct": [(2, 2.9)]})
+    assert t.finished_trials() == {}  # started, not final
+    history = {"val.loss.code": [(1, 3.0), (2, 2.5)]}
+    result = TrialResult(
+        key, m, "finished", objective=2.7, metrics={"val.loss.code": 2.5}, history=history, round=0, sampler="grid"
+    )
+    t.end_trial(run, result)
+
+    failed_m = Mixture({"code": 1.0, "Reasoning&Instruct": 0.0})
+    fkey = trial_key(failed_m, proxy={}, budget={}, data_hash="d", seed=0)
+    frun = t.start_trial(fkey, failed_m, round_=1, sampler="grid", params={})
+    t.end_trial(frun, TrialResult(fkey, failed_m, "failed", error="loss became NaN at step 7"))
+
+    done = SweepTracker(mlflow_server, "tracking-test", sweep_name="s", sweep_key="k1").finished_trials()
+    assert set(done) == {key, fkey}
+    assert done[key].mixture.pairs == m.pairs and done[key].objective == 2.7 and done[key].run_id == run
+    assert done[key].metrics == {"val.loss.code": 2.5} and done[key].history == {}  # history stays in MLflow
+    assert done[fkey].status == "failed" and done[fkey].error == "loss became NaN at step 7"
+
+    client = MlflowClient(mlflow_server)
+    child = client.get_run(run)
+    assert child.data.params["w.Reasoning_Instruct"] == "0.666667" and child.data.tags["mlflow.parentRunId"] == parent
+    assert [m.value for m in client.get_metric_history(run, "val.loss.code")] == [3.0, 2.5]
+    assert client.get_run(frun).info.status == "FAILED"
+    assert len(t.children()) == 2
+
+
+def test_large_results_fall_back_to_the_artifact(mlflow_server: str) -> None:
+    m = read_mixture(OPENSEEK_EXPERIMENT).mixture  # 84 long names: too big for a tag
+    t = SweepTracker(mlflow_server, "tracking-test", sweep_name="big", sweep_key="k2")
+    key = trial_key(m, proxy={}, budget={}, data_hash="d", seed=1)
+    run = t.start_trial(key, m, round_=0, sampler="x", params={})
+    metrics = {f"val.loss.{n}": 1.0 + i / 100 for i, n in enumerate(m)}
+    t.end_trial(run, TrialResult(key, m, "finished", objective=1.5, metrics=metrics))
+    back = t.finished_trials()[key]
+    assert back.mixture.pairs == m.pairs and back.metrics == metrics
+
+
+def test_unreachable_server_is_one_line() -> None:
+    import os
+
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        with pytest.raises(TrackingError, match="cannot reach MLflow"):
+            SweepTracker("http://127.0.0.1:9", "x", sweep_name="s", sweep_key="k")
+    finally:
+        del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
