@@ -101,7 +101,8 @@ class SweepTracker:
     # -- children ----------------------------------------------------------------------------------
     def children(self) -> list[Any]:
         parent = self.parent_run()
-        runs, token = [], None
+        runs: list[Any] = []
+        token = None
         while True:
             page = self.client.search_runs(
                 [self.experiment_id], f"tags.`{PARENT}` = '{parent}'", max_results=1000, page_token=token
