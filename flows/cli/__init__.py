@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from flows.cli import stack
+from flows.cli import train as train_cli
 from flows.cli.mixture import mixture_app
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(mixture_app, name="mixture")
 stack.register(app)
+train_cli.register(app)
 
 
 def main() -> None:
