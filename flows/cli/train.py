@@ -75,7 +75,8 @@ def apply_overrides(proxy: ProxyConfig, sets: list[str]) -> ProxyConfig:
     return ProxyConfig.from_dict(data, where="--set")
 
 
-def _mixture(mixture: Path | None, weights: str | None, domains: list[str]) -> Mixture:
+def _mixture(mixture: Path | None, weights: str | None, domains: list[str]) -> Mixture | None:
+    """The mixture to train on; None when neither a file, weights nor a corpus says which."""
     from mixture_search.formats import read_mixture
 
     if mixture is not None and weights is not None:
@@ -90,15 +91,13 @@ def _mixture(mixture: Path | None, weights: str | None, domains: list[str]) -> M
                 raise MixSweepError(f"{item!r} is not domain=weight", where="--weights")
             pairs.append((name.strip(), _parse_value(value.strip())))
         return Mixture(pairs, where="--weights")
-    if not domains:
-        raise MixSweepError("no corpus to take a uniform mixture from; give --mixture or --weights", where="--corpus")
-    return Mixture.uniform(domains)
+    return Mixture.uniform(domains) if domains else None
 
 
 def _print_plan(
     proxy: ProxyConfig,
     budget: TrainBudget,
-    mixture: Mixture,
+    mixture: Mixture | None,
     backend: str,
     reason: str,
     world: int,
@@ -120,7 +119,8 @@ def _print_plan(
         f"{proxy.flops_per_token() * tokens:.3g} FLOPs",
     )
     table.add_row("schedule", f"{budget.schedule}, lr {budget.lr:g} -> {budget.min_lr:g}, warmup {budget.warmup_steps}")
-    table.add_row("mixture", ", ".join(f"{n}={mixture.share(n):.3f}" for n in mixture))
+    shares = ", ".join(f"{n}={mixture.share(n):.3f}" for n in mixture) if mixture else "uniform over the corpus domains"
+    table.add_row("mixture", shares)
     table.add_row("backend", f"{backend} ({reason}), {world} process(es)")
     if run_dir is not None:
         table.add_row("run folder", str(run_dir))
@@ -231,13 +231,13 @@ def register(app: typer.Typer) -> None:
                 else (chosen, "requested")
             )
             run_dir = None
-            if loaded is not None:
+            if loaded is not None and mix is not None:
                 from trainers.train import run_name
 
                 run_dir = out / run_name(mix, proxy, budget, str(loaded.data_hash), impl, parallel, nprocs)
             _print_plan(proxy, budget, mix, impl.name, reason, nprocs, run_dir)
             return
-        if loaded is None:
+        if loaded is None or mix is None:
             raise MixSweepError(
                 "a corpus is needed to train (prepare one with `mixsweep data prepare`)", where="--corpus"
             )
