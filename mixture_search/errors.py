@@ -22,3 +22,7 @@ class MixtureError(MixSweepError):
 
 class FormatError(MixSweepError):
     """A mixture file that cannot be parsed: odd-length data_path, unknown interpolation, bad YAML."""
+
+
+class SearchError(MixSweepError):
+    """A search that cannot run: an empty search space, bad sampler/surrogate options, an unusable runs table."""

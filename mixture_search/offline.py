@@ -1,0 +1,253 @@
+"""Search over a table of past runs, without a sweep: fit, predict, suggest the next runs, propose.
+
+These are the library side of `mixsweep fit|predict|suggest|propose`; the CLI only parses options
+and prints. One or several target metrics: with several, one model per metric and the objective is
+their weighted sum (default: the mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mixture_search.errors import SearchError
+from mixture_search.mixture import Mixture
+from mixture_search.observation import Observation
+from mixture_search.proposal import Proposal, pareto_front, propose
+from mixture_search.runs import RunsTable
+from mixture_search.samplers import SAMPLERS
+from mixture_search.samplers.adaptive import expected_improvement, pick_diverse
+from mixture_search.space import SearchSpace
+from mixture_search.surrogates import (
+    SURROGATES,
+    AutoSurrogate,
+    CVResult,
+    MultiTarget,
+    cross_validate_predictions,
+)
+from mixture_search.surrogates.cv import result
+
+
+@dataclass
+class FittedRuns:
+    runs: RunsTable
+    targets: tuple[str, ...]
+    weights: np.ndarray  # objective weights per target
+    maximize: bool
+    X: np.ndarray  # shares of the runs used
+    Y: np.ndarray  # their metrics (NaN: missing)
+    y: np.ndarray  # their objective (NaN where a metric is missing)
+    model: Any
+    dropped: int  # runs with no usable target
+    cv: dict[str, list[CVResult]] = field(default_factory=dict)  # per target (and "objective")
+    chosen: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self.runs.domains
+
+    @property
+    def objective_cv(self) -> CVResult | None:
+        rows = self.cv.get("objective") or (self.cv.get(self.targets[0]) if len(self.targets) == 1 else None)
+        if not rows:
+            return None
+        name = self.chosen.get("objective") or self.chosen.get(self.targets[0])
+        return next((r for r in rows if r.surrogate == name), rows[0])
+
+    def observations(self) -> list[Observation]:
+        mixtures = [Mixture(zip(self.domains, row.tolist())) for row in self.X]
+        return [
+            Observation(m, float(v) if np.isfinite(v) else None, dict(zip(self.targets, map(float, row))))
+            for m, v, row in zip(mixtures, self.y, self.Y)
+        ]
+
+
+def fit_runs(
+    runs: RunsTable,
+    targets: Sequence[str],
+    *,
+    surrogate: str = "auto",
+    objective_weights: Sequence[float] | None = None,
+    maximize: bool = False,
+    folds: int = 5,
+    seed: int = 0,
+) -> FittedRuns:
+    """Fit the surrogate (one per target) and cross-validate it; `auto` picks by CV Spearman."""
+    targets = tuple(targets)
+    if not targets:
+        raise SearchError("give at least one --target column")
+    if surrogate not in SURROGATES:
+        raise SearchError(f"unknown surrogate {surrogate!r} (choose from {', '.join(SURROGATES.names())})")
+    Y_all = runs.metrics(targets)
+    usable = np.isfinite(Y_all).any(axis=1)
+    if usable.sum() < 3:
+        raise SearchError(
+            f"only {int(usable.sum())} runs have a value for {', '.join(targets)}; need at least 3",
+            where=str(runs.path),
+        )
+    X, Y = runs.weights[usable], Y_all[usable]
+    w = np.full(len(targets), 1.0 / len(targets)) if objective_weights is None else np.asarray(objective_weights, float)
+    if w.shape != (len(targets),):
+        raise SearchError(f"{len(w)} objective weights for {len(targets)} targets")
+    y = Y @ w  # NaN where a metric is missing
+    options = {"folds": folds} if surrogate == "auto" else {}
+    fitted = FittedRuns(runs, targets, w, maximize, X, Y, y, None, int((~usable).sum()))
+    if len(targets) == 1:
+        ok = np.isfinite(y)
+        if surrogate == "auto":
+            auto = AutoSurrogate(seed=seed, **options).fit(X[ok], Y[ok, 0])
+            fitted.model, fitted.cv[targets[0]], fitted.chosen[targets[0]] = auto, auto.cv, auto.chosen
+        else:
+            model = SURROGATES.build(surrogate, seed=seed)
+            fitted.cv[targets[0]] = [cross_validate_predictions(model, X[ok], Y[ok, 0], folds=folds, seed=seed)[0]]
+            fitted.model, fitted.chosen[targets[0]] = model.fit(X[ok], Y[ok, 0]), surrogate
+        return fitted
+    multi = MultiTarget(targets, surrogate=surrogate, weights=w, seed=seed, **options).fit(X, Y)
+    fitted.model = multi
+    oof = np.full(Y.shape, np.nan)
+    for j, target in enumerate(targets):
+        ok = np.isfinite(Y[:, j])
+        model = multi.models[target]
+        if isinstance(model, AutoSurrogate):
+            fitted.cv[target], fitted.chosen[target] = model.cv, model.chosen
+            oof[ok, j] = model.oof[model.chosen]
+        else:
+            cv, pred = cross_validate_predictions(
+                SURROGATES.build(surrogate, seed=seed), X[ok], Y[ok, j], folds=folds, seed=seed
+            )
+            fitted.cv[target], fitted.chosen[target], oof[ok, j] = [cv], surrogate, pred
+    both = np.isfinite(y)
+    if both.sum() >= 3:
+        name = "+".join(dict.fromkeys(fitted.chosen.values()))
+        fitted.cv["objective"] = [result(name, y[both], oof[both] @ w, folds, 0.0, seed)]
+        fitted.chosen["objective"] = name
+    return fitted
+
+
+def build_space(
+    domains: Sequence[str],
+    *,
+    tokens: Mapping[str, float] | None = None,
+    target_tokens: str | float | None = None,
+    max_epochs: float | None = None,
+    minimum: Mapping[str, float] | None = None,
+    maximum: Mapping[str, float] | None = None,
+    pinned: Mapping[str, float] | None = None,
+) -> SearchSpace:
+    minimum, maximum = dict(minimum or {}), dict(maximum or {})
+    bounds = {d: (minimum.get(d, 0.0), maximum.get(d, 1.0)) for d in {**minimum, **maximum}}
+    return SearchSpace(
+        domains=tuple(domains),
+        tokens=dict(tokens) if tokens else None,
+        target_tokens=target_tokens,
+        max_epochs=max_epochs,
+        bounds=bounds,
+        pinned=dict(pinned or {}),
+    )
+
+
+def predict_rows(fitted: FittedRuns, candidates: RunsTable) -> dict[str, np.ndarray]:
+    """Columns to add to the candidates: predicted, predicted_std (and per target with several)."""
+    mean, std = fitted.model.predict(candidates.weights)
+    out = {"predicted": mean, "predicted_std": std}
+    if isinstance(fitted.model, MultiTarget):
+        means, stds = fitted.model.predict_all(candidates.weights)
+        for j, t in enumerate(fitted.targets):
+            out[f"predicted.{t}"], out[f"predicted_std.{t}"] = means[:, j], stds[:, j]
+    return out
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    weights: np.ndarray  # (k, m) shares
+    predicted: np.ndarray
+    predicted_std: np.ndarray
+    acquisition: np.ndarray | None  # EI for pool picks
+    pool_rows: list[int] | None  # row numbers in the pool table
+
+
+def suggest_runs(
+    fitted: FittedRuns,
+    space: SearchSpace,
+    k: int,
+    *,
+    sampler: str = "adaptive",
+    pool: RunsTable | None = None,
+    seed: int = 0,
+    diversity: float = 0.5,
+    sampler_options: Mapping[str, Any] | None = None,
+) -> Suggestion:
+    """The next k runs: generated by a sampler that has observed the runs, or the k best pool rows by
+    expected improvement (with the same diversity rule as the adaptive sampler)."""
+    if k < 1:
+        raise SearchError(f"--n must be at least 1, got {k}")
+    model = fitted.model
+    if pool is not None:
+        mean, std = model.predict(pool.weights)
+        known = fitted.X
+        fresh = np.array([np.abs(known - p).sum(axis=1).min() >= 1e-6 for p in pool.weights])
+        if not fresh.any():
+            raise SearchError("every pool row is a mixture that has already been run", where=str(pool.path))
+        sign = -1.0 if fitted.maximize else 1.0
+        best = float(np.nanmin(sign * fitted.y))
+        ei = np.where(fresh, expected_improvement(sign * mean, std, best), -np.inf)
+        idx = np.flatnonzero(fresh)
+        nearest = np.array([np.abs(known - p).sum(axis=1).min() for p in pool.weights[idx]])
+        picks = [
+            int(idx[i]) for i in pick_diverse(pool.weights[idx], ei[idx], k, diversity * float(np.median(nearest)))
+        ]
+        return Suggestion(pool.weights[picks], mean[picks], std[picks], ei[picks], picks)
+    options = dict(sampler_options or {})
+    searcher = SAMPLERS.build(sampler, space=space, seed=seed, maximize=fitted.maximize, **options)
+    observed = [o for o in fitted.observations() if o.objective is not None]
+    inside = space.contains(space.to_array([o.mixture for o in observed])) if observed else np.zeros(0, bool)
+    # runs outside the space (e.g. before a cap was set) still teach the model, but a sampler only
+    # sees what it could itself have proposed
+    searcher.observe([o for o, ok in zip(observed, np.atleast_1d(inside)) if ok])
+    mixtures = searcher.suggest(k)
+    if not mixtures:
+        raise SearchError(f"sampler {sampler} has no new mixture left to suggest")
+    W = space.to_array(mixtures)
+    mean, std = model.predict(W)
+    return Suggestion(W, mean, std, None, None)
+
+
+def propose_runs(
+    fitted: FittedRuns, space: SearchSpace, *, n_samples: int = 100_000, top_k: int = 100, seed: int = 0
+) -> Proposal:
+    cv = fitted.objective_cv
+    noise = cv.rmse if cv is not None and np.isfinite(cv.rmse) else None
+    return propose(
+        fitted.model, space, n_samples=n_samples, top_k=top_k, seed=seed, maximize=fitted.maximize, noise_std=noise
+    )
+
+
+def pareto_runs(fitted: FittedRuns, space: SearchSpace, *, n_samples: int = 20_000, seed: int = 0) -> list[Any]:
+    return pareto_front(fitted.model, space, n_samples=n_samples, seed=seed, maximize=fitted.maximize)
+
+
+def best_run(fitted: FittedRuns) -> tuple[int, float] | None:
+    """(row in the runs table, objective) of the best run."""
+    ok = np.flatnonzero(np.isfinite(fitted.y))
+    if not len(ok):
+        return None
+    sign = -1.0 if fitted.maximize else 1.0
+    i = ok[int(np.argmin(sign * fitted.y[ok]))]
+    rows = np.flatnonzero(np.isfinite(fitted.runs.metrics(fitted.targets)).any(axis=1))
+    return int(rows[i]), float(fitted.y[i])
+
+
+__all__ = [
+    "FittedRuns",
+    "Suggestion",
+    "best_run",
+    "build_space",
+    "fit_runs",
+    "pareto_runs",
+    "predict_rows",
+    "propose_runs",
+    "suggest_runs",
+]

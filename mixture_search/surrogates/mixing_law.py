@@ -1,0 +1,105 @@
+"""The data mixing law of Ye et al. (2024): loss_i(r) = c_i + k_i * exp(sum_j t_ij r_j).
+
+For one target, f(r) = c + k * exp(t . r). Because the shares r add up to one, a common shift of t
+is the same as a factor on k, so |k| is absorbed into t and only its sign is kept: f = c + s *
+exp(t . r), s = +1 (a loss that falls towards a floor c) or s = -1 (a score that rises towards a
+ceiling c). Both signs are fitted from several starts and the better fit kept. One law per metric
+(the paper's per-domain losses) is `MultiTarget` over this surrogate.
+
+The fit is nonlinear least squares with a small ridge on the spread of t, so it stays well-posed
+with fewer runs than domains; `std` comes from the delta method (the parameter covariance of the
+fit pushed through the gradient of f at each point).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mixture_search.registry import check_range
+from mixture_search.surrogates.base import SURROGATES, BaseSurrogate, standardise
+
+T_LIMIT = 50.0  # |t_j| bound: exp(t . r) stays finite in float64
+
+
+@dataclass(frozen=True)
+class MixingLawOptions:
+    #: weight of the penalty on the spread of t (on unit-variance targets)
+    ridge: float = 1e-3
+    #: starting floors/ceilings tried per sign, as multiples of the target's range beyond its extremes
+    offsets: tuple[float, ...] = (0.05, 0.3, 1.0, 3.0)
+
+    def __post_init__(self) -> None:
+        check_range(self.ridge, "ridge", "surrogate mixing_law", low=0.0)
+        if not self.offsets or any(not isinstance(o, (int, float)) or o <= 0 for o in self.offsets):
+            from mixture_search.errors import SearchError
+
+            raise SearchError("option offsets must be positive numbers", where="surrogate mixing_law")
+
+
+@SURROGATES.register("mixing_law", help="Ye et al.'s law c + k*exp(t.r), fitted by least squares; delta-method std")
+class MixingLawSurrogate(BaseSurrogate):
+    name = "mixing_law"
+    Options = MixingLawOptions
+    options: MixingLawOptions
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        from scipy.optimize import least_squares
+
+        z, self._mean, self._scale = standardise(y)
+        n, m = X.shape
+        lam = np.sqrt(self.options.ridge)
+        centre = np.eye(m) - 1.0 / m  # t - mean(t)
+        span = max(float(np.ptp(z)), 1e-6)
+
+        def residuals(theta: np.ndarray, sign: float) -> np.ndarray:
+            c, t = theta[0], theta[1:]
+            return np.concatenate([c + sign * np.exp(X @ t) - z, lam * (centre @ t)])
+
+        def jacobian(theta: np.ndarray, sign: float) -> np.ndarray:
+            t = theta[1:]
+            e = sign * np.exp(X @ t)
+            top = np.hstack([np.ones((n, 1)), e[:, None] * X])
+            bottom = np.hstack([np.zeros((m, 1)), lam * centre])
+            return np.vstack([top, bottom])
+
+        lower = np.r_[-np.inf, np.full(m, -T_LIMIT)]
+        upper = np.r_[np.inf, np.full(m, T_LIMIT)]
+        best: tuple[float, float, np.ndarray] | None = None
+        for sign in (1.0, -1.0):
+            for offset in self.options.offsets:
+                c0 = z.min() - offset * span if sign > 0 else z.max() + offset * span
+                log_gap = np.log(sign * (z - c0))
+                t0 = np.linalg.solve(X.T @ X + (lam**2 + 1e-8) * np.eye(m), X.T @ log_gap)
+                t0 = np.clip(t0, -T_LIMIT + 1e-6, T_LIMIT - 1e-6)
+                fit = least_squares(
+                    residuals, np.r_[c0, t0], jac=jacobian, bounds=(lower, upper), args=(sign,), method="trf"
+                )
+                if best is None or fit.cost < best[0] - 1e-12:
+                    best = (float(fit.cost), sign, fit.x)
+        assert best is not None
+        _, self._sign, theta = best
+        self._c, self._t = float(theta[0]), theta[1:].copy()
+        J = jacobian(theta, self._sign)
+        resid = residuals(theta, self._sign)[:n]
+        dof = max(1, n - (m + 1))
+        s2 = float(resid @ resid) / dof
+        self._cov = s2 * np.linalg.pinv(J.T @ J)
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e = self._sign * np.exp(X @ self._t)
+        mean = self._c + e
+        grad = np.hstack([np.ones((len(X), 1)), e[:, None] * X])
+        var = np.einsum("ij,jk,ik->i", grad, self._cov, grad)
+        return self._mean + self._scale * mean, self._scale * np.sqrt(np.maximum(var, 0.0))
+
+    def describe(self) -> dict[str, Any]:
+        """The law in the target's own units: f(r) = c + k * exp(t . r)."""
+        return {
+            **super().describe(),
+            "c": self._mean + self._scale * self._c,
+            "k": self._scale * self._sign,
+            "t": dict(zip(self.domains, self._t.tolist())) if self.domains else self._t.tolist(),
+        }
