@@ -7,6 +7,7 @@ import typer
 from flows.cli import stack
 from flows.cli import train as train_cli
 from flows.cli.mixture import mixture_app
+from flows.cli.search import register as register_search
 
 app = typer.Typer(
     name="mixsweep",
@@ -20,6 +21,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(mixture_app, name="mixture")
+register_search(app)
 stack.register(app)
 train_cli.register(app)
 
