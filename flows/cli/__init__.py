@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from flows.cli import data as data_cli
 from flows.cli import stack
 from flows.cli import train as train_cli
 from flows.cli.mixture import mixture_app
@@ -24,6 +25,7 @@ app.add_typer(mixture_app, name="mixture")
 register_search(app)
 stack.register(app)
 train_cli.register(app)
+data_cli.register(app)
 
 
 def main() -> None:
