@@ -125,7 +125,7 @@ class DeepSpeedEngine:
             self.engine.backward(loss + aux)  # DeepSpeed divides by the accumulation steps itself
             self.engine.step()  # steps the optimizer at the accumulation boundary only
             total += loss.detach()
-            aux_total += float(aux)
+            aux_total += float(aux.detach())
         self.model.update_expert_bias()
         torch.distributed.all_reduce(total)
         norm = self.engine.get_global_grad_norm()

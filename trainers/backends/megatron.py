@@ -336,6 +336,8 @@ class MegatronEngine:
     def _sync_grads(self) -> None:
         """What Megatron's DDP does on GPU: sum over the data-parallel group (experts: the expert
         data-parallel group) and scale by 1 / dp, so every rank steps on the global-batch mean."""
+        if self.dp_size == 1:
+            return  # nothing to sum, nothing to scale
         groups = [
             (self._ps.get_data_parallel_group(), [p for p in self.module.parameters() if not self._is_expert(p)]),
             (self._ps.get_expert_data_parallel_group(), [p for p in self.module.parameters() if self._is_expert(p)]),
@@ -366,26 +368,24 @@ class MegatronEngine:
         """Global gradient norm over TP/EP shards (each tensor-parallel duplicate counted once),
         as Megatron's `get_grad_norm_fp32`, then clipping by it."""
         tp_rank = self._ps.get_tensor_model_parallel_rank()
-        dense = torch.zeros((), dtype=torch.float64)
-        expert = torch.zeros((), dtype=torch.float64)
-        grads = []
+        dense, expert, grads = [], [], []
         for p in self.module.parameters():
             if p.grad is None:
                 continue
             grads.append(p.grad)
-            sq = p.grad.detach().double().pow(2).sum()
             if self._is_expert(p):
-                expert += sq
+                expert.append(p.grad)
             elif getattr(p, "tensor_model_parallel", False) or tp_rank == 0:
-                dense += sq
+                dense.append(p.grad)
+        sums = torch.zeros(2, dtype=torch.float64)
+        for i, group in enumerate((dense, expert)):
+            if group:
+                sums[i] = torch.stack(torch._foreach_norm(group)).double().pow(2).sum()
         if self._ps.get_tensor_model_parallel_world_size() > 1:
-            dist.all_reduce(dense, group=self._ps.get_tensor_model_parallel_group())
-        if (
-            self.proxy.moe is not None
-            and dist.get_world_size(self._ps.get_expert_tensor_and_model_parallel_group()) > 1
-        ):
-            dist.all_reduce(expert, group=self._ps.get_expert_tensor_and_model_parallel_group())
-        norm = math.sqrt(float(dense + expert))
+            dist.all_reduce(sums[:1], group=self._ps.get_tensor_model_parallel_group())
+        if expert and dist.get_world_size(self._ps.get_expert_tensor_and_model_parallel_group()) > 1:
+            dist.all_reduce(sums[1:], group=self._ps.get_expert_tensor_and_model_parallel_group())
+        norm = math.sqrt(float(sums.sum()))
         if max_norm > 0 and math.isfinite(norm):
             coeff = max_norm / (norm + 1e-6)
             if coeff < 1.0:

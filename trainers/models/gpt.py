@@ -185,9 +185,10 @@ class MoE(nn.Module):
         flat = x.reshape(b * s, h)
         out = torch.zeros_like(flat)
         for e, expert in enumerate(self.experts.local_experts):
+            # an expert that got no tokens still runs (on zero rows), as in Megatron, so its weights get
+            # a zero gradient and AdamW decays and counts steps for every parameter alike
             idx = routing_map[:, e].nonzero(as_tuple=True)[0]
-            if idx.numel():
-                out.index_add_(0, idx, expert(flat[idx]) * probs[idx, e, None].to(flat.dtype))
+            out.index_add_(0, idx, expert(flat[idx]) * probs[idx, e, None].to(flat.dtype))
         if self.shared_experts is not None:
             out = out + self.shared_experts(flat)
         return out.view(b, s, h)

@@ -1,0 +1,254 @@
+"""Training throughput: the Megatron-Core and DeepSpeed backends vs a plain PyTorch loop, one run.
+
+All three train the identical model shape on the identical token batches (fp32, this machine's
+threads): the plain loop is `trainers.models.gpt.GPT` + `torch.optim.AdamW` + gradient clipping,
+written out here with nothing else; the backends run exactly the `Engine.train_step` that
+`trainers.train()` drives. Rounds are interleaved (plain, megatron, deepspeed, plain, ...) so load
+from other processes on a shared machine hits all three alike; the median round counts.
+
+Achieved FLOP/s (model FLOPs, `ProxyConfig.flops_per_token`) is compared with this machine's
+matmul peak, measured here as the best fp32 `torch.mm` rate over a few sizes.
+
+    .venv/bin/python benchmarks/train.py            # writes benchmarks/results/train.json
+    .venv/bin/python benchmarks/train.py --smoke    # seconds; checks the script runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex).*not installed.*")
+
+from trainers.backends.deepspeed import DeepSpeedBackend  # noqa: E402
+from trainers.backends.megatron import MegatronBackend  # noqa: E402
+from trainers.budget import TrainBudget  # noqa: E402
+from trainers.config import MoEConfig, ProxyConfig  # noqa: E402
+from trainers.distributed import Parallelism, process_group  # noqa: E402
+from trainers.models.gpt import GPT  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "train.json"
+GOAL = 0.95  # each backend >= 0.95x the plain loop
+
+
+def shapes(smoke: bool) -> dict[str, ProxyConfig]:
+    """STACK-FACTS' measurement shape: 4 layers, hidden 192, seq 256, batch 8, vocab 8192."""
+    seq = 64 if smoke else 256
+    dense = ProxyConfig(
+        name="bench_dense",
+        num_layers=2 if smoke else 4,
+        hidden_size=192,
+        num_attention_heads=6,
+        num_query_groups=2,
+        ffn_hidden_size=512,
+        seq_len=seq,
+        vocab_size=8192,
+    )
+    moe = dense.replace(
+        name="bench_moe",
+        moe=MoEConfig(
+            num_experts=8,
+            top_k=2,
+            expert_ffn_hidden_size=256,
+            shared_expert_ffn_hidden_size=256,
+            score_function="sigmoid",
+            expert_bias=True,
+            num_groups=4,
+            group_top_k=2,
+            first_k_dense=1,
+            aux_loss_type="seq_aux_loss",
+            aux_loss_coeff=1e-4,
+        ),
+    )
+    return {"dense": dense, "moe": moe}
+
+
+def matmul_peak(smoke: bool) -> dict[str, float]:
+    """Best fp32 GEMM rate over a few square sizes (FLOP/s = 2 n^3 / t)."""
+    best: dict[str, float] = {}
+    for n in (512, 1024) if smoke else (1024, 2048, 3072):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        rates = []
+        for _ in range(3 if smoke else 8):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            rates.append(2 * n**3 / (time.perf_counter() - t0))
+        best[str(n)] = max(rates)
+    return best
+
+
+class PlainLoop:
+    """The peer: the same model and optimizer, no framework."""
+
+    def __init__(self, proxy: ProxyConfig, budget: TrainBudget) -> None:
+        torch.manual_seed(budget.seed)
+        self.model = GPT(proxy)
+        self.budget = budget
+        params = list(self.model.parameters())
+        self.opt = torch.optim.AdamW(
+            [
+                {"params": [p for p in params if p.dim() >= 2], "weight_decay": budget.weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            ],
+            lr=budget.lr,
+            betas=(budget.adam_beta1, budget.adam_beta2),
+            foreach=True,
+        )
+
+    def train_step(self, batches: list[torch.Tensor], lr: float) -> float:
+        self.model.train()
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for tokens in batches:
+            loss, aux = self.model(tokens[:, :-1], tokens[:, 1:])
+            loss = loss.mean()
+            ((loss + aux) / len(batches)).backward()
+            total += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.budget.grad_clip, foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.model.update_expert_bias()
+        return total / len(batches)
+
+
+def _rounds(runners: dict, batches: list[torch.Tensor], *, steps: int, rounds: int, warmup: int, tokens: int) -> dict:
+    for run in runners.values():
+        for i in range(warmup):
+            run([batches[i % len(batches)]], 1e-3)
+    wall: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
+    for r in range(rounds):
+        for name, run in runners.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(steps):
+                run([batches[(r * steps + i) % len(batches)]], 1e-3)
+            wall[name].append(steps * tokens / (time.perf_counter() - t0))
+            cpu[name].append(steps * tokens / (time.process_time() - c0))
+    return {"wall": wall, "cpu": cpu}
+
+
+def measure(shape: str, proxy: ProxyConfig, *, steps: int, rounds: int, warmup: int, threads: int) -> dict:
+    """Two passes over the same interleaved rounds: one thread, timed by process CPU time (robust to
+    other processes on a shared machine: a single thread does not spin-wait), and all threads, timed
+    by the wall clock (the best round: the one least disturbed)."""
+    budget = TrainBudget(steps=10**6, micro_batch=8, global_batch=8, lr=1e-3, seed=0)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, proxy.vocab, (8, proxy.seq_len + 1), generator=g) for _ in range(4)]
+    tokens_per_step = budget.global_batch * proxy.seq_len
+    with process_group() as world:
+        runners: dict[str, Callable[[list[torch.Tensor], float], object]] = {}
+        plain = PlainLoop(proxy, budget)
+        runners["plain_pytorch"] = plain.train_step
+        megatron = MegatronBackend().build(proxy, budget, Parallelism(), world)
+        runners["megatron"] = megatron.train_step
+        deepspeed = DeepSpeedBackend(zero_stage=0).build(proxy, budget, Parallelism(), world)
+        runners["deepspeed"] = deepspeed.train_step
+        try:
+            torch.set_num_threads(1)
+            one = _rounds(runners, batches, steps=steps, rounds=rounds, warmup=warmup, tokens=tokens_per_step)
+            torch.set_num_threads(threads)
+            many = _rounds(runners, batches, steps=steps, rounds=rounds, warmup=warmup, tokens=tokens_per_step)
+        finally:
+            megatron.close()
+            deepspeed.close()
+    fpt = proxy.flops_per_token()
+    cpu1 = {name: statistics.median(v) for name, v in one["cpu"].items()}
+    best = {name: max(v) for name, v in many["wall"].items()}
+    out: dict = {
+        "proxy": proxy.describe(),
+        "params": proxy.param_counts().total,
+        "flops_per_token": fpt,
+        "tokens_per_step": tokens_per_step,
+        "one_thread_cpu_time": {
+            "tokens_per_cpu_s": {k: round(v, 1) for k, v in cpu1.items()},
+            "vs_plain": {k: round(v / cpu1["plain_pytorch"], 3) for k, v in cpu1.items() if k != "plain_pytorch"},
+            "rounds": {k: [round(x, 1) for x in v] for k, v in one["cpu"].items()},
+        },
+        f"{threads}_threads_wall_clock": {
+            "tokens_per_s_best_round": {k: round(v, 1) for k, v in best.items()},
+            "vs_plain": {k: round(v / best["plain_pytorch"], 3) for k, v in best.items() if k != "plain_pytorch"},
+            "achieved_flops_per_s": {k: round(v * fpt) for k, v in best.items()},
+            "rounds": {k: [round(x, 1) for x in v] for k, v in many["wall"].items()},
+        },
+    }
+    print(
+        f"[{shape}] 1 thread (CPU time): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in cpu1.items())
+        + f" tok/s; vs plain {out['one_thread_cpu_time']['vs_plain']}"
+    )
+    print(
+        f"[{shape}] {threads} threads (wall, best round): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in best.items())
+        + f" tok/s; vs plain {out[f'{threads}_threads_wall_clock']['vs_plain']}"
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; does not overwrite the results")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per backend per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per pass")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.rounds, args.warmup = 1, 2, 1
+    out_path = args.out or (Path("/tmp/mixsweep_train_bench_smoke.json") if args.smoke else RESULTS)
+    threads = torch.get_num_threads()
+    peak = matmul_peak(args.smoke)
+    peak_flops = max(peak.values())
+    print(f"matmul peak (fp32, {threads} threads): {peak_flops / 1e9:.1f} GFLOP/s")
+    results = {}
+    for shape, proxy in shapes(args.smoke).items():
+        r = measure(shape, proxy, steps=args.steps, rounds=args.rounds, warmup=args.warmup, threads=threads)
+        wall = r[f"{threads}_threads_wall_clock"]
+        wall["fraction_of_matmul_peak"] = {k: round(v / peak_flops, 3) for k, v in wall["achieved_flops_per_s"].items()}
+        r["meets_goal"] = {
+            k: r["one_thread_cpu_time"]["vs_plain"][k] >= GOAL and wall["vs_plain"][k] >= GOAL
+            for k in r["one_thread_cpu_time"]["vs_plain"]
+        }
+        results[shape] = r
+    report = {
+        "benchmark": "benchmarks/train.py",
+        "what": "training tokens/s of the Megatron-Core and DeepSpeed backends vs a plain PyTorch loop, same model shape and batches",
+        "goal": f"each backend >= {GOAL}x the plain loop in the same run",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1m_at_end": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": "cpu (no GPU on this machine; the GPU paths were not run)",
+        },
+        "settings": {"dtype": "float32", "micro_batch": 8, "steps_per_round": args.steps, "rounds": args.rounds},
+        "method": (
+            "interleaved rounds; pass 1: one torch thread, tokens per second of process CPU time (median round), "
+            "robust to other load on a shared machine; pass 2: all threads, wall clock (best round); "
+            "a backend meets the goal when both ratios are >= the goal"
+        ),
+        "matmul_peak_flops_per_s": round(peak_flops),
+        "matmul_flops_per_s_by_size": {k: round(v) for k, v in peak.items()},
+        "shapes": results,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(tmp, out_path)
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
