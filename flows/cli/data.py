@@ -350,7 +350,7 @@ def blend_cmd(
     drift = max_drift(unit, targets) if len(unit) else 0.0
     got = np.bincount(unit.astype(np.int64), minlength=k)
     target = targets.at(np.array([max(len(unit), 1)]))[0]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": names[i],
             "target_samples": float(target[i]),

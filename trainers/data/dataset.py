@@ -286,8 +286,8 @@ class ValidationSet:
         if seq_len < 1 or max_windows_per_domain < 1:
             raise DataError("seq_len and max_windows_per_domain must be positive", where="validation")
         self.seq_len = seq_len
-        self.windows: dict[str, torch.Tensor] = {}
-        self.target_bytes: dict[str, int] = {}
+        windows: dict[str, torch.Tensor] = {}
+        target_bytes: dict[str, int] = {}
         self.skipped: list[str] = []
         byte_len = tk.token_byte_lengths(corpus.tokenizer_dir) if corpus.tokenizer_dir is not None else None
         for d in corpus.domain_info:
@@ -299,7 +299,7 @@ class ValidationSet:
             m = min(total, max_windows_per_domain)
             picks = np.unique(np.floor(np.linspace(0, total - 1, m)).astype(np.int64))
             arr = np.stack([reader.window(int(w)) for w in picks]).astype(np.int64)
-            self.windows[d.name] = torch.from_numpy(arr)
+            windows[d.name] = torch.from_numpy(arr)
             if byte_len is not None:
                 ids = arr[:, 1:]
                 if ids.max(initial=0) >= len(byte_len):
@@ -307,7 +307,9 @@ class ValidationSet:
                         f"token id {int(ids.max())} is outside the tokenizer's {len(byte_len)} ids",
                         where=str(corpus.tokenizer_dir),
                     )
-                self.target_bytes[d.name] = int(byte_len[ids].sum())
+                target_bytes[d.name] = int(byte_len[ids].sum())
+        self.windows: Mapping[str, torch.Tensor] = windows
+        self.target_bytes: Mapping[str, int] = target_bytes
 
     @property
     def domains(self) -> tuple[str, ...]:
