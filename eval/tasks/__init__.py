@@ -1,0 +1,1 @@
+"""Evaluation tasks: local tasks from a corpus's held-out split, and OpenSeek's benchmark suite."""
