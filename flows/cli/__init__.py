@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from flows.cli import data as data_cli
+from flows.cli import evaluate as evaluate_cli
 from flows.cli import stack
 from flows.cli import train as train_cli
 from flows.cli.mixture import mixture_app
@@ -26,6 +27,7 @@ register_search(app)
 stack.register(app)
 train_cli.register(app)
 data_cli.register(app)
+evaluate_cli.register(app)
 
 
 def main() -> None:
