@@ -1,7 +1,7 @@
 """Proxy-model training: configs and presets, backends (Megatron-Core, DeepSpeed), the loop, `train()`.
 
-Names are imported lazily so `import trainers.data` (the data layer) does not pull in torch-heavy
-training modules.
+The entry point is `from trainers.train import train`. Names below are imported lazily so
+`import trainers.data` (the data layer) does not pull in torch-heavy training modules.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ _EXPORTS = {
     "TrainResult": "trainers.result",
     "EvalPoint": "trainers.result",
     "Parallelism": "trainers.distributed",
-    "train": "trainers.train",
     "preset": "trainers.presets",
     "PRESETS": "trainers.presets",
     "tiny_cpu": "trainers.presets",
