@@ -136,6 +136,7 @@ def train(
         previous = TrainResult.load(done)
         if previous.status == "completed":
             return previous
+    data = _data(corpus, mixture, proxy, budget)  # bad mixtures fail here, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     job = _Job(mixture, proxy, budget, chosen, reason, parallel, run_dir, stop_at_step, t_start)
     if nprocs > 1:
@@ -146,7 +147,19 @@ def train(
                 result.error or "training diverged", step=result.steps, result=result, where=str(run_dir)
             )
         return result
-    return job.run(corpus, progress)
+    return job.run(corpus, progress, data)
+
+
+def _data(corpus: Any, mixture: Mixture, proxy: ProxyConfig, budget: TrainBudget) -> tuple[Any, Any]:
+    """The training stream and the validation windows (index arrays cached in the corpus folder)."""
+    from trainers.data import BlendedSequenceDataset, ValidationSet
+
+    total = budget.total_steps(proxy.seq_len)
+    dataset = BlendedSequenceDataset(
+        corpus, mixture, seq_len=proxy.seq_len, num_samples=total * budget.global_batch, seed=budget.seed
+    )
+    validation = ValidationSet(corpus, seq_len=proxy.seq_len, max_windows_per_domain=budget.eval_windows_per_domain)
+    return dataset, validation
 
 
 def _check_instance(backend: Backend, proxy: ProxyConfig, parallel: Parallelism, device: str) -> str:
@@ -182,15 +195,12 @@ class _Job:
         self.reason, self.parallel, self.run_dir = reason, parallel, run_dir
         self.stop_at_step, self.t_start = stop_at_step, t_start
 
-    def run(self, corpus: Any, progress: Callable[[Progress], None] | None) -> TrainResult:
-        from trainers.data import BlendedSequenceDataset, ValidationSet
-
+    def run(
+        self, corpus: Any, progress: Callable[[Progress], None] | None, data: tuple[Any, Any] | None = None
+    ) -> TrainResult:
         proxy, budget = self.proxy, self.budget
         total = budget.total_steps(proxy.seq_len)
-        dataset = BlendedSequenceDataset(
-            corpus, self.mixture, seq_len=proxy.seq_len, num_samples=total * budget.global_batch, seed=budget.seed
-        )
-        validation = ValidationSet(corpus, seq_len=proxy.seq_len, max_windows_per_domain=budget.eval_windows_per_domain)
+        dataset, validation = data or _data(corpus, self.mixture, proxy, budget)
         domains = [str(d) for d in corpus.domains]
         with process_group() as world:
             engine = self.backend.build(proxy, budget, self.parallel, world)
@@ -213,7 +223,7 @@ class _Job:
                     state, checkpoint = loop.run(state, stop_at=self.stop_at_step)
                     status = "completed" if state.step >= total else "interrupted"
                 except Diverged as exc:
-                    status, error = "diverged", f"training diverged: {exc}"
+                    status, error = "diverged", f"training diverged: {exc}"  # "loss became nan at step 7"
                     checkpoint = loop.latest_checkpoint()
                 result = self._result(state, status, error, checkpoint, domains, world, corpus, total)
                 if world.is_main:
@@ -222,7 +232,7 @@ class _Job:
                 engine.close()
         if status == "diverged":
             raise TrainingDiverged(
-                f"{error} (partial result in {self.run_dir / RESULT_FILE})",
+                f"{error}; the partial result is in {RESULT_FILE}",
                 step=result.steps,
                 result=result,
                 where=str(self.run_dir),

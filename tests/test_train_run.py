@@ -1,0 +1,159 @@
+"""`train()` end to end on a small real corpus: determinism, exact resume, rerun skipping, learning,
+divergence, bad input. Tiny shapes (seq 64, a handful of steps), both backends, dense and MoE."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mixture_search.errors import MixSweepError
+from mixture_search.mixture import Mixture
+from tests.train_helpers import train_corpus  # noqa: F401  (session fixture)
+from trainers.budget import TrainBudget
+from trainers.config import ProxyConfig
+from trainers.errors import BackendUnavailable, ConfigError, TrainingDiverged
+from trainers.presets import moe_cpu, openseek_small_proxy, tiny_cpu
+from trainers.result import TrainResult
+from trainers.train import RESULT_FILE, train
+
+MIX = Mixture({"prose": 1.0, "sums": 3.0})
+BUDGET = TrainBudget(steps=4, micro_batch=4, global_batch=8, lr=3e-3, warmup_steps=1, eval_interval=2, seed=3)
+CASES = {
+    "megatron-dense": ("megatron", tiny_cpu(seq_len=64)),
+    "deepspeed-dense": ("deepspeed", tiny_cpu(seq_len=64)),
+    "megatron-moe": ("megatron", moe_cpu(seq_len=64, num_layers=2)),
+    "deepspeed-moe": ("deepspeed", moe_cpu(seq_len=64, num_layers=2)),
+}
+
+
+def _train(corpus: Path, case: str, out: Path, **kwargs) -> TrainResult:
+    backend, proxy = CASES[case]
+    return train(MIX, corpus, proxy, BUDGET, backend, out, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def references(train_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainResult]:  # noqa: F811
+    out = tmp_path_factory.mktemp("reference")
+    return {case: _train(train_corpus, case, out) for case in CASES}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_inputs_give_the_same_loss_curve(case: str, references, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    ref = references[case]
+    again = _train(train_corpus, case, tmp_path)
+    assert again.loss_curve == ref.loss_curve  # bit for bit
+    assert again.evals == ref.evals
+    assert again.tokens_per_domain == ref.tokens_per_domain
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_resume_gives_the_uninterrupted_curve(case: str, references, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    ref = references[case]
+    first = _train(train_corpus, case, tmp_path, stop_at_step=2)
+    assert first.status == "interrupted" and first.steps == 2 and first.loss_curve == ref.loss_curve[:2]
+    assert first.checkpoint is not None and first.checkpoint.endswith("step_0000002")
+    resumed = _train(train_corpus, case, tmp_path)
+    assert resumed.status == "completed" and resumed.run_dir == first.run_dir
+    assert resumed.loss_curve == ref.loss_curve
+    assert resumed.evals == ref.evals
+    assert resumed.tokens_per_domain == ref.tokens_per_domain
+
+
+def test_result_contents(references) -> None:
+    for case, r in references.items():
+        backend, proxy = CASES[case]
+        assert r.status == "completed" and r.backend == backend and r.backend_reason == "requested"
+        assert r.steps == r.total_steps == 4 and len(r.loss_curve) == len(r.lr_curve) == 4
+        assert r.tokens == 4 * 8 * 64 == sum(r.tokens_per_domain.values())
+        assert r.tokens_per_domain["sums"] == 3 * r.tokens_per_domain["prose"]  # exact blending at 1:3
+        assert [e.step for e in r.evals] == [2, 4]
+        assert set(r.val_loss) == set(r.val_bpb) == {"prose", "sums"}
+        assert all(math.isfinite(v) and v > 0 for v in [*r.val_loss.values(), *r.val_bpb.values()])
+        resolved = proxy.resolve_vocab(384)
+        assert r.proxy == resolved.to_dict() and r.params == resolved.param_counts().total
+        assert r.flops == r.flops_per_token * r.tokens and r.tokens_per_s > 0
+        checkpoint = Path(r.checkpoint or "")
+        assert (checkpoint / "trainer_state.json").exists() and (checkpoint / "model").is_dir()
+        assert TrainResult.load(Path(r.run_dir) / RESULT_FILE) == r
+        json.dumps(r.to_dict(), allow_nan=False)
+
+
+def test_rerun_returns_the_finished_result_without_training(references, train_corpus: Path) -> None:  # noqa: F811
+    ref = references["deepspeed-dense"]
+    checkpoints = sorted(p.name for p in (Path(ref.run_dir) / "checkpoints").iterdir())
+    again = _train(train_corpus, "deepspeed-dense", Path(ref.run_dir).parent)
+    assert again == ref and again.wall_time_s == ref.wall_time_s  # read back, not retrained
+    assert sorted(p.name for p in (Path(ref.run_dir) / "checkpoints").iterdir()) == checkpoints
+
+
+def test_megatron_and_deepspeed_train_the_same_model_family(references) -> None:
+    # different initial weights (each backend draws its own), same shape and data: close curves
+    for kind in ("dense", "moe"):
+        meg, ds = references[f"megatron-{kind}"], references[f"deepspeed-{kind}"]
+        assert meg.params == ds.params
+        assert abs(meg.loss_curve[0] - math.log(384)) < 0.3 and abs(ds.loss_curve[0] - math.log(384)) < 0.3
+        assert abs(meg.loss_curve[-1] - ds.loss_curve[-1]) < 0.3
+
+
+@pytest.mark.parametrize("backend", ["auto", "deepspeed"])
+def test_the_proxy_learns_the_domain_it_trains_on(backend: str, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    budget = TrainBudget(steps=30, micro_batch=8, global_batch=8, lr=3e-3, warmup_steps=3, eval_interval=15)
+    r = train(Mixture({"prose": 1.0}), train_corpus, tiny_cpu(seq_len=64), budget, backend, tmp_path)
+    assert r.tokens_per_domain == {"prose": 30 * 8 * 64, "sums": 0}
+    assert r.loss_curve[-1] < r.loss_curve[0] - 1.5  # the training loss falls
+    first, last = r.evals
+    assert last.loss["prose"] < first.loss["prose"]  # held-out loss on the trained domain keeps falling
+    assert last.loss["prose"] < last.loss["sums"] - 1.0  # and is far below the unseen domain's
+    assert last.bpb["prose"] < last.bpb["sums"]
+    if backend == "auto":
+        assert r.backend == "megatron" and r.backend_reason.startswith("auto: megatron")
+
+
+@pytest.mark.parametrize("backend", ["megatron", "deepspeed"])
+def test_divergence_raises_with_the_step_and_keeps_the_partial_result(
+    backend: str,
+    train_corpus: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    budget = TrainBudget(steps=12, micro_batch=4, global_batch=8, lr=1e5, min_lr=0.0, grad_clip=0.0, save_interval=2)
+    with pytest.raises(TrainingDiverged) as info:
+        train(MIX, train_corpus, tiny_cpu(seq_len=64), budget, backend, tmp_path)
+    err = info.value
+    assert f"at step {err.step}" in str(err) and "partial result" in str(err)
+    partial = err.result
+    assert partial is not None and partial.status == "diverged" and partial.steps == err.step < 12
+    assert not math.isfinite(partial.loss_curve[-1]) and all(math.isfinite(x) for x in partial.loss_curve[:-1])
+    on_disk = TrainResult.load(Path(partial.run_dir) / RESULT_FILE)
+    assert on_disk.status == "diverged" and len(on_disk.loss_curve) == err.step
+    if err.step > 2:  # the last checkpoint before the divergence is kept
+        assert on_disk.checkpoint is not None and Path(on_disk.checkpoint).exists()
+
+
+def test_bad_input_raises_one_line_errors(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    tiny = tiny_cpu(seq_len=64)
+    with pytest.raises(MixSweepError, match="code"):
+        train(Mixture({"prose": 1, "code": 1}), train_corpus, tiny, BUDGET, "deepspeed", tmp_path)
+    with pytest.raises(ConfigError, match="smaller than the tokenizer's 384"):
+        train(MIX, train_corpus, tiny.replace(vocab_size=100), BUDGET, "deepspeed", tmp_path)
+    with pytest.raises(MixSweepError, match="not found"):
+        train(MIX, tmp_path / "nowhere", tiny, BUDGET, "deepspeed", tmp_path)
+    with pytest.raises(BackendUnavailable, match="multi-latent attention"):
+        train(MIX, train_corpus, openseek_small_proxy(mla=True), BUDGET, "megatron", tmp_path)
+    with pytest.raises(ConfigError, match="data-parallel size 3"):
+        train(MIX, train_corpus, tiny, BUDGET, "deepspeed", tmp_path, nprocs=3)
+    with pytest.raises(ConfigError, match="mixture must be a Mixture"):
+        train({"prose": 1}, train_corpus, tiny, BUDGET, "deepspeed", tmp_path)  # type: ignore[arg-type]
+    for err in (ConfigError, BackendUnavailable):
+        assert issubclass(err, MixSweepError)
+    assert not list(tmp_path.iterdir())  # nothing was started
+
+
+def test_proxy_from_sweep_spec_dict_trains(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    proxy = ProxyConfig.from_dict({**tiny_cpu(seq_len=32).to_dict(), "num_layers": 1})
+    r = train(
+        MIX, train_corpus, proxy, TrainBudget.from_dict({"tokens": "1k", "micro_batch": 8}), "deepspeed", tmp_path
+    )
+    assert r.steps == math.ceil(1000 / (8 * 32)) and r.status == "completed"
