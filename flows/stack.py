@@ -157,7 +157,12 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         "prefect-worker",
         _worker,
-        lambda c: {"PREFECT_HOME": str(c.home / "prefect"), "PREFECT_API_URL": c.prefect_api},
+        # flow runs started by the worker inherit this: they log to this stack's MLflow server
+        lambda c: {
+            "PREFECT_HOME": str(c.home / "prefect"),
+            "PREFECT_API_URL": c.prefect_api,
+            "MLFLOW_TRACKING_URI": c.mlflow_uri,
+        },
         lambda c: None,
     ),
 )
@@ -292,7 +297,7 @@ class LocalStack:
         self.log(f"registering deployments from {self.cfg.deploy_file}")
         _run(
             [str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(self.cfg.deploy_file)],
-            env={**_prefect_env(self.cfg), **self.cfg.client_env()},
+            env={**_prefect_env(self.cfg), **self.cfg.client_env(), "MIXSWEEP_REPO": str(REPO)},
             cwd=REPO,
             what="prefect deploy",
         )

@@ -192,10 +192,11 @@ class SweepTracker:
         self._log(run_id, tags=tags)
 
     def log_artifact_text(self, run_id: str, name: str, text: str) -> None:
+        folder, _, filename = name.rpartition("/")
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
+            path = Path(tmp) / filename
             path.write_text(text)
-            self.client.log_artifact(run_id, str(path))
+            self.client.log_artifact(run_id, str(path), folder or None)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         if Path(path).is_dir():

@@ -7,6 +7,7 @@ import typer
 from flows.cli import data as data_cli
 from flows.cli import evaluate as evaluate_cli
 from flows.cli import stack
+from flows.cli import sweep as sweep_cli
 from flows.cli import train as train_cli
 from flows.cli.mixture import mixture_app
 from flows.cli.search import register as register_search
@@ -28,7 +29,14 @@ stack.register(app)
 train_cli.register(app)
 data_cli.register(app)
 evaluate_cli.register(app)
+sweep_cli.register(app)
 
 
 def main() -> None:
+    import os
+
+    from flows.stack import QUIET_ENV
+
+    for key, value in QUIET_ENV.items():  # offline and quiet unless the user says otherwise
+        os.environ.setdefault(key, value)
     app()

@@ -1,0 +1,223 @@
+"""Leaderboard, round reports and plots of a sweep (plain functions: rows in, markdown/PNG out)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.results import TrialResult
+
+
+def rank(results: Sequence[TrialResult], *, maximize: bool = False) -> list[TrialResult]:
+    """Finished trials best first (ties by trial key, so the order is stable), then the rest."""
+    ok = sorted(
+        (r for r in results if r.ok), key=lambda r: ((-1 if maximize else 1) * float(r.objective or 0), r.trial_key)
+    )
+    rest = sorted((r for r in results if not r.ok), key=lambda r: (r.status, r.trial_key))
+    return ok + rest
+
+
+def leaderboard_rows(
+    results: Sequence[TrialResult], domains: Sequence[str], *, maximize: bool = False, extra: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    rows = []
+    for i, r in enumerate(rank(results, maximize=maximize), start=1):
+        row: dict[str, Any] = {
+            "rank": i if r.ok else None,
+            "trial": r.trial_key[:8],
+            "round": r.round,
+            "sampler": r.sampler,
+            "status": r.status,
+            "objective": None if r.objective is None else round(float(r.objective), 5),
+        }
+        for d in domains:
+            row[d] = round(r.mixture.share(d), 4) if d in r.mixture else 0.0
+        for k in extra:
+            v = r.metrics.get(k)
+            row[k] = None if v is None or not math.isfinite(v) else round(v, 5)
+        if r.error:
+            row["error"] = r.error[:120]
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], *, limit: int = 50) -> str:
+    if not rows:
+        return "_no trials yet_\n"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows[:limit]:
+        out.append("| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |")
+    if len(rows) > limit:
+        out.append(f"\n_{len(rows) - limit} more rows in the MLflow experiment_")
+    return "\n".join(out) + "\n"
+
+
+def round_report(
+    *,
+    sweep: str,
+    round_: int,
+    rounds: int,
+    results: Sequence[TrialResult],
+    domains: Sequence[str],
+    objective: str,
+    maximize: bool,
+    cv: dict[str, Any] | None,
+    mlflow_url: str | None,
+) -> str:
+    done = [r for r in results if r.ok]
+    failed = [r for r in results if r.status == "failed"]
+    lines = [f"# Sweep `{sweep}`: round {round_ + 1} of {rounds}", ""]
+    lines.append(
+        f"{len(results)} trials so far: {len(done)} finished, {len(failed)} failed, {len(results) - len(done) - len(failed)} stopped early."
+    )
+    if done:
+        best = rank(done, maximize=maximize)[0]
+        lines += ["", f"**Best so far** ({objective} = {best.objective:.5f}, trial `{best.trial_key[:8]}`):", ""]
+        lines.append(" ".join(f"`{d}` {best.mixture.share(d):.3f}" for d in domains if d in best.mixture))
+    if cv:
+        lines += ["", "**Surrogate cross-validation** (out-of-fold):", "", markdown_table([cv])]
+    if failed:
+        lines += ["", "**Failed trials**:", ""] + [f"- `{r.trial_key[:8]}`: {r.error}" for r in failed]
+    if mlflow_url:
+        lines += ["", f"Compare the mixtures in MLflow: {mlflow_url}"]
+    lines += ["", "## Leaderboard", "", markdown_table(leaderboard_rows(results, domains, maximize=maximize))]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# plots (matplotlib, Agg)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_objective_vs_weights(
+    results: Sequence[TrialResult], domains: Sequence[str], objective: str, path: Path
+) -> Path:
+    plt = _plt()
+    ok = [r for r in results if r.ok]
+    n = len(domains)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    y = np.array([r.objective for r in ok], dtype=float)
+    for i, d in enumerate(domains):
+        ax = axes[i // cols][i % cols]
+        x = np.array([r.mixture.share(d) for r in ok])
+        ax.scatter(x, y, s=18, c=[r.round for r in ok], cmap="viridis")
+        ax.set_title(d, fontsize=9)
+        ax.set_xlabel("share", fontsize=8)
+        if i % cols == 0:
+            ax.set_ylabel(objective, fontsize=8)
+    for j in range(n, rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle("objective vs each domain's share (colour: round)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_predicted_vs_actual(actual: np.ndarray, predicted: np.ndarray, name: str, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.scatter(actual, predicted, s=20)
+    lo, hi = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel("actual objective")
+    ax.set_ylabel("predicted (out of fold)")
+    ax.set_title(f"surrogate {name}: cross-validated")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_loss_curves(results: Sequence[TrialResult], path: Path, *, top: int = 8) -> Path | None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = 0
+    for r in rank(results)[:top]:
+        result_file = Path(r.paths.get("run_dir", "")) / "result.json"
+        if not result_file.is_file():
+            continue
+        curve = json.loads(result_file.read_text()).get("loss_curve") or []
+        if curve:
+            ax.plot(
+                range(1, len(curve) + 1),
+                curve,
+                lw=1,
+                label=f"{r.trial_key[:8]} ({r.objective:.3f})" if r.objective else r.trial_key[:8],
+            )
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=7)
+    ax.set_title("training loss of the best trials")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_leaderboard(
+    results: Sequence[TrialResult], path: Path, *, maximize: bool = False, top: int = 20
+) -> Path | None:
+    ok = rank([r for r in results if r.ok], maximize=maximize)[:top]
+    if not ok:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(ok) + 1.2))
+    ax.barh([r.trial_key[:8] for r in ok][::-1], [float(r.objective or 0) for r in ok][::-1])
+    ax.set_xlabel("objective")
+    ax.set_title("leaderboard")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_simplex(
+    results: Sequence[TrialResult], domains: Sequence[str], path: Path, proposal: Any | None = None
+) -> Path | None:
+    """Ternary view of a 3-domain sweep: every trial coloured by objective, the proposal as a star."""
+    if len(domains) != 3:
+        return None
+    ok = [r for r in results if r.ok]
+    if not ok:
+        return None
+    plt = _plt()
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
+
+    def xy(shares: np.ndarray) -> np.ndarray:
+        return shares @ corners
+
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    ax.plot(*np.vstack([corners, corners[:1]]).T, "k-", lw=1)
+    pts = xy(np.array([[r.mixture.share(d) for d in domains] for r in ok]))
+    sc = ax.scatter(pts[:, 0], pts[:, 1], c=[r.objective for r in ok], cmap="viridis_r", s=30)
+    fig.colorbar(sc, ax=ax, label="objective")
+    if proposal is not None:
+        p = xy(np.array([proposal.share(d) for d in domains]))
+        ax.scatter([p[0]], [p[1]], marker="*", s=250, c="red", label="proposed")
+        ax.legend(loc="upper right")
+    for (x, y), d in zip(corners, domains):
+        ax.annotate(d, (x, y), textcoords="offset points", xytext=(0, 6 if y > 0 else -14), ha="center")
+    ax.set_axis_off()
+    ax.set_title("mixtures on the simplex")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path

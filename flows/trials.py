@@ -1,0 +1,314 @@
+"""Trials on Ray Tune: one trial per mixture (train -> evaluate -> report).
+
+Weights cross the Ray boundary as flat config keys `w.<domain>` (what Ray's result tables show) and
+become a `Mixture` again inside the trial. Each trial trains into a folder derived from its inputs, so
+a retried trial (`FailureConfig`) or a rerun of the sweep resumes from the last checkpoint. Trials
+report validation metrics at every evaluation (ASHA can stop a bad mixture early) and log them to the
+trial's MLflow child run, which the driver created before launching it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flows.results import TrialResult
+from flows.tracking import mlflow_key
+from mixture_search.mixture import Mixture
+
+
+def weight_key(domain: str) -> str:
+    return f"w.{mlflow_key(domain)}"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a round shares (shipped once through Ray's object store)."""
+
+    corpus: str
+    domains: tuple[str, ...]
+    proxy: dict[str, Any]
+    budget: dict[str, Any]
+    backend: str
+    trials_dir: str
+    tracking_uri: str
+    objective_metric: str = "val.bpb.mean"
+    objective_weights: dict[str, float] | None = None
+    maximize: bool = False
+    early_stop_metric: str | None = None
+    eval_tasks: tuple[str, ...] = ()
+    eval_max_docs: int = 16
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    key: str
+    mixture: Mixture
+    run_id: str
+    round: int
+    sampler: str
+
+
+@dataclass
+class RoundOptions:
+    cpus: float = 1.0
+    gpus: float = 0.0
+    max_concurrent: int = 1
+    max_failures: int = 2
+    asha: dict[str, Any] | None = None  # {"grace_period": .., "reduction_factor": ..}
+    ray_address: str | None = None
+    storage: Path = field(default_factory=lambda: Path("runs/ray"))
+    name: str = "round"
+    on_trial_done: Callable[[TrialResult], None] | None = None
+
+
+# ------------------------------------------------------------------------------------------------
+# metrics and objective
+
+
+def eval_metrics(point: Any) -> dict[str, float]:
+    """A trainers `EvalPoint` as flat metrics: val.loss.<domain>, val.bpb.<domain> and their means."""
+    out = {f"val.loss.{d}": float(v) for d, v in point.loss.items()}
+    out.update({f"val.bpb.{d}": float(v) for d, v in point.bpb.items()})
+    out["val.loss.mean"] = float(point.mean_loss)
+    out["val.bpb.mean"] = float(point.mean_bpb)
+    return out
+
+
+def objective_of(metrics: dict[str, float], metric: str, weights: dict[str, float] | None) -> float | None:
+    """The objective: one metric, or a weighted sum of metrics. None when a needed metric is missing."""
+    if weights:
+        missing = [k for k in weights if k not in metrics]
+        return None if missing else float(sum(w * metrics[k] for k, w in weights.items()))
+    value = metrics.get(metric)
+    return None if value is None else float(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# inside the trial (a Ray worker process)
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune function trainable: train the mixture in `config`, evaluate, report."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from trainers.budget import TrainBudget
+    from trainers.config import ProxyConfig
+    from trainers.errors import TrainingDiverged
+    from trainers.train import train
+
+    mixture = Mixture([(d, float(config[weight_key(d)])) for d in ctx.domains])
+    run_id = str(config["run_id"])
+    client = MlflowClient(ctx.tracking_uri)
+    proxy = ProxyConfig.from_dict(ctx.proxy)
+    budget = TrainBudget.from_dict(ctx.budget)
+
+    def report(metrics: dict[str, float], step: int, **extra: Any) -> None:
+        payload: dict[str, Any] = {**metrics, "step": step, **extra}
+        if ctx.early_stop_metric is not None:
+            value = metrics.get(ctx.early_stop_metric)
+            payload["es_metric"] = value if value is not None and math.isfinite(value) else float("inf")
+        tune.report(payload)
+
+    def on_progress(p: Any) -> None:
+        if p.eval is None:
+            return
+        metrics = eval_metrics(p.eval)
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id, metrics=[Metric(mlflow_key(k), v, now, p.step) for k, v in metrics.items() if math.isfinite(v)]
+        )
+        if p.step < p.total_steps:  # the final evaluation is reported once, with everything else, below
+            report(metrics, p.step)
+
+    started = time.perf_counter()
+    try:
+        result = train(
+            mixture,
+            ctx.corpus,
+            proxy,
+            budget,
+            ctx.backend,
+            out_dir=ctx.trials_dir,
+            progress=on_progress,
+            nprocs=ctx.workers,
+        )
+    except TrainingDiverged as exc:
+        report(
+            {}, exc.step, status="failed", error=str(exc), failed_step=exc.step, wall_s=time.perf_counter() - started
+        )
+        return
+    metrics = eval_metrics(result.final) if result.final else {}
+    metrics["train.tokens_per_s"] = float(result.tokens_per_s)
+    metrics["train.loss.final"] = float(result.loss_curve[-1]) if result.loss_curve else float("nan")
+    paths = {"run_dir": result.run_dir, "checkpoint": result.checkpoint or ""}
+    if ctx.eval_tasks and result.checkpoint:
+        from flows.evaluation import evaluate_checkpoint
+
+        scores, eval_paths = evaluate_checkpoint(
+            Path(result.checkpoint), ctx.corpus, ctx.eval_tasks, max_docs=ctx.eval_max_docs
+        )
+        metrics.update(scores)
+        paths.update(eval_paths)
+    objective = objective_of(metrics, ctx.objective_metric, ctx.objective_weights)
+    report(
+        metrics,
+        result.steps,
+        status="finished",
+        objective=objective if objective is not None else float("nan"),
+        backend=result.backend,
+        paths=paths,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# the driver side
+
+
+def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions) -> list[TrialResult]:
+    """Run one Ray Tune experiment with one trial per plan; results in plan order."""
+    import ray
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    if not plans:
+        return []
+    if not ray.is_initialized():
+        ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    points = [
+        {**{weight_key(d): p.mixture.share(d) for d in ctx.domains}, "trial_key": p.key, "run_id": p.run_id}
+        for p in plans
+    ]
+    space: dict[str, Any] = {weight_key(d): tune.uniform(0.0, 1.0) for d in ctx.domains}
+    space["trial_key"] = tune.choice([p.key for p in plans])
+    space["run_id"] = tune.choice([p.run_id for p in plans])
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": opts.cpus, "gpu": opts.gpus})
+    scheduler = (
+        ASHAScheduler(
+            max_t=10**9,
+            time_attr="step",
+            grace_period=opts.asha.get("grace_period", 1),
+            reduction_factor=opts.asha.get("reduction_factor", 2),
+        )
+        if opts.asha
+        else FIFOScheduler()
+    )
+    tune_config = TuneConfig(
+        search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=opts.max_concurrent),
+        num_samples=len(points),
+        scheduler=scheduler,
+        metric="es_metric" if opts.asha else None,
+        mode="min" if opts.asha else None,
+        reuse_actors=True,
+        trial_name_creator=lambda t: f"trial_{t.config['trial_key'][:8]}",
+        trial_dirname_creator=lambda t: f"trial_{t.config['trial_key'][:8]}",
+    )
+    run_config = RunConfig(
+        name=opts.name,
+        storage_path=str(Path(opts.storage).resolve()),
+        failure_config=FailureConfig(max_failures=opts.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=1),
+        verbose=0,
+        callbacks=[_done_callback(plans, opts.on_trial_done)] if opts.on_trial_done else None,
+    )
+    path = Path(opts.storage).resolve() / opts.name
+    if Tuner.can_restore(path):
+        tuner = Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True, param_space=space)
+    else:
+        tuner = Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+    grid = tuner.fit()
+    by_key: dict[str, TrialResult] = {}
+    for i in range(len(grid)):
+        res = grid[i]
+        key = str((res.config or {})["trial_key"])
+        plan = next(p for p in plans if p.key == key)
+        by_key[key] = to_trial_result(plan, res.metrics or {}, res.error)
+    return [
+        by_key.get(p.key)
+        or TrialResult(
+            p.key, p.mixture, "failed", error="trial did not run", run_id=p.run_id, round=p.round, sampler=p.sampler
+        )
+        for p in plans
+    ]
+
+
+def to_trial_result(plan: TrialPlan, metrics: dict[str, Any], error: Exception | None) -> TrialResult:
+    """The last report of a trial as a `TrialResult`: finished, failed (with why) or stopped early."""
+    reported = {k: float(v) for k, v in metrics.items() if _is_metric(k, v)}
+    status = metrics.get("status")
+    if error is not None:
+        return TrialResult(
+            plan.key,
+            plan.mixture,
+            "failed",
+            metrics=reported,
+            error=_one_line(error),
+            run_id=plan.run_id,
+            round=plan.round,
+            sampler=plan.sampler,
+        )
+    if status == "failed":
+        return TrialResult(
+            plan.key, plan.mixture, "failed", metrics=reported, error=str(metrics.get("error")), run_id=plan.run_id,
+            round=plan.round, sampler=plan.sampler, wall_s=float(metrics.get("wall_s", 0.0)),
+        )  # fmt: skip
+    finished = status == "finished"
+    objective = metrics.get("objective") if finished else None
+    return TrialResult(
+        plan.key,
+        plan.mixture,
+        "finished" if finished else "stopped",
+        objective=float(objective) if objective is not None and math.isfinite(float(objective)) else None,
+        metrics=reported,
+        error=None if finished else f"stopped early by the scheduler at step {metrics.get('step')}",
+        paths={k: str(v) for k, v in (metrics.get("paths") or {}).items()},
+        run_id=plan.run_id,
+        round=plan.round,
+        sampler=plan.sampler,
+        backend=metrics.get("backend"),
+        wall_s=float(metrics.get("wall_s", 0.0)),
+    )
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    return (
+        (key.startswith(("val.", "train.", "task.", "eval.")) or key.startswith("lighteval"))
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[-500:] if len(text) > 500 else text
+
+
+def _done_callback(plans: Sequence[TrialPlan], fn: Callable[[TrialResult], None]) -> Any:
+    """A Ray Tune callback telling the driver (e.g. a Prefect progress artifact) about each trial as it ends."""
+    from ray.tune import Callback
+
+    def plan_of(trial: Any) -> TrialPlan | None:
+        return next((p for p in plans if p.key == trial.config.get("trial_key")), None)
+
+    class Done(Callback):
+        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            plan = plan_of(trial)
+            if plan is not None:
+                fn(to_trial_result(plan, trial.last_result or {}, None))
+
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            plan = plan_of(trial)
+            if plan is not None:
+                fn(to_trial_result(plan, trial.last_result or {}, RuntimeError("trial errored")))
+
+    return Done()
