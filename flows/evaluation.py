@@ -15,7 +15,8 @@ from flows.tracking import mlflow_key
 def evaluate_checkpoint(
     checkpoint: Path, corpus: str, tasks: Sequence[str], *, max_docs: int
 ) -> tuple[dict[str, float], dict[str, str]]:
-    from eval import EvalOptions, evaluate, to_hf
+    from eval.convert import to_hf
+    from eval.evaluate import EvalOptions, evaluate
     from eval.tasks.local import LocalTaskOptions
 
     hf_dir = Path(checkpoint).parent / "hf"
