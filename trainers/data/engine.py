@@ -290,8 +290,15 @@ def exact_stream(
         if progress is not None:
             progress(n)
         return unit, count
-    block = max(2, min(cfg.block, n, MAX_BLOCK))
+    block = max(2, min(cfg.block, MAX_BLOCK))  # never depends on n: a longer stream extends a shorter one
     warm = min(_warmup(targets, block), block)
+    if tight < 1.0:
+        # probe the tight windows on fixed boundaries (independent of n); weights that need the full window
+        # skip the tight pass altogether instead of paying for it twice
+        probe = block * np.arange(1, 129, dtype=np.int64)
+        pf, _ = _run_lanes(targets, probe - warm, warm, _rounded(targets, probe - warm), None, tight)
+        if pf.mean() > 0.2:
+            tight = 1.0
     nblocks = -(-n // block)
     state = np.zeros(k, dtype=np.int64)
     done = 0  # blocks done
@@ -303,8 +310,6 @@ def exact_stream(
         wstart = ends - warm
         h = _rounded(targets, wstart)
         fail, ends_state = _run_lanes(targets, wstart, warm, h, None, tight)
-        if tight < 1.0 and fail.mean() > 0.2:
-            tight = 1.0  # these weights need the full window: skip the tight pass from here on
         if fail.any():
             redo = np.flatnonzero(fail)
             fail2, st = _run_lanes(targets, wstart[redo], warm, h[redo], None, 1.0)

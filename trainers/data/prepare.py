@@ -60,6 +60,8 @@ class PrepareConfig:
             raise DataError(
                 f"vocab size {self.vocab_size} is too small for a byte-level BPE (>= 300)", where="vocab_size"
             )
+        if self.tokenizer is None and self.dtype is not None:
+            check_vocab_fits(self.vocab_size, TOKEN_DTYPES[self.dtype], where="vocab_size")
 
     def key_fields(self) -> dict[str, Any]:
         d = asdict(self)

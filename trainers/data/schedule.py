@@ -159,23 +159,38 @@ class WeightSchedule:
         """EasyDeL's `get_weights(step)`: domain -> normalised weight at an optimizer step."""
         return dict(zip(self.names, self.weights_at([step])[0].tolist()))
 
-    def targets(self, num_samples: int) -> Targets:
-        """Cumulative per-domain targets for the first `num_samples` samples of the stream."""
+    def targets(self, num_samples: int | None = None) -> Targets:
+        """Cumulative per-domain targets of the sample stream (valid for any length; the last segment runs on).
+
+        Weights are constant within an optimizer step, so segments start at the steps where they change: the
+        points for `step` interpolation, every step between the first and last point otherwise (groups of steps,
+        averaged, past `MAX_SEGMENTS`: the target is then exact at every group end). `num_samples` is unused and
+        kept for call sites that know the length.
+        """
+        del num_samples
         g = self.samples_per_step
-        steps = max(1, -(-num_samples // g))
         if self.is_constant:
             w = self.points[0][1].to_array(self.names)[None, :]
             return Targets.from_segments(np.array([0], dtype=np.int64), w)
-        group = max(1, -(-steps // MAX_SEGMENTS))
-        starts_steps = np.arange(0, steps, group, dtype=np.int64)
+        first, last = int(self.points[0][0]), int(self.points[-1][0])
+        if self.interpolation == "step":
+            steps = np.array(sorted({0, *(int(p[0]) for p in self.points)}), dtype=np.int64)
+            return Targets.from_segments(steps * g, self.weights_at(steps))
+        span = last - first
+        group = max(1, -(-span // MAX_SEGMENTS))
+        inner = np.arange(first, last, group, dtype=np.int64)
         if group == 1:
-            w = self.weights_at(starts_steps)
+            w_inner = self.weights_at(inner)
         else:  # mean of each group's per-step weights: the cumulative target is exact at every group end
-            w = np.stack(
-                [self.weights_at(np.arange(int(s), min(int(s) + group, steps))).mean(axis=0) for s in starts_steps]
+            w_inner = np.stack(
+                [self.weights_at(np.arange(int(s), min(int(s) + group, last))).mean(axis=0) for s in inner]
             )
-            w /= w.sum(axis=1, keepdims=True)
-        return Targets.from_segments(starts_steps * g, w)
+            w_inner /= w_inner.sum(axis=1, keepdims=True)
+        starts = [np.array([0], dtype=np.int64)] if first > 0 else []
+        weights = [self.weights_at([0])] if first > 0 else []
+        starts += [inner, np.array([last], dtype=np.int64)]
+        weights += [w_inner, self.weights_at([last])]
+        return Targets.from_segments(np.concatenate(starts) * g, np.vstack(weights))
 
 
 @dataclass(frozen=True)
