@@ -281,15 +281,21 @@ def _run(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console(), disable=quiet or nprocs > 1, transient=False) as bar:
-        task = bar.add_task("train", total=total, info="")
+    # started at the first step, so errors found while the data and model are set up print alone
+    bar = Progress(*columns, console=console(), disable=quiet)
+    task = bar.add_task("train", total=total, info="")
 
-        def report(step: Step) -> None:
-            info = f"loss {step.loss:.3f}  lr {step.lr:.2e}  {step.tokens_per_s:,.0f} tok/s"
-            if step.eval is not None:
-                info += f"  val bpb {step.eval.mean_bpb:.3f}"
-            bar.update(task, completed=step.step, info=info)
+    def report(step: Step) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        info = f"loss {step.loss:.3f}  lr {step.lr:.2e}  {step.tokens_per_s:,.0f} tok/s"
+        if step.eval is not None:
+            info += f"  val bpb {step.eval.mean_bpb:.3f}"
+        bar.update(task, completed=step.step, info=info)
 
+    try:
         result = train(mix, corpus, proxy, budget, backend, out, parallel=parallel, nprocs=nprocs, progress=report)
-        bar.update(task, completed=result.steps)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     return result
