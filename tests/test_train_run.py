@@ -157,3 +157,18 @@ def test_proxy_from_sweep_spec_dict_trains(train_corpus: Path, tmp_path: Path) -
         MIX, train_corpus, proxy, TrainBudget.from_dict({"tokens": "1k", "micro_batch": 8}), "deepspeed", tmp_path
     )
     assert r.steps == math.ceil(1000 / (8 * 32)) and r.status == "completed"
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_deepspeed_zero_stages_train_and_resume(stage: int, references, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    from trainers.backends import DeepSpeedBackend
+
+    backend = DeepSpeedBackend(zero_stage=stage)
+    first = train(MIX, train_corpus, tiny_cpu(seq_len=64), BUDGET, backend, tmp_path, stop_at_step=2)
+    resumed = train(MIX, train_corpus, tiny_cpu(seq_len=64), BUDGET, backend, tmp_path)
+    assert resumed.backend_options == {"zero_stage": stage}
+    assert resumed.loss_curve[:2] == first.loss_curve
+    ref = references["deepspeed-dense"]  # ZeRO-0: the same optimisation, sharded differently
+    assert resumed.run_dir != ref.run_dir
+    for got, want in zip(resumed.loss_curve, ref.loss_curve):
+        assert abs(got - want) < 1e-5
