@@ -92,8 +92,6 @@ def _check_model(hf_dir: Path) -> dict[str, Any]:
         )
     if not any(hf_dir.glob("*.safetensors")) and not any(hf_dir.glob("*.bin")):
         raise EvalError("the model folder has no weights (*.safetensors)", where=str(hf_dir))
-    if not (hf_dir / "tokenizer.json").exists() and not (hf_dir / "tokenizer_config.json").exists():
-        raise EvalError("the model folder has no tokenizer; convert with --tokenizer (or --corpus)", where=str(hf_dir))
     try:
         config: dict[str, Any] = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
     except ValueError as exc:
@@ -187,16 +185,39 @@ def _pick_local(selection: Selection, tasks: list[local_tasks.LocalTask]) -> lis
     return list(picked.values())
 
 
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer.json").exists() or (folder / "tokenizer_config.json").exists()
+
+
+def _tokenizer_dir(hf: Path, tokenizer: Path | str | None, corpus: Any) -> Path:
+    """The tokenizer to evaluate with: the one given, else the model folder's, else the corpus's."""
+    if tokenizer is not None:
+        if not _has_tokenizer(Path(tokenizer)):
+            raise EvalError("not a Hugging Face tokenizer folder (no tokenizer.json)", where=str(tokenizer))
+        return Path(tokenizer)
+    if _has_tokenizer(hf):
+        return hf
+    if corpus is not None and getattr(corpus, "tokenizer_dir", None) is not None:
+        return Path(str(corpus.tokenizer_dir))
+    raise EvalError(
+        "the model folder has no tokenizer: convert with --tokenizer/--corpus, or evaluate with --corpus", where=str(hf)
+    )
+
+
+def _tokenizer_stamp(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).exists():
+            h.update((folder / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _heldout(
     corpus: Any, heldout: Path | str | None, max_tokens: int, tokenizer: Any, passages: int
 ) -> local_tasks.HeldOut:
     if heldout is not None:
         source = heldout_sources.from_folder(heldout)
     elif corpus is not None:
-        if isinstance(corpus, (str, Path)):
-            from trainers.data import Corpus
-
-            corpus = Corpus.load(Path(corpus))
         source = heldout_sources.from_corpus(corpus, seq_len=max_tokens, max_passages=passages)
     else:
         raise EvalError(
@@ -222,6 +243,7 @@ def evaluate(
     *,
     corpus: Any = None,
     heldout: Path | str | None = None,
+    tokenizer: Path | str | None = None,
     data_dir: Path | str | None = None,
     out_dir: Path | str | None = None,
     options: EvalOptions | None = None,
@@ -230,7 +252,8 @@ def evaluate(
     force: bool = False,
 ) -> EvalResult:
     """Run LightEval on the model in `hf_dir`; return (and write) flat metrics, aggregates and the
-    objective. `aggregates` add to the defaults; `objective` replaces the default objective."""
+    objective. `corpus` is a prepared corpus or its folder (held-out text; also the tokenizer when the
+    model folder has none); `aggregates` add to the defaults; `objective` replaces the default one."""
     t0 = time.perf_counter()
     options = options or EvalOptions()
     hf = Path(hf_dir)
@@ -240,13 +263,18 @@ def evaluate(
     bench_names = [name for name, _ in selection.benchmarks]
     root = openseek.check_available(bench_names, data_dir) if bench_names else None
 
+    if isinstance(corpus, (str, Path)):
+        from trainers.data import Corpus
+
+        corpus = Corpus.load(Path(corpus))
+    tok_dir = _tokenizer_dir(hf, tokenizer, corpus)
     picked: list[tuple[local_tasks.LocalTask, int]] = []
     if selection.needs_local:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(hf))
+        tok = AutoTokenizer.from_pretrained(str(tok_dir))
         max_tokens = int(config.get("max_position_embeddings") or 2048) - CONTEXT_MARGIN
-        held = _heldout(corpus, heldout, max_tokens, tokenizer, options.local.max_docs)
+        held = _heldout(corpus, heldout, max_tokens, tok, options.local.max_docs)
         written = local_tasks.write_local_tasks(held, out / "tasks", options.local)
         picked = _pick_local(selection, written)
 
@@ -257,6 +285,7 @@ def evaluate(
     fingerprint = model_fingerprint(hf)
     key_payload = {
         "model": fingerprint,
+        "tokenizer": _tokenizer_stamp(tok_dir),
         "tasks": specs,
         "local": [dataclasses.asdict(t) | {"path": Path(t.path).parent.name} for t, _ in picked],
         "data": _data_stamp(root, bench_names) if root else [],
@@ -278,7 +307,13 @@ def evaluate(
     from eval import runner
 
     raw = runner.run(
-        hf, configs, ",".join(specs), batch_size=options.batch_size, max_samples=options.max_samples, seed=options.seed
+        hf,
+        configs,
+        ",".join(specs),
+        tokenizer=tok_dir,
+        batch_size=options.batch_size,
+        max_samples=options.max_samples,
+        seed=options.seed,
     )
     metrics = aggregate.flatten(raw.get("results", {}))
     aggs = (

@@ -14,10 +14,12 @@ done one level up, keyed by the weights' fingerprint (`eval.evaluate`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
 import tempfile
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,20 @@ def go_offline() -> None:
         datasets.config.HF_HUB_OFFLINE = True
     if hasattr(datasets.config, "HF_DATASETS_OFFLINE"):
         datasets.config.HF_DATASETS_OFFLINE = True
+
+
+# A launcher's variables (torchrun, Ray Train, DeepSpeed) make LightEval's `Accelerator` try to join a
+# process group; evaluation is one process, so they are hidden while it runs.
+_LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
+
+
+@contextlib.contextmanager
+def _one_process() -> Iterator[None]:
+    saved = {k: os.environ.pop(k) for k in _LAUNCHER_ENV if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _classes() -> tuple[type, type]:
@@ -90,12 +106,14 @@ def run(
     configs: list[Any],
     task_spec: str,
     *,
+    tokenizer: Path | None = None,
     batch_size: int = 16,
     max_samples: int | None = None,
     device: str = "cpu",
     seed: int = 1234,
 ) -> dict[str, Any]:
-    """Evaluate the model in `hf_dir` on `task_spec` ("name|shots,...") from `configs`; LightEval's
+    """Evaluate the model in `hf_dir` (with `tokenizer`, default the folder's own) on `task_spec`
+    ("name|shots,...") from `configs`; LightEval's
     results dict (`results`, `versions`, ...) plus `docs`: documents evaluated per task."""
     go_offline()
     from lighteval.logging.evaluation_tracker import EvaluationTracker
@@ -109,6 +127,7 @@ def run(
     try:
         model_config = TransformersModelConfig(
             model_name=str(hf_dir),
+            tokenizer=str(tokenizer) if tokenizer is not None else None,
             device=device,
             dtype="float32",
             batch_size=batch_size,
@@ -124,9 +143,10 @@ def run(
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        pipeline = LocalPipeline(task_spec, params, tracker, model_config=model_config, module=module)
-        pipeline.evaluate()
-        results: dict[str, Any] = pipeline.get_results()
+        with _one_process():
+            pipeline = LocalPipeline(task_spec, params, tracker, model_config=model_config, module=module)
+            pipeline.evaluate()
+            results: dict[str, Any] = pipeline.get_results()
         results["docs"] = {name.rsplit("|", 1)[0]: len(docs) for name, docs in pipeline.documents_dict.items()}
         return results
     finally:

@@ -79,7 +79,7 @@ def tiny_proxy(vocab: int, **kw: Any) -> Any:
     return ProxyConfig(**(base | kw))
 
 
-def convert_plain(out: Path, tokenizer: Path, seed: int, **kw: Any) -> Any:
+def convert_plain(out: Path, tokenizer: Path | None, seed: int, **kw: Any) -> Any:
     """A randomly initialised plain proxy (seeded), converted with its tokenizer."""
     from eval.convert import convert, from_module
     from trainers.models.gpt import GPT
@@ -131,3 +131,37 @@ def benchmark_samples(root: Path) -> Path:
     write_jsonl(root / "gsm8k" / "test.jsonl", gsm)
     write_jsonl(root / "gsm8k" / "train.jsonl", gsm)
     return root
+
+
+def make_corpus(out: Path) -> Path:
+    """A prepared corpus (the data layer's BPE tokenizer + Megatron datasets) of two real domains:
+    `code` (Python standard library modules, one document per module) and `legal` (the licence texts
+    under /usr/share/common-licenses, one document per paragraph)."""
+    from trainers.data.prepare import PrepareConfig, prepare
+    from trainers.data.sources import Source
+
+    modules = sorted(STDLIB.glob("*.py"))[:60]
+    code = [p.read_text(encoding="utf-8", errors="replace") for p in modules]
+    licences = sorted(p for p in GPL.parent.iterdir() if p.is_file())
+    legal = [
+        para
+        for p in licences
+        for para in p.read_text(encoding="utf-8", errors="replace").split("\n\n")
+        if len(para) > 80
+    ]
+    sources = [
+        Source(
+            name="code",
+            group="Code",
+            documents=lambda: iter(code),
+            fingerprint=lambda: ["code", [p.name for p in modules]],
+        ),
+        Source(name="legal", group="English", documents=lambda: iter(legal), fingerprint=lambda: ["legal", len(legal)]),
+    ]
+    prepare(
+        sources,
+        PrepareConfig(out=out, vocab_size=512, valid_fraction=0.05, workers=1, tokenizer_train_bytes=1 << 18),
+        log=lambda _msg: None,
+        progress=False,
+    )
+    return out

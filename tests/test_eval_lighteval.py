@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from eval.errors import EvalError
 from eval.evaluate import EvalOptions, EvalResult, evaluate
 from eval.tasks.local import LocalTaskOptions
 from tests import eval_support as support
@@ -158,3 +159,12 @@ def test_new_weights_at_the_same_path_are_evaluated_afresh(world: dict[str, Path
     second = evaluate(hf, "bpb:code", heldout=world["heldout"], options=OPTIONS)
     assert not second.reused and second.model_fingerprint != first.model_fingerprint
     assert abs(second.metrics["bpb:code/bpb"] - first.metrics["bpb:code/bpb"]) > 1e-3
+
+
+def test_a_model_folder_without_tokenizer_takes_one_given(world: dict[str, Path], result: EvalResult) -> None:
+    hf = world["root"] / "hf_no_tokenizer"
+    support.convert_plain(hf, None, seed=0)
+    with pytest.raises(EvalError, match="the model folder has no tokenizer"):
+        evaluate(hf, "bpb:code", heldout=world["heldout"], options=OPTIONS)
+    given = evaluate(hf, "bpb:code", heldout=world["heldout"], tokenizer=world["tokenizer"], options=OPTIONS)
+    assert given.metrics["bpb:code/bpb"] == pytest.approx(result.metrics["bpb:code/bpb"], rel=1e-6)

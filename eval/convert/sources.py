@@ -226,8 +226,19 @@ def _megatron_runtime() -> Iterator[None]:
                 parallel_state.destroy_model_parallel()
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first rank's exception inside torch.distributed.checkpoint's wrapper (its str is a traceback)."""
+    failures = getattr(exc, "failures", None)
+    if isinstance(failures, dict) and failures:
+        first = next(iter(failures.values()))
+        if isinstance(first, tuple) and first and isinstance(first[0], BaseException):
+            return first[0]
+    return exc
+
+
 def read_megatron(ref: CheckpointRef) -> Source:
     from megatron.core import dist_checkpointing
+    from torch.distributed.checkpoint.api import CheckpointException
 
     proxy = ref.proxy()
     if not (ref.model_dir / "metadata.json").exists():
@@ -241,9 +252,10 @@ def read_megatron(ref: CheckpointRef) -> Source:
         try:
             loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(ref.model_dir))
             model.load_state_dict(loaded["model"])
-        except Exception as exc:  # Megatron raises assorted types for a checkpoint of another shape
+        except (Exception, CheckpointException) as exc:  # DCP's CheckpointException is a BaseException
+            cause = _root_cause(exc)
             raise ConversionError(
-                f"the checkpoint does not load into the run's model ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})",
+                f"the checkpoint does not load into the run's model ({type(cause).__name__}: {' '.join(str(cause).split())[:300]})",
                 where=str(ref.model_dir),
             ) from None
         source = from_module(model, proxy, origin=str(ref.step_dir))
@@ -273,7 +285,7 @@ _DEEPSPEED_STANDINS: list[Any] = [
 def _load(path: Path) -> Any:
     try:
         with torch.serialization.safe_globals(_DEEPSPEED_STANDINS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
         raise ConversionError(
             f"unreadable with weights_only=True ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
@@ -344,8 +356,9 @@ def deepspeed_state_dict(model_dir: Path) -> dict[str, Tensor]:
         part = -(-numel // world)  # ceil
         if offset + part > per_rank[0].numel():
             raise ConversionError("ZeRO-3 flat groups are shorter than the parameter shapes", where=str(tag))
-        full = torch.cat([r[offset : offset + part] for r in per_rank])[:numel]
-        out[name] = full.view(tuple(shape)).clone()
+        pieces = [r[offset : offset + part] for r in per_rank]
+        full = pieces[0] if world == 1 else torch.cat(pieces)
+        out[name] = full[:numel].view(tuple(shape))
         offset += part
     return out
 

@@ -2,7 +2,7 @@
 
 - `from_corpus(corpus)`: a prepared corpus (`trainers.data.Corpus`): its held-out windows per domain
   (`trainers.data.ValidationSet`, the windows the trainer's validation loss uses), decoded with the
-  corpus tokenizer; groups from the corpus catalog.
+  corpus tokenizer; groups as the corpus labels its domains.
 - `from_folder(path)`: one file per domain, `<domain>.txt` (passages separated by blank lines) or
   `<domain>.jsonl` (`{"text": ...}` per line), and optionally `groups.json` (`{domain: group}`).
 
@@ -14,7 +14,6 @@ given by the tokenizer's offsets.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,26 +76,8 @@ def from_corpus(corpus: Any, *, seq_len: int, max_passages: int = 64) -> HeldOut
     for domain, windows in validation.windows.items():
         texts = [_strip_partial(str(tokenizer.decode(list(map(int, w)), skip_special_tokens=True))) for w in windows]
         passages[str(domain)] = [t for t in texts if t]
-    return HeldOut(passages=passages, groups=_corpus_groups(corpus, passages), source=str(_corpus_root(corpus)))
-
-
-def _corpus_root(corpus: Any) -> Any:
-    for attr in ("root", "path", "directory", "dir"):
-        value = getattr(corpus, attr, None)
-        if value is not None:
-            return value
-    return "corpus"
-
-
-def _corpus_groups(corpus: Any, passages: Mapping[str, list[str]]) -> dict[str, str]:
-    catalog = getattr(corpus, "catalog", None)
-    groups: dict[str, str] = {}
-    for domain in passages:
-        try:
-            groups[domain] = str(catalog.domain(domain).group) if catalog is not None else domain
-        except Exception:
-            groups[domain] = domain
-    return groups
+    groups = {name: str(corpus.domain(name).group) for name in passages}
+    return HeldOut(passages=passages, groups=groups, source=str(corpus.root))
 
 
 def fit_to_context(heldout: HeldOut, tokenizer: Any, max_tokens: int) -> HeldOut:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,7 +41,15 @@ EVALUATE_HELP = (
 
 
 def _quiet() -> None:
+    """Library chatter that says nothing about the user's run: missing GPU kernels on a CPU machine,
+    deprecation notices inside megatron-core and torch.distributed.checkpoint."""
     warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex) (and Apex )?(are|is) not installed.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"megatron\..*")
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed otherwise logs its accelerator guess
 
 
 def _tokenizer_dir(tokenizer: Path | None, corpus: Path | None) -> Path | None:
@@ -180,10 +189,15 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Argument(help="Hugging Face model folder (from `mixsweep convert`).", show_default=False)
         ] = None,
         tasks: Annotated[str, typer.Option(help="Comma-separated tasks (see above).")] = "local",
-        corpus: Annotated[Path | None, typer.Option(help="Prepared corpus: held-out text for the local tasks.")] = None,
+        corpus: Annotated[
+            Path | None, typer.Option(help="Prepared corpus: held-out text for the local tasks (and its tokenizer).")
+        ] = None,
         heldout: Annotated[
             Path | None,
             typer.Option(help="Folder of <domain>.txt / <domain>.jsonl held-out text (instead of --corpus)."),
+        ] = None,
+        tokenizer: Annotated[
+            Path | None, typer.Option(help="Tokenizer folder [default: the model folder's, else the corpus's].")
         ] = None,
         data_dir: Annotated[
             Path | None,
@@ -231,6 +245,7 @@ def register(app: typer.Typer) -> None:
             tasks,
             corpus=corpus,
             heldout=heldout,
+            tokenizer=tokenizer,
             data_dir=data_dir,
             out_dir=out,
             options=options,
