@@ -13,6 +13,7 @@ import csv
 import io
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,9 @@ import numpy as np
 from mixture_search.errors import SearchError
 from mixture_search.mixture import Mixture
 
-#: prefixes tried, in order, when neither --weight-prefix nor --weights is given
-KNOWN_PREFIXES = ("weight_", "weight.", "weight:", "weights.", "w_", "w.", "mix_", "mixture_", "share_", "domain_")
+#: prefixes recognised when neither --weight-prefix nor --weights is given: a word that says "weight"
+#: and one separator (weight_, w., mix:, share/, Ratio-, ...); the one on most columns wins
+KNOWN_PREFIX = re.compile(r"^(weights?|w|mix|mixture|shares?|ratio|prop|proportion|domain)[_.:/ -]", re.IGNORECASE)
 MISSING = {"", "nan", "na", "n/a", "null", "none", "-"}
 
 
@@ -161,7 +163,11 @@ def resolve_weight_columns(
             raise SearchError("a weight column is listed twice", where=where)
         domains = [c[len(prefix) :] if prefix and c.startswith(prefix) and c != prefix else c for c in columns]
     else:
-        prefixes = [prefix] if prefix else [p for p in KNOWN_PREFIXES if sum(h.startswith(p) for h in header) >= 2]
+        if prefix:
+            prefixes = [prefix]
+        else:
+            found = [m.group(0) for m in map(KNOWN_PREFIX.match, header) if m]
+            prefixes = sorted((p for p in set(found) if found.count(p) >= 2), key=lambda p: (-found.count(p), p))
         if not prefixes:
             raise SearchError(
                 "no weight columns found: name them with --weights C1,C2,... (or FIRST..LAST) "
@@ -205,7 +211,7 @@ def _with_weights(table: Table, columns: tuple[str, ...], domains: tuple[str, ..
         raise SearchError("the table has a header but no rows", where=str(table.path))
     W = np.column_stack([table.numbers(c, allow_missing=False) for c in columns])
     for r, c in zip(*np.nonzero(W < 0)):
-        raise SearchError(f"weight {W[r, c]!r} is negative", where=f"{table.path}:{table.lines[r]} {columns[c]}")
+        raise SearchError(f"weight {float(W[r, c])!r} is negative", where=f"{table.path}:{table.lines[r]} {columns[c]}")
     sums = W.sum(axis=1)
     for r in np.flatnonzero(sums <= 0):
         raise SearchError("all weights are zero", where=f"{table.path}:{table.lines[r]}")

@@ -60,7 +60,7 @@ PrefixOpt = Annotated[
         "--weight-prefix",
         "-p",
         help="Weight columns are those starting with this prefix; the domain is the rest of the name "
-        "(default: the first of weight_, weight., w_, mix_, share_, domain_ ... found in the header).",
+        "(default: recognised in the header, e.g. weight_, w., mix:, share/, ratio-).",
     ),
 ]
 WeightsOpt = Annotated[
@@ -424,7 +424,7 @@ def propose_cmd(
     _print_proposal(fitted, space, proposal, best, written)
     if pareto is not None:
         with _status("computing the Pareto front ..."):
-            front = pareto_runs(fitted, space, seed=seed)
+            front = pareto_runs(fitted, space, n_samples=min(samples, 20_000), seed=seed)
         header = [*fitted.runs.weight_columns, *(f"predicted.{t}" for t in fitted.targets), "objective"]
         rows = [[*p.mixture.normalized, *p.predicted.values(), p.objective] for p in front]
         write_csv(pareto, header, rows)

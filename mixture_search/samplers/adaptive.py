@@ -8,7 +8,8 @@ Dirichlet). Then every `suggest`:
 2. scores a pool of feasible candidates: uniform over the space, Dirichlet draws around the prior,
    and perturbations of the best runs at several step sizes; then perturbs the pool's most promising
    points once more and scores those too;
-3. picks the batch greedily by expected improvement (`ei`), uncertainty (`uncertainty`) or lower
+3. picks the batch greedily by expected improvement (`ei`, over the best *predicted* value among the
+   runs, not the best noisy measurement, which noise biases), uncertainty (`uncertainty`) or lower
    confidence bound (`lcb`), multiplying every remaining candidate's acquisition by
    1 - exp(-(d / r)^2) after each pick (d: L1 distance to the pick), so a batch is never n copies of
    one point: r is `diversity` times the median distance from the pool to the nearest observed run.
@@ -114,19 +115,20 @@ class AdaptiveSampler(BaseSampler):
         pool = pool[[self.is_new(p) for p in pool]]
         if not len(pool):
             return pool
-        acq = self._acquire(model, pool, loss, y)
+        incumbent = float(self.loss(model.predict(X)[0]).min())
+        acq = self._acquire(model, pool, incumbent, y)
         # second look: perturb the most promising candidates and score those too
         top = pool[np.argsort(-acq)[:16]]
         extra = np.vstack([perturb(self.space, p, 0.1, self.rng, 32) for p in top])
         extra = extra[[self.is_new(p) for p in extra]]
         if len(extra):
             pool = np.vstack([pool, extra])
-            acq = np.concatenate([acq, self._acquire(model, extra, loss, y)])
+            acq = np.concatenate([acq, self._acquire(model, extra, incumbent, y)])
         nearest = np.array([np.abs(X - p).sum(axis=1).min() for p in pool])
         radius = self.options.diversity * float(np.median(nearest))
         return pool[pick_diverse(pool, acq, k, radius)]
 
-    def _acquire(self, model: Any, pool: np.ndarray, loss: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _acquire(self, model: Any, pool: np.ndarray, incumbent: float, y: np.ndarray) -> np.ndarray:
         mean, std = model.predict(pool)
         mean = self.loss(mean)
         kind = self.options.acquisition
@@ -134,7 +136,7 @@ class AdaptiveSampler(BaseSampler):
             return std
         if kind == "lcb":
             return -(mean - self.options.kappa * std)
-        return expected_improvement(mean, std, float(loss.min()), self.options.xi * float(np.std(y)))
+        return expected_improvement(mean, std, incumbent, self.options.xi * float(np.std(y)))
 
     def _pool(self, X: np.ndarray, loss: np.ndarray) -> np.ndarray:
         space, size = self.space, self.options.pool

@@ -7,9 +7,10 @@ trials exactly.
 
 Each `suggest` rebuilds an in-memory study from the observations (no Optuna state to save: the
 sampler's seed for that call comes from our generator, so `state`/`restore` replay it exactly). A
-batch is asked one point at a time with the constant-liar strategy: each asked point is told the best
-value seen so far (or marked failed before there is one), and points suggested earlier but not yet
-observed enter the study the same way, so a batch spreads out instead of repeating itself.
+batch is asked one point at a time and every asked point stays a running trial, as do points
+suggested earlier but not observed yet: TPE treats running trials with its constant-liar rule and
+Optuna's GPSampler with q-batch expected improvement, so a batch spreads out instead of repeating
+itself.
 """
 
 from __future__ import annotations
@@ -41,16 +42,23 @@ def _quiet_optuna() -> Iterator[Any]:
 
 
 class OptunaSampler(BaseSampler):
+    max_rounds = 5  # an Optuna batch is costly: give up on new points sooner than the cheap designs
+
     def _make(self, optuna: Any, seed: int) -> Any:
         raise NotImplementedError
 
+    def suggest(self, n: int) -> list[Any]:
+        self._asked: list[np.ndarray] = []  # asked in this call but not taken (duplicates): stay pending
+        return super().suggest(n)
+
     def pending(self) -> np.ndarray:
-        """Points suggested here that have not been observed yet."""
-        if not self._obs_x:
-            return self._seen
+        """Points suggested (or asked in this call) that have not been observed yet."""
+        points = np.vstack([self._seen, *[a[None, :] for a in getattr(self, "_asked", [])]])
+        if not self._obs_x or not len(points):
+            return points
         observed = np.array(self._obs_x)
-        far = [np.abs(observed - x).sum(axis=1).min() >= self.min_distance for x in self._seen]
-        return self._seen[np.array(far, dtype=bool)] if len(far) else self._seen
+        far = np.array([np.abs(observed - x).sum(axis=1).min() >= self.min_distance for x in points])
+        return points[far]
 
     def _candidates(self, k: int) -> np.ndarray:
         space = self.space
@@ -62,27 +70,28 @@ class OptunaSampler(BaseSampler):
             dist = {n: optuna.distributions.FloatDistribution(0.0, 1.0) for n in names}
             direction = "maximize" if self.maximize else "minimize"
             study = optuna.create_study(direction=direction, sampler=self._make(optuna, seed))
-            best = self.best()
-            liar = None if best is None else best[1]
+            states = optuna.trial.TrialState
             trials = []
             for x, y in zip(self._obs_x, self._obs_y):
                 params = dict(zip(names, space.to_unit(x)[0].tolist()))
-                state = optuna.trial.TrialState.COMPLETE if y is not None else optuna.trial.TrialState.FAIL
+                state = states.COMPLETE if y is not None else states.FAIL
                 trials.append(optuna.trial.create_trial(state=state, value=y, params=params, distributions=dist))
             for x in self.pending():
                 params = dict(zip(names, space.to_unit(x)[0].tolist()))
-                state = optuna.trial.TrialState.COMPLETE if liar is not None else optuna.trial.TrialState.FAIL
-                trials.append(optuna.trial.create_trial(state=state, value=liar, params=params, distributions=dist))
+                trials.append(optuna.trial.create_trial(state=states.RUNNING, params=params, distributions=dist))
             study.add_trials(trials)
-            out = []
+            out: list[np.ndarray] = []
             for _ in range(k):
-                trial = study.ask(dist)
+                trial = study.ask(dist)  # stays RUNNING: the next ask of the batch accounts for it
                 u = np.array([trial.params[n] for n in names])
-                out.append(space.from_unit(u[None, :])[0])
-                if liar is not None:
-                    study.tell(trial, liar)
-                else:
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                x = space.from_unit(u[None, :])[0]
+                if not self.is_new(x) or any(np.abs(x - o).sum() < self.min_distance for o in out):
+                    # acquisition maxima often sit on a face of the cube, where a known mixture is:
+                    # step off it a little rather than ask again
+                    u = np.clip(u + 0.02 * self.rng.standard_normal(len(u)), 0.0, 1.0)
+                    x = space.from_unit(u[None, :])[0]
+                out.append(x)
+        self._asked.extend(out)
         return np.array(out)
 
 
@@ -96,7 +105,7 @@ class TPEOptions:
         check_range(self.n_startup_trials, "n_startup_trials", "sampler tpe", low=0)
 
 
-@SAMPLERS.register("tpe", help="Optuna TPE in the simplex's stick-breaking cube; constant liar for batches")
+@SAMPLERS.register("tpe", help="Optuna TPE (multivariate, constant liar) in the simplex's stick-breaking cube")
 class TPESampler(OptunaSampler):
     name = "tpe"
     Options = TPEOptions
@@ -104,7 +113,10 @@ class TPESampler(OptunaSampler):
 
     def _make(self, optuna: Any, seed: int) -> Any:
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=self.options.n_startup_trials, multivariate=self.options.multivariate
+            seed=seed,
+            n_startup_trials=self.options.n_startup_trials,
+            multivariate=self.options.multivariate,
+            constant_liar=True,
         )
 
 
@@ -116,7 +128,7 @@ class OptunaGPOptions:
         check_range(self.n_startup_trials, "n_startup_trials", "sampler optuna_gp", low=0)
 
 
-@SAMPLERS.register("optuna_gp", help="Optuna GPSampler (needs torch) in the stick-breaking cube; constant liar")
+@SAMPLERS.register("optuna_gp", help="Optuna GPSampler (needs torch; q-batch EI) in the stick-breaking cube")
 class OptunaGPSampler(OptunaSampler):
     name = "optuna_gp"
     Options = OptunaGPOptions

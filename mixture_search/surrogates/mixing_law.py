@@ -21,7 +21,11 @@ import numpy as np
 from mixture_search.registry import check_range
 from mixture_search.surrogates.base import SURROGATES, BaseSurrogate, standardise
 
-T_LIMIT = 50.0  # |t_j| bound: exp(t . r) stays finite in float64
+EXP_LIMIT = 60.0  # exponents are clipped here so exp(t . r) stays finite in float64
+
+
+def _exp(u: np.ndarray) -> np.ndarray:
+    return np.exp(np.clip(u, -EXP_LIMIT, EXP_LIMIT))
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class MixingLawOptions:
     #: weight of the penalty on the spread of t (on unit-variance targets)
     ridge: float = 1e-3
     #: starting floors/ceilings tried per sign, as multiples of the target's range beyond its extremes
-    offsets: tuple[float, ...] = (0.05, 0.3, 1.0, 3.0)
+    offsets: tuple[float, ...] = (0.1, 1.0)
 
     def __post_init__(self) -> None:
         check_range(self.ridge, "ridge", "surrogate mixing_law", low=0.0)
@@ -56,26 +60,24 @@ class MixingLawSurrogate(BaseSurrogate):
 
         def residuals(theta: np.ndarray, sign: float) -> np.ndarray:
             c, t = theta[0], theta[1:]
-            return np.concatenate([c + sign * np.exp(X @ t) - z, lam * (centre @ t)])
+            return np.concatenate([c + sign * _exp(X @ t) - z, lam * (centre @ t)])
 
         def jacobian(theta: np.ndarray, sign: float) -> np.ndarray:
             t = theta[1:]
-            e = sign * np.exp(X @ t)
+            e = sign * _exp(X @ t)
             top = np.hstack([np.ones((n, 1)), e[:, None] * X])
             bottom = np.hstack([np.zeros((m, 1)), lam * centre])
             return np.vstack([top, bottom])
 
-        lower = np.r_[-np.inf, np.full(m, -T_LIMIT)]
-        upper = np.r_[np.inf, np.full(m, T_LIMIT)]
         best: tuple[float, float, np.ndarray] | None = None
         for sign in (1.0, -1.0):
             for offset in self.options.offsets:
                 c0 = z.min() - offset * span if sign > 0 else z.max() + offset * span
                 log_gap = np.log(sign * (z - c0))
                 t0 = np.linalg.solve(X.T @ X + (lam**2 + 1e-8) * np.eye(m), X.T @ log_gap)
-                t0 = np.clip(t0, -T_LIMIT + 1e-6, T_LIMIT - 1e-6)
+                # Levenberg-Marquardt: a start of the wrong sign never converges, so cap its evaluations
                 fit = least_squares(
-                    residuals, np.r_[c0, t0], jac=jacobian, bounds=(lower, upper), args=(sign,), method="trf"
+                    residuals, np.r_[c0, t0], jac=jacobian, args=(sign,), method="lm", max_nfev=100 * (m + 2)
                 )
                 if best is None or fit.cost < best[0] - 1e-12:
                     best = (float(fit.cost), sign, fit.x)
@@ -89,7 +91,7 @@ class MixingLawSurrogate(BaseSurrogate):
         self._cov = s2 * np.linalg.pinv(J.T @ J)
 
     def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        e = self._sign * np.exp(X @ self._t)
+        e = self._sign * _exp(X @ self._t)
         mean = self._c + e
         grad = np.hstack([np.ones((len(X), 1)), e[:, None] * X])
         var = np.einsum("ij,jk,ik->i", grad, self._cov, grad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -144,16 +144,19 @@ class GPOptions:
     #: one length scale per domain (needs many more runs than domains) instead of a shared one
     ard: bool = False
     restarts: int = 2
+    #: inputs: the shares, or their square roots (Hellinger geometry: stretches the region near zero)
+    features: Literal["shares", "sqrt"] = "shares"
 
     def __post_init__(self) -> None:
         check_range(self.restarts, "restarts", "surrogate gp", low=0, high=20)
 
 
-@SURROGATES.register("gp", help="Gaussian process (Matern 5/2 on sqrt shares, fitted noise); exact posterior std")
+@SURROGATES.register("gp", help="Gaussian process (Matern 5/2, fitted noise); exact posterior std")
 class GPSurrogate(BaseSurrogate):
-    """A Gaussian process on the square roots of the shares (distances are then Hellinger distances,
-    which stretch the region near zero where a domain's first tokens matter most), Matern 5/2 kernel
-    plus a fitted noise term. `std` excludes the fitted noise: it is uncertainty about the mean."""
+    """A Gaussian process on the shares: Matern 5/2 kernel with one length scale (bounded below at
+    0.1 so that a few noisy runs cannot shrink it into a model that only interpolates noise) plus a
+    fitted noise term. `std` excludes the fitted noise: it is uncertainty about the mean.
+    `features="sqrt"` works on square-root shares instead (Hellinger distances)."""
 
     name = "gp"
     Options = GPOptions
@@ -166,20 +169,23 @@ class GPSurrogate(BaseSurrogate):
 
         m = X.shape[1]
         scale = np.full(m, 0.5) if self.options.ard else 0.5
-        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(scale, (1e-2, 1e2), nu=2.5) + WhiteKernel(1e-2, (1e-8, 1.0))
+        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(scale, (0.1, 10.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
         z, self._mean, self._scale = standardise(y)
         self._gp = GaussianProcessRegressor(
             kernel=kernel, normalize_y=False, n_restarts_optimizer=self.options.restarts, random_state=self.seed
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self._gp.fit(np.sqrt(X), z)
+            self._gp.fit(self._features(X), z)
         self._noise = float(self._gp.kernel_.k2.noise_level)
 
     def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, std = self._gp.predict(np.sqrt(X), return_std=True)
+        mean, std = self._gp.predict(self._features(X), return_std=True)
         latent = np.sqrt(np.maximum(std**2 - self._noise, 0.0))
         return self._mean + self._scale * mean, self._scale * latent
+
+    def _features(self, X: np.ndarray) -> np.ndarray:
+        return np.sqrt(X) if self.options.features == "sqrt" else X
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "kernel": str(self._gp.kernel_)}
