@@ -77,9 +77,12 @@ def _plain_logits(module: torch.nn.Module) -> Callable[[Tensor], Tensor]:
 
 
 def _megatron_logits(module: torch.nn.Module) -> Callable[[Tensor], Tensor]:
+    device = next(module.parameters()).device
+
     def run(ids: Tensor) -> Tensor:
-        positions = torch.arange(ids.shape[1]).unsqueeze(0).expand(ids.shape[0], -1)
-        mask = torch.triu(torch.ones(1, 1, ids.shape[1], ids.shape[1], dtype=torch.bool), diagonal=1)
+        ids = ids.to(device)
+        positions = torch.arange(ids.shape[1], device=device).unsqueeze(0).expand(ids.shape[0], -1)
+        mask = torch.triu(torch.ones(1, 1, ids.shape[1], ids.shape[1], dtype=torch.bool, device=device), diagonal=1)
         return module(ids, positions, mask)
 
     return run
@@ -184,22 +187,57 @@ def locate(path: Path | str) -> CheckpointRef:
     return CheckpointRef(run_dir=run_dir, step_dir=step_dir, model_dir=step_dir / "model", result=result)
 
 
+def _mla_core_attention() -> type:
+    """Core attention for MLA without TransformerEngine: causal SDPA with Megatron's softmax scale,
+    output sized by the *value* head dim (MLA's differs from the query/key one; Megatron's local
+    `DotProductAttention` cannot take that, which is why MLA is otherwise TE-only)."""
+    from megatron.core.transformer.module import MegatronModule
+
+    class MLACoreAttention(MegatronModule):
+        def __init__(self, config: Any, layer_number: int, attn_mask_type: Any, attention_type: str, softmax_scale: float | None = None, **_: Any) -> None:  # fmt: skip
+            super().__init__(config=config)
+            self.scale = softmax_scale
+
+        def forward(self, query: Tensor, key: Tensor, value: Tensor, *_: Any, **__: Any) -> Tensor:
+            q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [s, b, n, d] -> [b, n, s, d]
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+            return out.permute(2, 0, 1, 3).reshape(query.shape[0], query.shape[1], -1)
+
+    return MLACoreAttention
+
+
 def _megatron_model(proxy: ProxyConfig) -> Any:
-    """The CPU `GPTModel` the Megatron backend trains, built with the backend's own config and spec."""
+    """The `GPTModel` the Megatron backend trains, built with the backend's own config and layer spec
+    in float32 (the precision the check runs in). MLA (trained with TransformerEngine) is built with
+    the local spec and `_mla_core_attention`, so an MLA checkpoint also converts where TE is absent."""
     from megatron.core.models.gpt import GPTModel
 
     from trainers.backends import megatron as backend
 
     config = backend.transformer_config(proxy, cuda=False, tp=1, ep=1)
-    return GPTModel(
+    spec = backend.layer_spec(config, use_te=False)
+    if proxy.mla is not None:
+        import megatron.core.transformer.multi_latent_attention as mla_module
+
+        if not isinstance(getattr(mla_module, "TELinear", None), type):
+            # 0.16.1 sets HAVE_TE when TE's wrapper module imports without TE, then isinstance(x, TELinear) fails
+            mla_module.HAVE_TE = False
+        for layer in spec.layer_specs:
+            layer.submodules.self_attention.submodules.core_attention = _mla_core_attention()
+    model = GPTModel(
         config=config,
-        transformer_layer_spec=backend.layer_spec(config, use_te=False),
+        transformer_layer_spec=spec,
         vocab_size=proxy.vocab,
         max_sequence_length=proxy.seq_len,
         position_embedding_type="rope",
         rotary_base=int(proxy.rope_base),
         share_embeddings_and_output_weights=proxy.tie_embeddings,
     )
+    if torch.cuda.is_available():  # Megatron moves RoPE tables to the current CUDA device: follow them
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        model = model.cuda()
+    return model
 
 
 @contextlib.contextmanager
