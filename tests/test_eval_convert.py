@@ -20,6 +20,7 @@ from eval.convert.sources import _megatron_model, _megatron_runtime
 from eval.convert.tensors import TensorTaker, canonical_names
 from eval.errors import ConversionError, VerificationError
 from trainers.config import MLAConfig, MoEConfig, ProxyConfig
+from trainers.presets import moe_cpu
 
 TOL = 1e-4
 
@@ -69,6 +70,8 @@ FAMILIES: dict[str, tuple[ProxyConfig, str]] = {
         "Qwen3MoeForCausalLM",
     ),
     "deepseek_moe": (_proxy("deepseek_moe", num_layers=3, moe=DEEPSEEK_MOE), "Glm4MoeForCausalLM"),
+    # the moe_cpu preset's routing: 2 of 4 groups for top-2, which picks exactly the plain top-2
+    "moe_cpu_preset": (moe_cpu(vocab_size=160, seq_len=32, hidden_size=64, init_std=0.08), "Glm4MoeForCausalLM"),
     "deepseek_moe_qknorm_top1": (
         _proxy(
             "deepseek_top1",
@@ -212,17 +215,37 @@ def test_checkpoint_of_another_shape_names_the_tensor() -> None:
 
 
 def test_unconvertible_routing_gives_the_reason() -> None:
-    # groups scored by their top-1 expert (top_k / group_top_k == 1): no HF class does that
+    # groups scored by their top-4 experts (top_k 8 / group_top_k 2): every HF class scores by the top 2
     moe = MoEConfig(
-        num_experts=8, top_k=2, expert_ffn_hidden_size=32, score_function="sigmoid", num_groups=4, group_top_k=2
+        num_experts=16, top_k=8, expert_ffn_hidden_size=32, score_function="sigmoid", num_groups=4, group_top_k=2
     )
-    with pytest.raises(ConversionError, match=r"Glm4MoeForCausalLM: it scores expert groups by their top 1 experts"):
+    with pytest.raises(ConversionError, match=r"Glm4MoeForCausalLM: it scores expert groups by their top 4 experts"):
         target_for(_proxy("g", moe=moe))
     shared_softmax = MoEConfig(num_experts=4, top_k=2, expert_ffn_hidden_size=32, shared_expert_ffn_hidden_size=32)
     with pytest.raises(ConversionError, match="MixtralForCausalLM: it has a shared expert"):
         target_for(_proxy("s", moe=shared_softmax))
     with pytest.raises(ConversionError, match="LlamaForCausalLM cannot compute this proxy: it is a mixture of experts"):
         target_for(_proxy("m", moe=DEEPSEEK_MOE), "llama")
+
+
+def test_group_routing_that_changes_nothing_is_recognised() -> None:
+    """Picking as many groups as experts (groups scored by their best expert) never excludes one of
+    the plain top-k experts; checked here on random scores with Megatron's own routing function."""
+    from megatron.core.transformer.moe.moe_utils import group_limited_topk
+
+    from eval.convert.targets import group_routing
+
+    g = torch.Generator().manual_seed(0)
+    for experts, groups, top_k in ((8, 4, 2), (16, 4, 3), (64, 8, 6)):
+        scores = torch.rand(500, experts, generator=g)
+        _, grouped = group_limited_topk(scores, top_k, 500, experts, groups, top_k)
+        plain = torch.topk(scores, top_k, dim=-1).indices
+        assert torch.equal(grouped.sort(dim=-1).values, plain.sort(dim=-1).values)
+        moe = MoEConfig(
+            num_experts=experts, top_k=top_k, expert_ffn_hidden_size=8, num_groups=groups, group_top_k=top_k
+        )
+        assert group_routing(moe) is None
+    assert group_routing(DEEPSEEK_MOE) == (4, 1)
 
 
 def test_te_spec_names_fold_into_local_names() -> None:

@@ -24,7 +24,7 @@ Layout facts the mapping relies on (megatron-core 0.16.1, transformers 5.23.0):
   softmax over all experts renormalised over the top-k. Its sigmoid router selects on
   `sigmoid + expert_bias` in groups scored by their top `top_k / group_top_k` experts; GLM-4-MoE and
   DeepSeek-V3 score groups by their top **2**, so group-limited routing converts when
-  `top_k / group_top_k == 2` or when every group is selected anyway.
+  `top_k / group_top_k == 2`, or when it picks nothing the plain top-k would not (`group_routing`).
 - Megatron's MLA de-interleaves the rotary half of q/k before rotating (`rope_interleave=True` in
   DeepSeek-V3's config) and always normalises the KV latent only with QK-norm on.
 """
@@ -150,9 +150,22 @@ def _common_config(cfg: ProxyConfig) -> dict[str, Any]:
     }
 
 
+def group_routing(moe: MoEConfig) -> tuple[int, int] | None:
+    """(groups, groups picked) when group-limited routing changes which experts are chosen, else None.
+
+    It changes nothing when every group is picked, or when as many groups are picked as experts
+    (`group_top_k == top_k`, so groups are scored by their best expert): each of the overall top-k
+    experts sits in a group whose best score beats all but fewer than k other groups' best, so its
+    group is always picked. DeepSeek-V3 (8 of 256 experts from 4 of 8 groups) is the active case.
+    """
+    if not moe.num_groups or not moe.group_top_k or moe.group_top_k >= moe.num_groups or moe.group_top_k >= moe.top_k:
+        return None
+    return moe.num_groups, moe.group_top_k
+
+
 def _sigmoid_moe_config(cfg: ProxyConfig, moe: MoEConfig) -> dict[str, Any]:
     """GLM-4-MoE / DeepSeek-V3 router and expert fields."""
-    groups = moe.num_groups or 1
+    groups, picked = group_routing(moe) or (1, 1)
     return {
         "moe_intermediate_size": moe.expert_ffn_hidden_size,
         "n_routed_experts": moe.num_experts,
@@ -160,7 +173,7 @@ def _sigmoid_moe_config(cfg: ProxyConfig, moe: MoEConfig) -> dict[str, Any]:
         "n_shared_experts": moe.shared_expert_ffn_hidden_size // moe.expert_ffn_hidden_size,
         "routed_scaling_factor": moe.topk_scaling_factor or 1.0,
         "n_group": groups,
-        "topk_group": moe.group_top_k or 1,
+        "topk_group": picked,
         "first_k_dense_replace": moe.first_k_dense,
         "norm_topk_prob": moe.top_k > 1,  # Megatron normalises sigmoid scores only for top_k > 1
         "num_nextn_predict_layers": 0,
@@ -173,7 +186,7 @@ def _softmax_moe_rejects(moe: MoEConfig) -> str | None:
         return f"its router scores with {moe.score_function}, this target with softmax"
     if moe.shared_expert_ffn_hidden_size:
         return "it has a shared expert"
-    if moe.num_groups and moe.group_top_k != moe.num_groups:
+    if group_routing(moe):
         return "it uses group-limited routing"
     if moe.topk_scaling_factor not in (None, 1.0):
         return "it scales the top-k probabilities"
@@ -183,14 +196,14 @@ def _softmax_moe_rejects(moe: MoEConfig) -> str | None:
 def _sigmoid_moe_rejects(moe: MoEConfig) -> str | None:
     if moe.score_function != "sigmoid":
         return f"its router scores with {moe.score_function}, this target with sigmoid"
-    groups = moe.num_groups or 1
-    per_group = moe.num_experts // groups
-    if per_group < 2:
-        return f"groups of {per_group} expert; the target scores each group by its top 2 experts"
-    if moe.group_top_k and moe.group_top_k != groups and moe.top_k // moe.group_top_k != 2:
+    routing = group_routing(moe)
+    groups, picked = routing or (1, 1)
+    if moe.num_experts // groups < 2:
+        return f"groups of {moe.num_experts // groups} expert; the target scores each group by its top 2 experts"
+    if routing and moe.top_k // picked != 2:
         return (
-            f"it scores expert groups by their top {moe.top_k // moe.group_top_k} experts "
-            f"(top_k {moe.top_k} / group_top_k {moe.group_top_k}); the target always uses the top 2"
+            f"it scores expert groups by their top {moe.top_k // picked} experts "
+            f"(top_k {moe.top_k} / group_top_k {picked}); the target always uses the top 2"
         )
     if moe.shared_expert_ffn_hidden_size % moe.expert_ffn_hidden_size:
         return (
