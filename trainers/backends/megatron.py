@@ -104,6 +104,7 @@ def transformer_config(proxy: ProxyConfig, *, cuda: bool, tp: int, ep: int) -> A
         persist_layer_norm=False,
         cross_entropy_loss_fusion=False,
         gradient_accumulation_fusion=False,
+        cuda_graph_scope=[],  # the non-deprecated spelling of the default (no CUDA graphs are built)
     )
     if cuda:
         kw.update(bf16=True, params_dtype=torch.bfloat16, pipeline_dtype=torch.bfloat16)
