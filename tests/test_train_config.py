@@ -193,7 +193,7 @@ def test_auto_prefers_megatron_and_falls_back_with_a_reason() -> None:
         backends.choose("deepspeed", tiny_cpu(), Parallelism(tp=2), "cpu")
     with pytest.raises(ConfigError, match="unknown backend"):
         backends.choose("jax", tiny_cpu(), Parallelism(), "cpu")
-    with pytest.raises(ConfigError, match="deepspeed.zero_stage"):
+    with pytest.raises(ConfigError, match=r"deepspeed\.zero_stage"):
         DeepSpeedBackend(zero_stage=4)
 
 
