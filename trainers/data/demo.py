@@ -34,7 +34,7 @@ ZH_MAN = Path("/usr/share/man/zh_CN")
 BIBLE_RANGE = "Genesis 1:1-Revelation 22:21"
 SECTION = re.compile(r"(?m)^\\(?:section|subsec|subsubsec|chapter)\b")
 ROFF_REQUEST = re.compile(r"(?m)^\.(?:\\\"|[A-Za-z]{1,3}\b)[^\n]*\n?")
-ROFF_ESCAPE = re.compile(r"\\f[BIRP]|\\f\(..|\\s[+-]?\d+|\\\*\(..|\\\(..|\\[&|^%e]|\\-|\\,|\\/")
+ROFF_ESCAPE = re.compile(r"\\f[BIRP]|\\f\(..|\\s[+-]?\d+|\\\*\(..|\\\(..|\\[&|^%]|\\,|\\/")
 
 
 def _need(path: Path, package: str, domain: str) -> None:
@@ -148,8 +148,8 @@ def roff_to_text(src: str) -> str:
                 lines.append(m.group(1).replace('"', ""))
             continue
         lines.append(line)
-    text = "\n".join(lines)
-    return ROFF_ESCAPE.sub("", text).replace("\\e", "\\")
+    text = "\n".join(lines).replace("\\-", "-").replace("\\e", "\\")
+    return ROFF_ESCAPE.sub("", text)
 
 
 def zh_man() -> Source:

@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -71,12 +72,12 @@ class _Clock:
         self.rel_tab = np.empty(self.offsets[-1], dtype=np.int64)
         self.dl_tab = np.empty(self.offsets[-1], dtype=np.int64)
         for i in range(k):
-            jobs = np.arange(lo[i], hi[i] + 1, dtype=np.float64)
+            m = int(hi[i] - lo[i] + 1)
             if delta >= 1.0:
-                r = targets.first_reaching(i, jobs - 1.0, strict=True)
+                r = targets.first_reaching_run(i, float(lo[i]) - 1.0, m, strict=True)
             else:
-                r = targets.first_reaching(i, jobs - delta)
-            d = targets.first_reaching(i, jobs - 1.0 + delta, strict=True)
+                r = targets.first_reaching_run(i, float(lo[i]) - delta, m)
+            d = targets.first_reaching_run(i, float(lo[i]) - 1.0 + delta, m, strict=True)
             s = slice(self.offsets[i], self.offsets[i + 1])
             self.rel_tab[s] = np.minimum(r, float(HUGE)).astype(np.int64)
             self.dl_tab[s] = np.minimum(d, float(HUGE)).astype(np.int64)
@@ -110,6 +111,17 @@ def _keys(dl: np.ndarray, cap: np.ndarray, a1: np.ndarray, d: np.ndarray) -> np.
     return key
 
 
+@dataclass
+class _Ctx:
+    """Job tables shared by every lane run of one chunk."""
+
+    clocks: dict[float, _Clock]
+    job_range: tuple[np.ndarray, np.ndarray]
+
+    def kw(self) -> dict[str, Any]:
+        return {"clocks": self.clocks, "job_range": self.job_range}
+
+
 def _run_lanes(
     targets: Targets,
     starts: np.ndarray,
@@ -120,6 +132,8 @@ def _run_lanes(
     out_unit: np.ndarray | None = None,
     out_count: np.ndarray | None = None,
     check: bool = True,
+    clocks: dict[float, _Clock] | None = None,
+    job_range: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """EDF over lanes [starts[l], starts[l] + length) from states c0 (L, K), to states c1 when given.
 
@@ -141,7 +155,14 @@ def _run_lanes(
     else:
         hi = np.ceil(targets.at(np.array([int(b.max())]))[0] + 2.0).astype(np.int64)
         hi = np.maximum(hi, lo)
-    clock = _Clock(targets, delta, lo, hi)
+    if clocks is not None and delta in clocks:
+        clock = clocks[delta]
+    else:
+        if job_range is not None:  # one table for every lane of the chunk (piecewise targets)
+            lo, hi = np.minimum(lo, job_range[0]), np.maximum(hi, job_range[1])
+        clock = _Clock(targets, delta, lo, hi)
+        if clocks is not None:
+            clocks[delta] = clock
     c = np.ascontiguousarray(c0.T).astype(np.int64)  # (K, L)
     dom = np.broadcast_to(np.arange(k, dtype=np.int64)[:, None], c.shape)
     r0, d0 = clock.slots(dom.ravel(), (c + 1).ravel())
@@ -155,6 +176,11 @@ def _run_lanes(
     fail = np.zeros(lanes, dtype=bool)
     m = np.empty_like(key)
     v = np.empty(lanes, dtype=np.int32)
+    fast = clock.static and delta >= 1.0 and c1 is not None
+    if fast:
+        inv = clock.inv
+        a0 = a.astype(np.float64)  # deadline slot floor(k / w) + 1, relative: floor(k / w) - a
+        capf = (cap - a1).astype(np.float64)
     for t in range(length):
         # m = key, plus PEN where the job is not released yet (t - rrel < 0): sign bit spread, masked to PEN
         np.subtract(t, rrel, out=m)
@@ -173,11 +199,22 @@ def _run_lanes(
             out_count[t] = cc
         cc += 1
         cf[flat] = cc
-        r, dl = clock.slots(d, cc + 1)
-        r -= a1
-        np.clip(r, -1, 1 << 30, out=r)
-        rrelf[flat] = r
-        kk = _keys(dl, cap, a1, d)
+        if fast:
+            # static weights, delta = 1: job k+1 is released exactly when job k falls due (both when the target
+            # passes k), so the new release is the chosen key's deadline; only the next deadline is computed
+            rrelf[flat] = v >> SHIFT
+            dl = np.floor((cc + 1) * inv[d])
+            dl -= a0
+            np.minimum(dl, capf, out=dl)
+            kk = dl.astype(np.int32)
+            kk <<= SHIFT
+            kk |= d.astype(np.int32)
+        else:
+            r, dl = clock.slots(d, cc + 1)
+            r -= a1
+            np.clip(r, -1, 1 << 30, out=r)
+            rrelf[flat] = r
+            kk = _keys(dl, cap, a1, d)
         if cendf is not None:
             kk[cc >= cendf[flat]] = BIG
         keyf[flat] = kk
@@ -246,11 +283,17 @@ def _periodic(targets: Targets, q: int, p: np.ndarray, unit: np.ndarray, count: 
         if not fail[0]:
             break
     n = len(unit)
-    reps = -(-n // q)
-    flat_u = np.tile(pu[:, 0], reps)[:n]
-    unit[:] = flat_u
-    base = (np.arange(reps, dtype=np.int64)[:, None] * p[pu[:, 0]][None, :]).reshape(-1)[:n]
-    np.add(base, np.tile(pc[:, 0], reps)[:n], out=count)
+    full = n // q
+    per = p[pu[:, 0]]  # each slot's domain total per period
+    if full:
+        unit[: full * q].reshape(full, q)[:] = pu[:, 0]
+        c2 = count[: full * q].reshape(full, q)
+        np.multiply(np.arange(full, dtype=np.int64)[:, None], per[None, :], out=c2)
+        c2 += pc[:, 0]
+    rest = n - full * q
+    if rest:
+        unit[full * q :] = pu[:rest, 0]
+        count[full * q :] = full * per[:rest] + pc[:rest, 0]
 
 
 def exact_stream(
@@ -309,10 +352,13 @@ def exact_stream(
         # 1. boundary states from warm-up runs (tight windows first, delta = 1 where those fail)
         wstart = ends - warm
         h = _rounded(targets, wstart)
-        fail, ends_state = _run_lanes(targets, wstart, warm, h, None, tight)
+        top = np.ceil(targets.at(np.array([int(ends[-1])]))[0]).astype(np.int64) + 3
+        clocks: dict[float, _Clock] = {}
+        ctx = _Ctx(clocks, (np.minimum(state, h.min(axis=0)) + 1, top))
+        fail, ends_state = _run_lanes(targets, wstart, warm, h, None, tight, **ctx.kw())
         if fail.any():
             redo = np.flatnonzero(fail)
-            fail2, st = _run_lanes(targets, wstart[redo], warm, h[redo], None, 1.0)
+            fail2, st = _run_lanes(targets, wstart[redo], warm, h[redo], None, 1.0, **ctx.kw())
             ends_state[redo] = st
             fail[redo] = fail2
         # 2. a boundary that failed, or that a count would have to decrease to reach, is replaced by the plain EDF
@@ -328,7 +374,9 @@ def exact_stream(
                 continue
             uu = np.empty((block, 1), dtype=np.int16)
             cc = np.empty((block, 1), dtype=np.int64)
-            _, st = _run_lanes(targets, ends[j : j + 1] - block, block, starts_state[j][None, :], None, 1.0, uu, cc)
+            _, st = _run_lanes(
+                targets, ends[j : j + 1] - block, block, starts_state[j][None, :], None, 1.0, uu, cc, **ctx.kw()
+            )
             seq_out[j] = (uu[:, 0], cc[:, 0])
             ends_state[j] = st[0]
             sequential[j] = True
@@ -341,7 +389,16 @@ def exact_stream(
         if len(lanes):
             lane_starts = ends[lanes] - block
             f, _ = _run_lanes(
-                targets, lane_starts, block, starts_state[lanes], ends_state[lanes], tight, ou, oc, check=tight < 1.0
+                targets,
+                lane_starts,
+                block,
+                starts_state[lanes],
+                ends_state[lanes],
+                tight,
+                ou,
+                oc,
+                check=tight < 1.0,
+                **ctx.kw(),
             )
             if f.any():
                 redo = np.flatnonzero(f)
@@ -357,6 +414,7 @@ def exact_stream(
                     ru,
                     rc,
                     check=False,
+                    **ctx.kw(),
                 )
                 ou[:, redo] = ru
                 oc[:, redo] = rc

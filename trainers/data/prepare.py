@@ -32,7 +32,7 @@ from trainers.data.errors import DataError
 from trainers.data.indexed import TOKEN_DTYPES, IndexedWriter, bin_path, check_vocab_fits, dtype_for_vocab, idx_path
 from trainers.data.sources import Source, clean, doc_hash
 
-PREPARE_VERSION = "1"
+PREPARE_VERSION = "2"
 
 
 @dataclass(frozen=True)

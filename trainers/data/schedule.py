@@ -259,6 +259,28 @@ class Targets:
                 out[idx] = self._scan(domain, float(y[idx]), strict, int(j[idx]))
         return out
 
+    def first_reaching_run(self, domain: int, y0: float, count: int, *, strict: bool = False) -> np.ndarray:
+        """`first_reaching` for y = y0, y0 + 1, ..., y0 + count - 1 in O(count + segments): the segment of each y
+        comes from where the run crosses each segment's cumulative start, not from a search per y."""
+        w = self.weights[:, domain]
+        c = self.cum[:, domain]
+        i = np.arange(count, dtype=np.float64)
+        y = y0 + i
+        # first index i whose y passes c_j (y > c_j for >=, y >= c_j for >)
+        cross = np.floor(c - y0) + 1.0 if not strict else np.ceil(c - y0)
+        cross = np.clip(cross, 0, count).astype(np.int64)
+        j = np.cumsum(np.bincount(cross, minlength=count + 1))[:count] - 1
+        j = np.maximum(j, 0)
+        wj = w[j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = (y - c[j]) / wj
+        n = np.maximum(np.floor(need) + 1.0 if strict else np.ceil(need), 0.0) + self.starts[j]
+        ends = np.append(self.starts[1:], np.iinfo(np.int64).max).astype(np.float64)
+        n = np.minimum(n, ends[j])  # float noise past a segment end: the end itself reaches y
+        n = np.where(wj > 0, n, np.inf)
+        n[y <= 0 if not strict else y < 0] = 0.0
+        return n
+
     def _scan(self, domain: int, y: float, strict: bool, j: int) -> float:
         w = self.weights[:, domain]
         c = self.cum[:, domain]
