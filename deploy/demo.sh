@@ -32,4 +32,8 @@ mixsweep mixture show "$OUT/OpenSeek-code-math-heavy/config_deepseek_v3_1_4b.yam
 step "the same mixture as Megatron's --data-path argument (first 300 characters)"
 mixsweep mixture convert "$OUT/OpenSeek-code-math-heavy/config_deepseek_v3_1_4b.yaml" --to megatron --out "$OUT/code_math_heavy.data_path.txt"
 head -c 300 "$OUT/code_math_heavy.data_path.txt"; echo " ..."
+step "the demo corpus: 8 domains of real text (Python, sympy, Debian packages) as Megatron indexed datasets (skipped when up to date)"
+mixsweep data prepare --demo
+mixsweep data blend --corpus runs/data/demo --weights code=7,math-code=5,en-tech=4,en-lit=3,en-quotes=2,latex=1.5,zh-man=1,zh-poetry=0.5 --samples 100k --out "$OUT/blend"
+
 step "demo done: outputs in $OUT"
