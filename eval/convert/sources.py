@@ -14,6 +14,7 @@ enum); they are read into inert stand-ins, so DeepSpeed is not even imported.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -47,8 +48,6 @@ class Source:
     reference: Tensor  # float32 logits [b, s, vocab]
     origin: str  # where it came from (a checkpoint path, or a description)
     step: int | None = None
-    run_dir: Path | None = None
-    result: dict[str, Any] | None = None  # the run's result.json, when read from a run
 
     @property
     def fingerprint(self) -> str:
@@ -297,7 +296,7 @@ def read_megatron(ref: CheckpointRef) -> Source:
                 where=str(ref.model_dir),
             ) from None
         source = from_module(model, proxy, origin=str(ref.step_dir))
-    return Source(**{**source.__dict__, "step": ref.step, "run_dir": ref.run_dir, "result": ref.result})
+    return dataclasses.replace(source, step=ref.step)
 
 
 # DeepSpeed's ZeRO-3 optimizer files pickle these two classes; inert stand-ins read them.
@@ -420,9 +419,7 @@ def read_deepspeed(ref: CheckpointRef) -> Source:
             f"the checkpoint does not fit the run's model ({first})", where=str(ref.model_dir)
         ) from None
     source = from_module(model, proxy, origin=str(ref.step_dir))
-    return Source(
-        **{**source.__dict__, "backend": "deepspeed", "step": ref.step, "run_dir": ref.run_dir, "result": ref.result}
-    )
+    return dataclasses.replace(source, backend="deepspeed", step=ref.step)
 
 
 READERS: dict[str, Callable[[CheckpointRef], Source]] = {"megatron": read_megatron, "deepspeed": read_deepspeed}
