@@ -36,4 +36,10 @@ step "the demo corpus: 8 domains of real text (Python, sympy, Debian packages) a
 mixsweep data prepare --demo
 mixsweep data blend --corpus runs/data/demo --weights code=7,math-code=5,en-tech=4,en-lit=3,en-quotes=2,latex=1.5,zh-man=1,zh-poetry=0.5 --samples 100k --out "$OUT/blend"
 
+step "a proxy trained on a mixture of the demo corpus, with each backend (a finished run is read back, not retrained)"
+for backend in megatron deepspeed; do
+  mixsweep train --corpus runs/data/demo --preset tiny_cpu --weights code=3,en-lit=2,zh-poetry=1 \
+    --steps 60 --eval-interval 30 --backend "$backend" --out "$OUT/train"
+done
+
 step "demo done: outputs in $OUT"
