@@ -172,3 +172,24 @@ def test_deepspeed_zero_stages_train_and_resume(stage: int, references, train_co
     assert resumed.run_dir != ref.run_dir
     for got, want in zip(resumed.loss_curve, ref.loss_curve):
         assert abs(got - want) < 1e-5
+
+
+def test_a_crash_after_the_last_checkpoint_loses_nothing(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    budget = TrainBudget(steps=2, micro_batch=8, global_batch=8)
+    done = train(MIX, train_corpus, tiny_cpu(seq_len=32), budget, "deepspeed", tmp_path)
+    (Path(done.run_dir) / RESULT_FILE).unlink()  # as if the process died before writing it
+    again = train(MIX, train_corpus, tiny_cpu(seq_len=32), budget, "deepspeed", tmp_path)
+    assert again.status == "completed" and again.checkpoint == done.checkpoint
+    assert again.loss_curve == done.loss_curve and again.evals == done.evals
+
+
+def test_data_parallel_ranks_read_the_data_layers_global_batches() -> None:
+    from trainers.data import GlobalBatchSampler
+    from trainers.loop import batch_indices
+
+    budget = TrainBudget(steps=5, micro_batch=2, global_batch=8)
+    for world in (1, 2, 4):
+        for rank in range(world):
+            sampler = list(GlobalBatchSampler(5 * 8, 8, rank=rank, world_size=world))
+            ours = [i for step in range(5) for i in batch_indices(step, budget, rank, world)]
+            assert ours == sampler

@@ -221,6 +221,7 @@ class _Job:
                 error = None
                 try:
                     state, checkpoint = loop.run(state, stop_at=self.stop_at_step)
+                    checkpoint = checkpoint or loop.latest_checkpoint()  # nothing left to train: the one restored
                     status = "completed" if state.step >= total else "interrupted"
                 except Diverged as exc:
                     status, error = "diverged", f"training diverged: {exc}"  # "loss became nan at step 7"

@@ -296,8 +296,10 @@ class MegatronEngine:
         # Megatron scales the balancing-loss gradient like the LM loss: by 1 / micro-batches.
         MoEAuxLossAutoScaler.set_loss_scale(torch.tensor(1.0 / n, device=self.device))
         if self.cuda:
-            self.model.zero_grad_buffer()
-        self.optimizer.zero_grad(set_to_none=True) if not self.cuda else self.optimizer.zero_grad()
+            self.model.zero_grad_buffer()  # Megatron DDP keeps gradients in its own contiguous buffers
+            self.optimizer.zero_grad()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for tokens in micro_batches:
             loss = self._forward(tokens).float().mean()
@@ -400,7 +402,7 @@ class MegatronEngine:
         return self._forward(tokens).float().cpu()
 
     # -- checkpoints --------------------------------------------------------------------------------
-    def _sharded_state(self) -> dict[str, Any]:
+    def _sharded_state(self, *, loading: bool = False) -> dict[str, Any]:
         from megatron.core.dist_checkpointing.optimizer import (
             get_param_id_to_sharded_param_map,
             optim_state_to_sharding_state,
@@ -408,7 +410,10 @@ class MegatronEngine:
 
         model_state = self.module.sharded_state_dict()
         if self.cuda:
-            return {"model": model_state, "optimizer": self.optimizer.sharded_state_dict(model_state)}
+            return {
+                "model": model_state,
+                "optimizer": self.optimizer.sharded_state_dict(model_state, is_loading=loading),
+            }
         _init_adam_state(self.optimizer)
         state = self.optimizer.state_dict()
         steps = {float(s["step"]) for s in state["state"].values()}
@@ -428,7 +433,7 @@ class MegatronEngine:
     def load(self, path: Path) -> None:
         from megatron.core import dist_checkpointing
 
-        loaded = dist_checkpointing.load(self._sharded_state(), str(path))
+        loaded = dist_checkpointing.load(self._sharded_state(loading=True), str(path))
         self.module.load_state_dict(loaded["model"])
         if self.cuda:
             self.optimizer.load_state_dict(loaded["optimizer"])
