@@ -151,11 +151,13 @@ def test_bad_input_raises_one_line_errors(train_corpus: Path, tmp_path: Path) ->
     assert not list(tmp_path.iterdir())  # nothing was started
 
 
-def test_proxy_from_sweep_spec_dict_trains(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_proxy_from_sweep_spec_dict_trains_on_a_catalog(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+    from trainers.data import Corpus
+
+    catalog = Corpus.load(train_corpus).catalog  # train(mixture, catalog, ...) as a sweep may pass it
     proxy = ProxyConfig.from_dict({**tiny_cpu(seq_len=32).to_dict(), "num_layers": 1})
-    r = train(
-        MIX, train_corpus, proxy, TrainBudget.from_dict({"tokens": "1k", "micro_batch": 8}), "deepspeed", tmp_path
-    )
+    budget = TrainBudget.from_dict({"tokens": "1k", "micro_batch": 8})
+    r = train(MIX, catalog, proxy, budget, "deepspeed", tmp_path)
     assert r.steps == math.ceil(1000 / (8 * 32)) and r.status == "completed"
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,11 +34,15 @@ from trainers.errors import ConfigError, TrainingDiverged
 from trainers.loop import Diverged, Loop, LoopState, Progress
 from trainers.result import TrainResult
 
+if TYPE_CHECKING:
+    from trainers.data import Corpus
+
 RESULT_FILE = "result.json"
 
 
-def load_corpus(corpus: Any) -> Any:
-    """A `trainers.data.Corpus` from itself, its folder, or a catalog whose base_dir is its folder."""
+def load_corpus(corpus: Corpus | DomainCatalog | str | Path) -> Corpus:
+    """A `trainers.data.Corpus` from itself, its folder, or its train-split catalog (`corpus.catalog`,
+    whose base_dir is the corpus folder)."""
     from trainers.data import Corpus
 
     if isinstance(corpus, Corpus):
@@ -47,14 +52,6 @@ def load_corpus(corpus: Any) -> Any:
             raise ConfigError("the catalog has no base_dir, so its prepared corpus cannot be found", where="catalog")
         return Corpus.load(corpus.base_dir)
     return Corpus.load(Path(corpus))
-
-
-def corpus_path(corpus: Any) -> Path:
-    for attr in ("root", "path", "directory", "dir"):
-        value = getattr(corpus, attr, None)
-        if isinstance(value, (str, Path)):
-            return Path(value)
-    raise ConfigError("cannot tell which folder this corpus was loaded from", where="corpus")
 
 
 def run_name(
@@ -83,14 +80,13 @@ def run_name(
 
 
 def launcher_world_size() -> int:
-    import os
-
+    """The world size a torch.distributed launcher (torchrun, Ray Train) announced, else 1."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def train(
     mixture: Mixture,
-    corpus: Any,
+    corpus: Corpus | DomainCatalog | str | Path,
     proxy: ProxyConfig,
     budget: TrainBudget,
     backend: str | Backend = "auto",
@@ -140,7 +136,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     job = _Job(mixture, proxy, budget, chosen, reason, parallel, run_dir, stop_at_step, t_start)
     if nprocs > 1:
-        spawn(_worker, nprocs, job, corpus_path(corpus))
+        spawn(_worker, nprocs, job, corpus.root)
         result = TrainResult.load(done)
         if result.status == "diverged":
             raise TrainingDiverged(
