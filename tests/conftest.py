@@ -11,6 +11,9 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("mixsweep", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "mixsweep"))
 
+# shared session fixtures of some test areas (the small prepared training corpus: `train_corpus`)
+pytest_plugins = ["tests.train_helpers"]
+
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "fixtures"
 OPENSEEK = FIXTURES / "openseek"
