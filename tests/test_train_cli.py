@@ -8,13 +8,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.train_helpers import train_corpus  # noqa: F401  (session fixture)
 from trainers.presets import moe_cpu
 
 runner = CliRunner()
 
 
-def test_dry_run_prints_params_flops_and_backend(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_dry_run_prints_params_flops_and_backend(train_corpus: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,
         [
@@ -40,7 +39,7 @@ def test_dry_run_prints_params_flops_and_backend(train_corpus: Path, tmp_path: P
     assert not list(tmp_path.iterdir())  # a dry run writes nothing
 
 
-def test_train_both_backends_and_rerun(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_train_both_backends_and_rerun(train_corpus: Path, tmp_path: Path) -> None:
     base = ["train", "--corpus", str(train_corpus), "--set", "seq_len=32", "--set", "num_layers=1"]
     base += ["--weights", "prose=1,sums=2", "--steps", "3", "--micro-batch", "4", "--out", str(tmp_path)]
     for backend in ("megatron", "deepspeed"):
@@ -55,7 +54,7 @@ def test_train_both_backends_and_rerun(train_corpus: Path, tmp_path: Path) -> No
     assert "completed: 3/3 steps, deepspeed on cpu" in table.output and "val bits/byte" in table.output
 
 
-def test_bad_input_exits_2_with_one_line(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_input_exits_2_with_one_line(train_corpus: Path, tmp_path: Path) -> None:
     cases = [
         (["--corpus", str(tmp_path / "missing"), "--steps", "1"], "not found"),
         (["--corpus", str(train_corpus), "--steps", "1", "--weights", "prose=1,code=1"], "code"),

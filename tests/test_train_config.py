@@ -48,7 +48,13 @@ def test_param_count_is_exact_for_the_built_model(cfg: ProxyConfig) -> None:
 
 def test_flops_per_token_by_hand() -> None:
     cfg = ProxyConfig(
-        num_layers=1, hidden_size=8, num_attention_heads=2, num_query_groups=1, ffn_hidden_size=16, seq_len=10, vocab_size=32
+        num_layers=1,
+        hidden_size=8,
+        num_attention_heads=2,
+        num_query_groups=1,
+        ffn_hidden_size=16,
+        seq_len=10,
+        vocab_size=32,
     )
     # matmuls: qkv 8*4*(2+2) + proj 8*8 + mlp 3*8*16 + output 32*8 = 128 + 64 + 384 + 256 = 832
     # attention: 1 layer * 2 heads * (4 + 4) * 10 = 160

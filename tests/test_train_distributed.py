@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from mixture_search.mixture import Mixture
-from tests.train_helpers import train_corpus  # noqa: F401  (session fixture)
 from trainers.budget import TrainBudget
 from trainers.distributed import Parallelism
 from trainers.presets import moe_cpu, tiny_cpu
@@ -33,7 +32,7 @@ def _close(a: list[float], b: list[float], tol: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def single(train_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainResult]:  # noqa: F811
+def single(train_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainResult]:
     out = tmp_path_factory.mktemp("single")
     return {
         "megatron": train(MIX, train_corpus, TINY, BUDGET, "megatron", out),
@@ -42,7 +41,7 @@ def single(train_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 @pytest.mark.parametrize("backend", ["megatron", "deepspeed"])
-def test_data_parallel_matches_one_process(backend: str, single, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_data_parallel_matches_one_process(backend: str, single, train_corpus: Path, tmp_path: Path) -> None:
     r = train(MIX, train_corpus, TINY, BUDGET, backend, tmp_path, nprocs=2)
     assert r.status == "completed" and r.world == {"world_size": 2, "dp": 2, "tp": 1, "ep": 1}
     ref = single[backend]
@@ -52,7 +51,7 @@ def test_data_parallel_matches_one_process(backend: str, single, train_corpus: P
         _close(list(got.loss.values()), list(want.loss.values()), 1e-4)
 
 
-def test_tensor_parallel_with_resume(single, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_tensor_parallel_with_resume(single, train_corpus: Path, tmp_path: Path) -> None:
     parallel = Parallelism(tp=2)
     first = train(MIX, train_corpus, TINY, BUDGET, "megatron", tmp_path, parallel=parallel, nprocs=2, stop_at_step=2)
     assert first.status == "interrupted" and first.steps == 2
@@ -62,7 +61,7 @@ def test_tensor_parallel_with_resume(single, train_corpus: Path, tmp_path: Path)
     _close(r.loss_curve, single["megatron"].loss_curve, 1e-4)  # same initial weights, split in two
 
 
-def test_expert_parallel_moe(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_expert_parallel_moe(train_corpus: Path, tmp_path: Path) -> None:
     proxy = moe_cpu(seq_len=64, num_layers=2)
     r = train(MIX, train_corpus, proxy, BUDGET, "megatron", tmp_path, parallel=Parallelism(ep=2), nprocs=2)
     assert r.status == "completed" and r.world == {"world_size": 2, "dp": 2, "tp": 1, "ep": 2}

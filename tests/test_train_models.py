@@ -14,7 +14,12 @@ from trainers.models.gpt import GPT
 from trainers.presets import moe_cpu, tiny_cpu
 
 SOFTMAX_MOE = MoEConfig(
-    num_experts=4, top_k=2, expert_ffn_hidden_size=32, score_function="softmax", aux_loss_type="aux_loss", aux_loss_coeff=1e-2
+    num_experts=4,
+    top_k=2,
+    expert_ffn_hidden_size=32,
+    score_function="softmax",
+    aux_loss_type="aux_loss",
+    aux_loss_coeff=1e-2,
 )
 
 CONFIGS = {

@@ -11,7 +11,6 @@ import pytest
 
 from mixture_search.errors import MixSweepError
 from mixture_search.mixture import Mixture
-from tests.train_helpers import train_corpus  # noqa: F401  (session fixture)
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
 from trainers.errors import BackendUnavailable, ConfigError, TrainingDiverged
@@ -35,13 +34,13 @@ def _train(corpus: Path, case: str, out: Path, **kwargs) -> TrainResult:
 
 
 @pytest.fixture(scope="module")
-def references(train_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainResult]:  # noqa: F811
+def references(train_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainResult]:
     out = tmp_path_factory.mktemp("reference")
     return {case: _train(train_corpus, case, out) for case in CASES}
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_same_inputs_give_the_same_loss_curve(case: str, references, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_same_inputs_give_the_same_loss_curve(case: str, references, train_corpus: Path, tmp_path: Path) -> None:
     ref = references[case]
     again = _train(train_corpus, case, tmp_path)
     assert again.loss_curve == ref.loss_curve  # bit for bit
@@ -50,7 +49,7 @@ def test_same_inputs_give_the_same_loss_curve(case: str, references, train_corpu
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_resume_gives_the_uninterrupted_curve(case: str, references, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_resume_gives_the_uninterrupted_curve(case: str, references, train_corpus: Path, tmp_path: Path) -> None:
     ref = references[case]
     first = _train(train_corpus, case, tmp_path, stop_at_step=2)
     assert first.status == "interrupted" and first.steps == 2 and first.loss_curve == ref.loss_curve[:2]
@@ -81,7 +80,7 @@ def test_result_contents(references) -> None:
         json.dumps(r.to_dict(), allow_nan=False)
 
 
-def test_rerun_returns_the_finished_result_without_training(references, train_corpus: Path) -> None:  # noqa: F811
+def test_rerun_returns_the_finished_result_without_training(references, train_corpus: Path) -> None:
     ref = references["deepspeed-dense"]
     checkpoints = sorted(p.name for p in (Path(ref.run_dir) / "checkpoints").iterdir())
     again = _train(train_corpus, "deepspeed-dense", Path(ref.run_dir).parent)
@@ -99,7 +98,7 @@ def test_megatron_and_deepspeed_train_the_same_model_family(references) -> None:
 
 
 @pytest.mark.parametrize("backend", ["auto", "deepspeed"])
-def test_the_proxy_learns_the_domain_it_trains_on(backend: str, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_the_proxy_learns_the_domain_it_trains_on(backend: str, train_corpus: Path, tmp_path: Path) -> None:
     budget = TrainBudget(steps=30, micro_batch=8, global_batch=8, lr=3e-3, warmup_steps=3, eval_interval=15)
     r = train(Mixture({"prose": 1.0}), train_corpus, tiny_cpu(seq_len=64), budget, backend, tmp_path)
     assert r.tokens_per_domain == {"prose": 30 * 8 * 64, "sums": 0}
@@ -115,7 +114,7 @@ def test_the_proxy_learns_the_domain_it_trains_on(backend: str, train_corpus: Pa
 @pytest.mark.parametrize("backend", ["megatron", "deepspeed"])
 def test_divergence_raises_with_the_step_and_keeps_the_partial_result(
     backend: str,
-    train_corpus: Path,  # noqa: F811
+    train_corpus: Path,
     tmp_path: Path,
 ) -> None:
     budget = TrainBudget(steps=12, micro_batch=4, global_batch=8, lr=1e5, min_lr=0.0, grad_clip=0.0, save_interval=2)
@@ -132,7 +131,7 @@ def test_divergence_raises_with_the_step_and_keeps_the_partial_result(
         assert on_disk.checkpoint is not None and Path(on_disk.checkpoint).exists()
 
 
-def test_bad_input_raises_one_line_errors(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_input_raises_one_line_errors(train_corpus: Path, tmp_path: Path) -> None:
     tiny = tiny_cpu(seq_len=64)
     with pytest.raises(MixSweepError, match="code"):
         train(Mixture({"prose": 1, "code": 1}), train_corpus, tiny, BUDGET, "deepspeed", tmp_path)
@@ -151,7 +150,7 @@ def test_bad_input_raises_one_line_errors(train_corpus: Path, tmp_path: Path) ->
     assert not list(tmp_path.iterdir())  # nothing was started
 
 
-def test_proxy_from_sweep_spec_dict_trains_on_a_catalog(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_proxy_from_sweep_spec_dict_trains_on_a_catalog(train_corpus: Path, tmp_path: Path) -> None:
     from trainers.data import Corpus
 
     catalog = Corpus.load(train_corpus).catalog  # train(mixture, catalog, ...) as a sweep may pass it
@@ -162,7 +161,7 @@ def test_proxy_from_sweep_spec_dict_trains_on_a_catalog(train_corpus: Path, tmp_
 
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_deepspeed_zero_stages_train_and_resume(stage: int, references, train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_deepspeed_zero_stages_train_and_resume(stage: int, references, train_corpus: Path, tmp_path: Path) -> None:
     from trainers.backends import DeepSpeedBackend
 
     backend = DeepSpeedBackend(zero_stage=stage)
@@ -176,7 +175,7 @@ def test_deepspeed_zero_stages_train_and_resume(stage: int, references, train_co
         assert abs(got - want) < 1e-5
 
 
-def test_a_crash_after_the_last_checkpoint_loses_nothing(train_corpus: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_crash_after_the_last_checkpoint_loses_nothing(train_corpus: Path, tmp_path: Path) -> None:
     budget = TrainBudget(steps=2, micro_batch=8, global_batch=8)
     done = train(MIX, train_corpus, tiny_cpu(seq_len=32), budget, "deepspeed", tmp_path)
     (Path(done.run_dir) / RESULT_FILE).unlink()  # as if the process died before writing it
