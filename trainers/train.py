@@ -80,7 +80,10 @@ def run_name(
 
 
 def launcher_world_size() -> int:
-    """The world size a torch.distributed launcher (torchrun, Ray Train) announced, else 1."""
+    """The size of the group a launcher started us in (Ray Train initialises it before calling us;
+    torchrun announces it in WORLD_SIZE), else 1."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
