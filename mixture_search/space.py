@@ -34,6 +34,7 @@ import numpy as np
 
 from mixture_search.errors import SearchError
 from mixture_search.mixture import Mixture
+from mixture_search.simplex import dirichlet_rows, fill, project_box, unfill
 from mixture_search.units import format_count, parse_count
 
 #: slack allowed when checking a point against the constraints (float64 noise of the maps)
@@ -436,14 +437,14 @@ class SearchSpace:
         col = 0
         if len(free_g):
             rest = np.full(n, 1.0 - self._glo[fixed_g].sum())
-            T[:, free_g] = _fill(cube[:, col : col + len(free_g) - 1], self._glo[free_g], self._ghi[free_g], rest)
+            T[:, free_g] = fill(cube[:, col : col + len(free_g) - 1], self._glo[free_g], self._ghi[free_g], rest)
             col += len(free_g) - 1
         for k, idx in enumerate(self._gidx):
             free, fixed = self._free(idx), self._fixed(idx)
             X[:, fixed] = self._lo[fixed]
             if len(free):
                 rest = T[:, k] - self._lo[fixed].sum()
-                X[:, free] = _fill(cube[:, col : col + len(free) - 1], self._lo[free], self._hi[free], rest)
+                X[:, free] = fill(cube[:, col : col + len(free) - 1], self._lo[free], self._hi[free], rest)
                 col += len(free) - 1
         return X
 
@@ -461,13 +462,13 @@ class SearchSpace:
         col = 0
         if len(free_g):
             rest = np.full(n, 1.0 - self._glo[fixed_g].sum())
-            U[:, col : col + len(free_g) - 1] = _unfill(S[:, free_g], self._glo[free_g], self._ghi[free_g], rest)
+            U[:, col : col + len(free_g) - 1] = unfill(S[:, free_g], self._glo[free_g], self._ghi[free_g], rest)
             col += len(free_g) - 1
         for k, idx in enumerate(self._gidx):
             free, fixed = self._free(idx), self._fixed(idx)
             if len(free):
                 rest = S[:, k] - self._lo[fixed].sum()
-                U[:, col : col + len(free) - 1] = _unfill(X[:, free], self._lo[free], self._hi[free], rest)
+                U[:, col : col + len(free) - 1] = unfill(X[:, free], self._lo[free], self._hi[free], rest)
                 col += len(free) - 1
         return U
 
@@ -478,12 +479,12 @@ class SearchSpace:
         Y = np.atleast_2d(Y)
         n = Y.shape[0]
         if len(self._gidx) == 1:
-            X = _project_box(Y, self._lo, self._hi, np.ones(n))
+            X = project_box(Y, self._lo, self._hi, np.ones(n))
         else:
-            T = _project_box(self._group_sums(Y), self._glo, self._ghi, np.ones(n))
+            T = project_box(self._group_sums(Y), self._glo, self._ghi, np.ones(n))
             X = np.empty_like(Y)
             for k, idx in enumerate(self._gidx):
-                X[:, idx] = _project_box(Y[:, idx], self._lo[idx], self._hi[idx], T[:, k])
+                X[:, idx] = project_box(Y[:, idx], self._lo[idx], self._hi[idx], T[:, k])
         return X[0] if single else X
 
     def sample_uniform(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -519,76 +520,14 @@ class SearchSpace:
         groups = [g[~fixed[g]] for g in self._gidx]
         groups = [g for g in groups if len(g)]
         gp = np.array([p[g].sum() for g in groups])
-        G = _dirichlet_rows(rng, strengths[:, None] * (gp / gp.sum())[None, :]) if len(groups) > 1 else np.ones((n, 1))
+        G = dirichlet_rows(rng, strengths[:, None] * (gp / gp.sum())[None, :]) if len(groups) > 1 else np.ones((n, 1))
         for k, g in enumerate(groups):
-            within = _dirichlet_rows(rng, strengths[:, None] * (p[g] / p[g].sum())[None, :])
+            within = dirichlet_rows(rng, strengths[:, None] * (p[g] / p[g].sum())[None, :])
             X[:, g] = free_mass * G[:, k : k + 1] * within
         return X
 
 
-# -- helpers -----------------------------------------------------------------------------------------
-
-
-def _fill(U: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """k values in [lo, hi] adding up to `total` (per row) from k-1 unit coordinates."""
-    n, k = len(total), len(lo)
-    X = np.empty((n, k))
-    rest = total.astype(np.float64).copy()
-    lo_after = np.concatenate([np.cumsum(lo[::-1])[::-1][1:], [0.0]])  # sum of lo[i+1:]
-    hi_after = np.concatenate([np.cumsum(hi[::-1])[::-1][1:], [0.0]])
-    for i in range(k - 1):
-        a = np.maximum(lo[i], rest - hi_after[i])
-        b = np.maximum(np.minimum(hi[i], rest - lo_after[i]), a)
-        frac = 1.0 - (1.0 - U[:, i]) ** (1.0 / (k - 1 - i))
-        X[:, i] = a + frac * (b - a)
-        rest = rest - X[:, i]
-    X[:, k - 1] = np.clip(rest, lo[k - 1], hi[k - 1])
-    return X
-
-
-def _unfill(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """Inverse of `_fill`: the k-1 unit coordinates of feasible rows X."""
-    n, k = X.shape
-    U = np.empty((n, max(0, k - 1)))
-    rest = total.astype(np.float64).copy()
-    lo_after = np.concatenate([np.cumsum(lo[::-1])[::-1][1:], [0.0]])
-    hi_after = np.concatenate([np.cumsum(hi[::-1])[::-1][1:], [0.0]])
-    for i in range(k - 1):
-        a = np.maximum(lo[i], rest - hi_after[i])
-        b = np.maximum(np.minimum(hi[i], rest - lo_after[i]), a)
-        width = b - a
-        frac = np.where(width > 1e-15, (X[:, i] - a) / np.where(width > 1e-15, width, 1.0), 0.5)
-        frac = np.clip(frac, 0.0, 1.0)
-        U[:, i] = 1.0 - (1.0 - frac) ** (k - 1 - i)
-        rest = rest - X[:, i]
-    return U
-
-
-def _project_box(Y: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """Euclidean projection of each row onto {x : lo <= x <= hi, sum x = total} by bisection on the shift."""
-    t_lo = (Y - hi).min(axis=1) - 1.0  # shift at which every x_i = hi_i (sum >= total)
-    t_hi = (Y - lo).max(axis=1) + 1.0  # shift at which every x_i = lo_i (sum <= total)
-    for _ in range(100):
-        mid = 0.5 * (t_lo + t_hi)
-        s = np.clip(Y - mid[:, None], lo, hi).sum(axis=1)
-        above = s > total
-        t_lo = np.where(above, mid, t_lo)
-        t_hi = np.where(above, t_hi, mid)
-    X = np.clip(Y - (0.5 * (t_lo + t_hi))[:, None], lo, hi)
-    # Spread the last float rounding over the coordinates that have room, so rows add up exactly.
-    resid = total - X.sum(axis=1)
-    room = np.where(resid[:, None] > 0, hi - X, X - lo)
-    share = room / np.maximum(room.sum(axis=1, keepdims=True), 1e-300)
-    return np.clip(X + resid[:, None] * share, lo, hi)
-
-
-def _dirichlet_rows(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
-    """Dirichlet draws with a different alpha per row, computed in log space so tiny alphas never give 0/0."""
-    alpha = np.maximum(alpha, 1e-12)
-    log_g = np.log(rng.gamma(alpha + 1.0)) + np.log(rng.random(alpha.shape)) / alpha
-    log_g -= log_g.max(axis=1, keepdims=True)
-    g = np.exp(log_g)
-    return g / g.sum(axis=1, keepdims=True)
+# -- validation helpers ------------------------------------------------------------------------------
 
 
 def _share(value: Any, where: str) -> float:
