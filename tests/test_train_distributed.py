@@ -69,3 +69,39 @@ def test_expert_parallel_moe(train_corpus: Path, tmp_path: Path) -> None:
     assert 5.0 < r.loss_curve[0] < 6.5  # ln 384 = 5.95
     assert r.loss_curve[-1] < r.loss_curve[0]
     assert all(v > 0 for v in r.val_loss.values())
+
+
+def test_each_worker_of_a_launcher_calls_train(single, train_corpus: Path, tmp_path: Path) -> None:
+    """What Ray Train's TorchTrainer and torchrun do: start the workers, each calls `train()`."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from trainers.distributed import free_port
+
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import json, sys\n"
+        "from mixture_search.mixture import Mixture\n"
+        "from trainers.budget import TrainBudget\n"
+        "from trainers.presets import tiny_cpu\n"
+        "from trainers.train import train\n"
+        "if __name__ == '__main__':\n"
+        "    corpus, out, budget = sys.argv[1], sys.argv[2], TrainBudget.from_dict(json.loads(sys.argv[3]))\n"
+        "    r = train(Mixture({'prose': 1.0, 'sums': 1.0}), corpus, tiny_cpu(seq_len=64), budget, 'megatron', out)\n"
+        "    print('RESULT', r.world['world_size'], r.loss_curve[-1])\n"
+    )
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port()), str(script), str(train_corpus),
+         str(tmp_path / "runs"), json.dumps(BUDGET.to_dict())],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("RESULT 2 ") == 2  # both workers return the (same) result
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    result = TrainResult.load(run_dir / "result.json")
+    assert result.world == {"world_size": 2, "dp": 2, "tp": 1, "ep": 1}
+    _close(result.loss_curve, single["megatron"].loss_curve, 1e-4)
