@@ -238,12 +238,13 @@ class MegatronEngine:
             share_embeddings_and_output_weights=proxy.tie_embeddings,
         )
         self.module = model.to(self.device)
-        decay = [p for p in self.module.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.module.parameters() if p.dim() < 2]
         if self.cuda:
             self._build_gpu_optimizer()
         else:
             self.model = self.module
+            # no weight decay on norms (1-D), as Megatron's optimizer groups them
+            decay = [p for p in self.module.parameters() if p.dim() >= 2]
+            no_decay = [p for p in self.module.parameters() if p.dim() < 2]
             self.optimizer: Any = torch.optim.AdamW(
                 [
                     {"params": decay, "weight_decay": budget.weight_decay},
