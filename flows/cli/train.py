@@ -293,8 +293,6 @@ def _run(
             info += f"  val bpb {step.eval.mean_bpb:.3f}"
         bar.update(task, completed=step.step, info=info)
 
-    if nprocs > 1 and not quiet:
-        console().print(f"training in {nprocs} worker processes (no per-step progress across processes)")
     try:
         result = train(mix, corpus, proxy, budget, backend, out, parallel=parallel, nprocs=nprocs, progress=report)
     finally:
