@@ -60,6 +60,19 @@ def _one_process() -> Iterator[None]:
         os.environ.update(saved)
 
 
+@contextlib.contextmanager
+def _grad_mode_kept() -> Iterator[None]:
+    """LightEval turns autograd off for the whole process (`torch.set_grad_enabled(False)` when its
+    transformers model module is imported); an evaluation inside a training process must not."""
+    import torch
+
+    enabled = torch.is_grad_enabled()
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(enabled)
+
+
 def _classes() -> tuple[type, type]:
     from lighteval.pipeline import Pipeline
     from lighteval.tasks.lighteval_task import LightevalTask
@@ -115,6 +128,20 @@ def run(
     """Evaluate the model in `hf_dir` (with `tokenizer`, default the folder's own) on `task_spec`
     ("name|shots,...") from `configs`; LightEval's
     results dict (`results`, `versions`, ...) plus `docs`: documents evaluated per task."""
+    with _grad_mode_kept():
+        return _run(hf_dir, configs, task_spec, tokenizer, batch_size, max_samples, device, seed)
+
+
+def _run(
+    hf_dir: Path,
+    configs: list[Any],
+    task_spec: str,
+    tokenizer: Path | None,
+    batch_size: int,
+    max_samples: int | None,
+    device: str,
+    seed: int,
+) -> dict[str, Any]:
     go_offline()
     from lighteval.logging.evaluation_tracker import EvaluationTracker
     from lighteval.models.transformers.transformers_model import TransformersModelConfig

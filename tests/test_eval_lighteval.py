@@ -84,6 +84,11 @@ def test_local_tasks_report_every_domain_with_stderr(result: EvalResult) -> None
     )
 
 
+def test_evaluation_leaves_autograd_on_in_the_calling_process(result: EvalResult) -> None:
+    # LightEval switches autograd off process-wide when imported; a trial trains after it evaluates
+    assert torch.is_grad_enabled()
+
+
 def test_results_land_in_a_json_file(result: EvalResult) -> None:
     stored = json.loads(Path(result.results_path).read_text(encoding="utf-8"))
     assert stored["metrics"] == result.metrics

@@ -146,7 +146,8 @@ def train(
                 result.error or "training diverged", step=result.steps, result=result, where=str(run_dir)
             )
         return result
-    return job.run(corpus, progress, data)
+    with torch.enable_grad():  # whatever the caller's mode (LightEval, say, turns autograd off process-wide)
+        return job.run(corpus, progress, data)
 
 
 def _data(corpus: Any, mixture: Mixture, proxy: ProxyConfig, budget: TrainBudget) -> tuple[Any, Any]:
