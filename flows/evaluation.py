@@ -18,9 +18,10 @@ def evaluate_checkpoint(
     from eval.convert import to_hf
     from eval.evaluate import EvalOptions, evaluate
     from eval.tasks.local import LocalTaskOptions
+    from trainers.data import Corpus
 
     hf_dir = Path(checkpoint).parent / "hf"
-    report = to_hf(checkpoint, hf_dir)
+    report = to_hf(checkpoint, hf_dir, tokenizer=Corpus.load(corpus).tokenizer_dir)  # the model folder is complete
     result = evaluate(
         hf_dir, list(tasks), corpus=corpus, options=EvalOptions(local=LocalTaskOptions(max_docs=max_docs))
     )

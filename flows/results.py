@@ -54,6 +54,7 @@ class TrialResult:
     sampler: str = ""
     backend: str | None = None
     wall_s: float = 0.0
+    step: int = 0  # the optimizer step the metrics belong to
 
     @property
     def ok(self) -> bool:
@@ -74,6 +75,7 @@ class TrialResult:
             "sampler": self.sampler,
             "backend": self.backend,
             "wall_s": self.wall_s,
+            "step": self.step,
         }
 
     @classmethod
@@ -92,4 +94,5 @@ class TrialResult:
             sampler=str(data.get("sampler", "")),
             backend=data.get("backend"),
             wall_s=float(data.get("wall_s", 0.0)),
+            step=int(data.get("step", 0)),
         )

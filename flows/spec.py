@@ -74,9 +74,11 @@ class ObjectiveSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
-    workers: int = Field(1, ge=1, description="Processes per trial (>1: torch.distributed via Ray Train).")
+    cpus: float = Field(1.0, gt=0, description="CPUs per trial process (per Ray Train worker when workers > 1).")
+    gpus: float = Field(0.0, ge=0, description="GPUs per trial process (per Ray Train worker when workers > 1).")
+    workers: int = Field(
+        1, ge=1, description="Processes per trial (>1: a Ray Train TorchTrainer; gloo on CPU, NCCL on GPUs)."
+    )
 
 
 class EarlyStopSpec(_Strict):

@@ -211,14 +211,16 @@ def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker:
     progress_id = create_progress_artifact(
         progress=0.0, key=f"{_slug(spec.name)}-progress", description=f"round {round_ + 1}: trials finished"
     )
-    done: list[TrialResult] = []
+    ended: dict[str, TrialResult] = {}
 
     def on_done(result: TrialResult) -> None:
-        done.append(result)
+        # each trial is made final in MLflow as soon as it ends, so a killed sweep loses no finished trial
+        tracker.end_trial(result.run_id or "", result)
+        ended[result.trial_key] = result
         logger.info(
             "trial %s %s: objective %s %s", result.trial_key[:8], result.status, result.objective, result.error or ""
         )
-        update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(done) / len(plans))  # type: ignore[arg-type]
+        update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(ended) / len(plans))  # type: ignore[arg-type]
 
     ctx = TrialContext(
         corpus=str(prepared.corpus_dir),
@@ -235,6 +237,8 @@ def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker:
         eval_tasks=tuple(spec.eval.tasks),
         eval_max_docs=spec.eval.max_docs,
         workers=spec.resources.workers,
+        cpus_per_worker=spec.resources.cpus,
+        gpus_per_worker=spec.resources.gpus,
     )
     opts = RoundOptions(
         cpus=spec.resources.cpus,
@@ -254,7 +258,8 @@ def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker:
     )
     results = run_round(plans, ctx, opts)
     for r in results:
-        tracker.end_trial(r.run_id or "", r)
+        if r.trial_key not in ended:
+            tracker.end_trial(r.run_id or "", r)
     update_progress_artifact(artifact_id=progress_id, progress=100.0)  # type: ignore[arg-type]
     return results
 
@@ -362,6 +367,8 @@ def finish(prepared: Prepared, results: list[TrialResult], tracker: SweepTracker
         markdown=f"# Recommended mixture for `{spec.name}`\n\n```yaml\n{yaml_text}```\n",
         description="recommended mixture",
     )
+    summary["proxy"], summary["budget"] = prepared.proxy, prepared.budget
+    (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1, default=str))
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     tracker.log_artifact(parent, out / "summary.json")
     return summary

@@ -166,13 +166,13 @@ class SweepTracker:
 
     def end_trial(self, run_id: str, result: TrialResult) -> None:
         now = int(time.time() * 1000)
-        # final values go at the last step, and not again where the history already ends on them
-        step = max((s for pts in result.history.values() for s, _ in pts), default=0)
-        ends = {k: tuple(pts[-1]) for k, pts in result.history.items() if pts}
+        # final values go at the last step, and only for keys the trial has not logged itself
+        step = max((s for pts in result.history.values() for s, _ in pts), default=result.step)
+        logged = set(self.client.get_run(run_id).data.metrics)
         metrics = [
             Metric(mlflow_key(k), float(v), now, step)
             for k, v in result.metrics.items()
-            if math.isfinite(v) and ends.get(k) != (step, v)
+            if math.isfinite(v) and mlflow_key(k) not in logged
         ]
         if result.objective is not None and math.isfinite(result.objective):
             metrics.append(Metric("objective", float(result.objective), now, step))

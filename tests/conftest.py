@@ -12,7 +12,7 @@ settings.register_profile("mixsweep", derandomize=True, deadline=None, suppress_
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "mixsweep"))
 
 # shared session fixtures of some test areas (the small prepared training corpus: `train_corpus`)
-pytest_plugins = ["tests.train_helpers"]
+pytest_plugins = ["tests.train_helpers", "tests.sweep_helpers"]
 
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "fixtures"
