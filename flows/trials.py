@@ -42,7 +42,9 @@ class TrialContext:
     early_stop_metric: str | None = None
     eval_tasks: tuple[str, ...] = ()
     eval_max_docs: int = 16
-    workers: int = 1
+    workers: int = 1  # >1: one trial trains on that many Ray Train workers
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -130,16 +132,12 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     started = time.perf_counter()
     try:
-        result = train(
-            mixture,
-            ctx.corpus,
-            proxy,
-            budget,
-            ctx.backend,
-            out_dir=ctx.trials_dir,
-            progress=on_progress,
-            nprocs=ctx.workers,
-        )
+        if ctx.workers > 1:
+            result = train_on_ray_train(mixture, ctx, run_id, str(config.get("trial_key", run_id)))
+        else:
+            result = train(
+                mixture, ctx.corpus, proxy, budget, ctx.backend, out_dir=ctx.trials_dir, progress=on_progress
+            )
     except TrainingDiverged as exc:
         report(
             {}, exc.step, status="failed", error=str(exc), failed_step=exc.step, wall_s=time.perf_counter() - started
@@ -169,6 +167,77 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     )
 
 
+def train_on_ray_train(mixture: Mixture, ctx: TrialContext, run_id: str, trial_key: str) -> Any:
+    """Train one mixture on `ctx.workers` Ray Train workers (TorchTrainer: gloo on CPU, NCCL on GPUs),
+    each running the trainers' distributed entry point inside the process group Ray Train set up.
+    Rank 0 logs every evaluation to the trial's MLflow run; the trial itself gets the final result
+    (Ray Train needs every worker to report equally often, and only rank 0 sees progress)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from trainers.errors import TrainingDiverged
+    from trainers.result import TrainResult
+
+    per_worker = {"CPU": ctx.cpus_per_worker, **({"GPU": ctx.gpus_per_worker} if ctx.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        _ray_train_worker,
+        train_loop_config={"mixture": mixture.to_dict(), "ctx": ctx, "run_id": run_id},
+        torch_config=TorchConfig(backend="nccl" if ctx.gpus_per_worker else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=ctx.workers, use_gpu=bool(ctx.gpus_per_worker), resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=f"train_{trial_key[:8]}", storage_path=str(Path(ctx.trials_dir).resolve() / "ray_train")
+        ),
+    )
+    reported = trainer.fit().metrics or {}
+    result = TrainResult.load(Path(reported["result_file"]))
+    if reported.get("diverged"):
+        raise TrainingDiverged(str(reported["diverged"]), step=result.steps, result=result)
+    return result
+
+
+def _ray_train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: `train()` in the initialised process group, then one report per worker."""
+    import ray.train
+    import torch.distributed as dist
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from trainers.budget import TrainBudget
+    from trainers.config import ProxyConfig
+    from trainers.errors import TrainingDiverged
+    from trainers.train import RESULT_FILE, train
+
+    ctx: TrialContext = config["ctx"]
+    client = MlflowClient(ctx.tracking_uri)
+
+    def on_progress(p: Any) -> None:  # rank 0 only (the trainers call it there)
+        if p.eval is not None:
+            now = int(time.time() * 1000)
+            metrics = [
+                Metric(mlflow_key(k), v, now, p.step) for k, v in eval_metrics(p.eval).items() if math.isfinite(v)
+            ]
+            client.log_batch(str(config["run_id"]), metrics=metrics)
+
+    diverged = ""
+    try:
+        result = train(
+            Mixture.from_dict(config["mixture"]),
+            ctx.corpus,
+            ProxyConfig.from_dict(ctx.proxy),
+            TrainBudget.from_dict(ctx.budget),
+            ctx.backend,
+            out_dir=ctx.trials_dir,
+            progress=on_progress,
+        )
+        run_dir = result.run_dir
+    except TrainingDiverged as exc:
+        diverged, run_dir = str(exc), str(exc.where)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    ray.train.report({"result_file": str(Path(run_dir) / RESULT_FILE), "diverged": diverged} if rank == 0 else {})
+
+
 # ------------------------------------------------------------------------------------------------
 # the driver side
 
@@ -192,7 +261,9 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
     space: dict[str, Any] = {weight_key(d): tune.uniform(0.0, 1.0) for d in ctx.domains}
     space["trial_key"] = tune.choice([p.key for p in plans])
     space["run_id"] = tune.choice([p.run_id for p in plans])
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": opts.cpus, "gpu": opts.gpus})
+    # a multi-worker trial is a light driver; its Ray Train workers ask for the CPUs/GPUs themselves
+    resources: dict[str, float] = {"cpu": 0.0} if ctx.workers > 1 else {"cpu": opts.cpus, "gpu": opts.gpus}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     scheduler = (
         ASHAScheduler(
             max_t=10**9,
@@ -214,25 +285,25 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         trial_dirname_creator=lambda t: f"trial_{t.config['trial_key'][:8]}",
     )
     run_config = RunConfig(
-        name=opts.name,
+        name=_fresh_name(Path(opts.storage).resolve(), opts.name),
         storage_path=str(Path(opts.storage).resolve()),
         failure_config=FailureConfig(max_failures=opts.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=1),
         verbose=0,
         callbacks=[_done_callback(plans, opts.on_trial_done)] if opts.on_trial_done else None,
     )
-    path = Path(opts.storage).resolve() / opts.name
-    if Tuner.can_restore(path):
-        tuner = Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True, param_space=space)
-    else:
-        tuner = Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+    # A rerun starts a new experiment (Tuner.restore would bring back the old trial list and callbacks);
+    # what was computed is kept anyway: finished trials are skipped by the caller and each unfinished
+    # one resumes from the last checkpoint in its keyed training folder.
+    tuner = Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
+    by_plan = {p.key: p for p in plans}
     by_key: dict[str, TrialResult] = {}
     for i in range(len(grid)):
         res = grid[i]
-        key = str((res.config or {})["trial_key"])
-        plan = next(p for p in plans if p.key == key)
-        by_key[key] = to_trial_result(plan, res.metrics or {}, res.error)
+        plan = by_plan.get(str((res.config or {}).get("trial_key")))
+        if plan is not None:
+            by_key[plan.key] = to_trial_result(plan, res.metrics or {}, res.error)
     return [
         by_key.get(p.key)
         or TrialResult(
@@ -240,6 +311,14 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         )
         for p in plans
     ]
+
+
+def _fresh_name(storage: Path, name: str) -> str:
+    """`name`, or `name-2`, `name-3`, ... when an earlier attempt of the round left its experiment folder."""
+    attempt = 1
+    while (storage / (name if attempt == 1 else f"{name}-{attempt}")).exists():
+        attempt += 1
+    return name if attempt == 1 else f"{name}-{attempt}"
 
 
 def to_trial_result(plan: TrialPlan, metrics: dict[str, Any], error: Exception | None) -> TrialResult:
@@ -277,6 +356,7 @@ def to_trial_result(plan: TrialPlan, metrics: dict[str, Any], error: Exception |
         sampler=plan.sampler,
         backend=metrics.get("backend"),
         wall_s=float(metrics.get("wall_s", 0.0)),
+        step=int(metrics.get("step", 0)),
     )
 
 
