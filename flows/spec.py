@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +21,11 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from mixture_search.errors import MixSweepError
 from mixture_search.units import parse_count
+
+#: Operator settings (environment of the CLI or the Prefect worker): the folder every data path of a spec
+#: must resolve into, and the explicit switch that lifts it. A spec cannot lift the operator's root.
+DATA_ROOT_ENV = "MIXSWEEP_DATA_ROOT"
+ALLOW_OUTSIDE_ENV = "MIXSWEEP_ALLOW_OUTSIDE_DATA_ROOT"
 
 
 class SpecError(MixSweepError):
@@ -40,6 +47,48 @@ class SpaceSpec(_Strict):
         None, gt=0, description="No domain repeated more often than this in the target run."
     )
     prior: Literal["tokens", "uniform"] = "tokens"
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("name at least one domain (or leave it out for all of the corpus)")
+            seen: set[str] = set()
+            for name in v:
+                if name in seen:
+                    raise ValueError(f"{name!r} is listed twice")
+                seen.add(name)
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (lo, hi) in v.items():
+            for label, share in (("min", lo), ("max", hi)):
+                _check_share(share, f"{name} {label}")
+            if lo > hi:
+                raise ValueError(f"{name}: min {lo} is above max {hi}")
+        return v
+
+    @field_validator("pinned")
+    @classmethod
+    def _pinned(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, share in v.items():
+            _check_share(share, name)
+        return v
+
+    @field_validator("target_tokens")
+    @classmethod
+    def _target_tokens(cls, v: int | str | None) -> int | str | None:
+        if v is not None:
+            parse_count(v, field="value")
+        return v
+
+
+def _check_share(share: float, name: str) -> None:
+    if not math.isfinite(share) or not 0.0 <= share <= 1.0:
+        raise ValueError(f"{name}: share {share} must be a number in [0, 1]")
 
 
 class SearchSpec(_Strict):
@@ -71,6 +120,19 @@ class ObjectiveSpec(_Strict):
     )
     weights: dict[str, float] | None = Field(None, description="A weighted sum of metrics instead of one metric.")
     maximize: bool = False
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("name at least one metric (or leave weights out)")
+            for name, w in v.items():
+                if not math.isfinite(w):
+                    raise ValueError(f"{name}: weight {w} must be finite")
+            if all(w == 0 for w in v.values()):
+                raise ValueError(f"all {len(v)} weights are zero")
+        return v
 
 
 class ResourcesSpec(_Strict):
@@ -127,13 +189,25 @@ class SweepSpec(_Strict):
     export: ExportSpec = Field(default_factory=ExportSpec)
     output_dir: Path | None = Field(None, description="Checkpoints, Ray results, reports (default runs/sweeps/<name>).")
     seed: int = Field(0, ge=0)
+    data_root: Path | None = Field(
+        None,
+        description="corpus, export.openseek_template and export.catalog must lie inside this folder "
+        f"(default: ${DATA_ROOT_ENV}; inside it when both are set).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v.strip(".") == "":
+            raise ValueError(f"{v!r} is not a name (it is used as a folder name)")
+        return v
 
     @field_validator("budget")
     @classmethod
     def _budget_counts(cls, v: dict[str, Any]) -> dict[str, Any]:
         out = dict(v)
         if isinstance(out.get("tokens"), str):
-            out["tokens"] = parse_count(out["tokens"], field="budget.tokens")
+            out["tokens"] = parse_count(out["tokens"], field="tokens")
         return out
 
     @model_validator(mode="after")
@@ -150,7 +224,8 @@ class SweepSpec(_Strict):
     def sweep_key(self, data_hash: str) -> str:
         """Identifies a sweep across reruns: same spec (minus where it runs) and data -> same key."""
         payload = self.model_dump(
-            mode="json", exclude={"ray_address", "mlflow", "output_dir", "max_concurrent", "max_failures"}
+            mode="json",
+            exclude={"ray_address", "mlflow", "output_dir", "max_concurrent", "max_failures", "data_root"},
         )
         return hashlib.sha256(json.dumps([payload, data_hash], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -167,6 +242,7 @@ class SweepSpec(_Strict):
 def load_spec(source: SweepSpec | dict[str, Any] | str | Path, *, where: str | None = None) -> SweepSpec:
     """A validated spec from itself, a mapping (Prefect parameters), a YAML file path, or YAML text."""
     if isinstance(source, SweepSpec):
+        check_data_root(source, where=where)
         return source
     if isinstance(source, (str, Path)) and not (isinstance(source, str) and "\n" in source):
         path = Path(source)
@@ -192,11 +268,58 @@ def load_spec(source: SweepSpec | dict[str, Any] | str | Path, *, where: str | N
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "spec"
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = err["msg"].removeprefix("Value error, ").removeprefix("value: ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         raise SpecError(
             f"{loc}: {msg}" + (f" ({len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""),
             where=where or "spec",
         ) from None
+    check_data_root(spec, where=where)
     return spec
+
+
+def data_roots(spec: SweepSpec) -> list[Path]:
+    """The folders data paths must lie in: the operator's `$MIXSWEEP_DATA_ROOT` and the spec's `data_root`
+    (none: no restriction). `$MIXSWEEP_ALLOW_OUTSIDE_DATA_ROOT=1` lifts both."""
+    if os.environ.get(ALLOW_OUTSIDE_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return []
+    roots = []
+    if os.environ.get(DATA_ROOT_ENV):
+        roots.append(Path(os.environ[DATA_ROOT_ENV]).expanduser().resolve())
+    if spec.data_root is not None:
+        roots.append(spec.data_root.expanduser().resolve())
+    return roots
+
+
+def outside_roots(path: Path, roots: list[Path]) -> Path | None:
+    """The first root that `path` (symlinks and `..` resolved) escapes, or None."""
+    resolved = Path(path).expanduser().resolve()
+    for root in roots:
+        if not resolved.is_relative_to(root):
+            return root
+    return None
+
+
+def check_data_root(spec: SweepSpec, *, where: str | None = None) -> None:
+    """Every data path of the spec resolves inside the configured data root(s)."""
+    roots = data_roots(spec)
+    if not roots:
+        return
+    if spec.data_root is not None and len(roots) == 2 and outside_roots(roots[1], roots[:1]):
+        raise SpecError(f"data_root: {spec.data_root} is outside ${DATA_ROOT_ENV} ({roots[0]})", where=where or "spec")
+    paths = {
+        "corpus": spec.corpus,
+        "export.openseek_template": spec.export.openseek_template,
+        "export.catalog": spec.export.catalog,
+    }
+    for field, path in paths.items():
+        if path is None:
+            continue
+        root = outside_roots(path, roots)
+        if root is not None:
+            raise SpecError(
+                f"{field}: {path} resolves outside the data root {root} "
+                f"(set {ALLOW_OUTSIDE_ENV}=1 where the sweep runs to allow it)",
+                where=where or "spec",
+            )

@@ -27,6 +27,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from flows.checks import check_before_training
+from flows.redact import redact_uri
 from flows.report import (
     leaderboard_rows,
     plot_leaderboard,
@@ -183,7 +185,7 @@ def check_ray(address: str | None) -> None:
 
 @task(name="check-spec-and-data", retries=0)
 def check_inputs(spec: SweepSpec) -> Prepared:
-    prepared = prepare(spec)
+    prepared = check_before_training(spec, prepare)
     check_ray(spec.ray_address)
     return prepared
 
@@ -533,7 +535,7 @@ def _slug(name: str) -> str:
 def _mlflow_url(uri: str, tracker: SweepTracker) -> str | None:
     if not uri.startswith("http"):
         return None
-    return f"{uri.rstrip('/')}/#/experiments/{tracker.experiment_id}"
+    return f"{redact_uri(uri).rstrip('/')}/#/experiments/{tracker.experiment_id}"
 
 
 def _asdict(obj: Any) -> dict[str, Any]:

@@ -30,11 +30,13 @@ def register(app: typer.Typer) -> None:
         after `mixsweep up`) the run shows in the Prefect UI. A rerun of the same spec resumes and
         retrains nothing that finished.
         """
+        from flows.checks import check_before_training
+        from flows.redact import redact_uri
         from flows.spec import load_spec
         from flows.sweep import prepare
 
         parsed = load_spec(spec)
-        prepared = prepare(parsed)
+        prepared = check_before_training(parsed, prepare)  # everything that can be wrong, before any training
         out = console()
         table = Table(
             title=f"sweep {parsed.name}  [dim](key {prepared.sweep_key})[/]", title_justify="left", show_header=False
@@ -58,7 +60,7 @@ def register(app: typer.Typer) -> None:
                 "trials",
                 f"up to {parsed.search.rounds * parsed.search.per_round}, {parsed.max_concurrent} at a time, {parsed.resources.cpus:g} CPU / {parsed.resources.gpus:g} GPU each",
             ),
-            ("mlflow", f"{prepared.tracking_uri}  experiment {parsed.mlflow.experiment}"),
+            ("mlflow", f"{redact_uri(prepared.tracking_uri)}  experiment {parsed.mlflow.experiment}"),
             ("output", str(parsed.out_dir)),
         ]
         for k, v in rows:

@@ -35,6 +35,8 @@ FORMAT = "mixsweep-corpus/1"
 #: in-place corpora hold out this share of each domain's tokens (whole documents, at the end) for validation
 HOLDOUT_SHARE = 0.01
 HOLDOUT_MAX_TOKENS = 1 << 20
+#: tokens read from each end of every file to check token ids against the tokenizer
+TOKEN_ID_SAMPLE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -221,10 +223,38 @@ class Corpus:
         return corpus
 
     def _check_tokenizer(self) -> None:
+        """The tokenizer fits the token dtype and matches the data: the vocabulary `corpus.json` recorded
+        at prepare time, and no sampled token id at or past its vocabulary."""
         assert self.tokenizer_dir is not None
         from trainers.data.indexed import check_vocab_fits
 
-        check_vocab_fits(tk.vocab_size(self.tokenizer_dir), self.dtype, where=str(self.tokenizer_dir))
+        vocab = tk.vocab_size(self.tokenizer_dir)
+        check_vocab_fits(vocab, self.dtype, where=str(self.tokenizer_dir))
+        recorded = self.meta.get("vocab_size")
+        if recorded is not None and int(recorded) != vocab:
+            raise DataError(
+                f"tokenizer has {vocab} ids but the data was tokenized with {recorded} "
+                f"({CORPUS_FILE} vocab_size): not the corpus' tokenizer",
+                where=str(self.tokenizer_dir),
+            )
+        self.check_token_ids(vocab)
+
+    def check_token_ids(self, vocab_size: int, *, sample: int = TOKEN_ID_SAMPLE) -> None:
+        """No token id >= `vocab_size` in the first and last `sample` tokens of every file (a bounded read
+        from the memory map, so a 100B-token corpus costs the same as a small one)."""
+        for d in self._domains:
+            for s in (*d.train, *d.valid):
+                arr = self.tokens(s.prefix).array
+                for lo, hi in ((s.start, min(s.stop, s.start + sample)), (max(s.start, s.stop - sample), s.stop)):
+                    if hi <= lo:
+                        continue
+                    top = int(arr[lo:hi].max())
+                    if top >= vocab_size:
+                        raise DataError(
+                            f"token id {top} is outside the tokenizer's {vocab_size} ids "
+                            f"(tokenizer {self.tokenizer_dir or '?'} does not match the data)",
+                            where=str(bin_path(self.root / s.prefix)),
+                        )
 
     # -- contract ---------------------------------------------------------------------------------
     @property
