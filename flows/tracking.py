@@ -5,6 +5,7 @@ chart show weights), the proxy/budget/backend/data hash/trial key, metrics with 
 (round, sampler, status, rank). A child is found again by its trial key, so a rerun reuses it: there is
 exactly one child run per trial, and a finished one is never trained again.
 
+Params, tags and text artifacts pass through `flows.redact` first (no passwords or tokens in MLflow).
 Everything goes through `MlflowClient.log_batch` (<= 1000 metrics / 100 params / 100 tags per call);
 the HTTP client retries transient failures (a restarting server) with backoff.
 """
@@ -23,6 +24,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
+from flows.redact import redact_params, redact_text, redact_uri
 from flows.results import TrialResult
 from mixture_search.errors import MixSweepError
 from mixture_search.mixture import Mixture
@@ -67,7 +69,7 @@ class SweepTracker:
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         except Exception as exc:  # connection refused, bad URI, server error: all one message for the user
             raise TrackingError(
-                f"cannot reach MLflow: {' '.join(str(exc).split())[:300]}", where=tracking_uri
+                f"cannot reach MLflow: {redact_text(' '.join(str(exc).split()))[:300]}", where=redact_uri(tracking_uri)
             ) from None
         self._parent: str | None = None
 
@@ -195,7 +197,7 @@ class SweepTracker:
         folder, _, filename = name.rpartition("/")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / filename
-            path.write_text(text)
+            path.write_text(redact_text(text))
             self.client.log_artifact(run_id, str(path), folder or None)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
@@ -219,8 +221,9 @@ class SweepTracker:
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
     ) -> None:
-        p = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
-        t = [RunTag(k, str(v)[:8000]) for k, v in (tags or {}).items()]
+        # nothing secret reaches MLflow: secret-named keys, URI passwords and secret env values are masked
+        p = [Param(k, v[:6000]) for k, v in redact_params(params or {}).items()]
+        t = [RunTag(k, v[:8000]) for k, v in redact_params(tags or {}).items()]
         for chunk in _chunks(list(metrics), MAX_METRICS):
             self.client.log_batch(run_id, metrics=chunk)
         for chunk in _chunks(p, MAX_PARAMS):
