@@ -11,6 +11,8 @@ step() { printf '\n\033[1m[setup %s] %s\033[0m\n' "$(date +%H:%M:%S)" "$*"; }
 APT_PACKAGES=(python3.11-doc bible-kjv fortunes pari-doc manpages-zh fortunes-zh)
 # A C++ compiler and Python headers: DeepSpeed JIT-compiles its CPU communication op on first use.
 APT_PACKAGES+=(g++ python3.11-dev)
+# Headless Chromium and its WebDriver: the browser test of the Prefect and MLflow UIs.
+APT_PACKAGES+=(chromium chromium-driver fonts-liberation)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
