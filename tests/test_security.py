@@ -185,3 +185,43 @@ def test_yaml_is_read_with_safe_loaders() -> None:
     for path in _sources():
         text = path.read_text()
         assert 'typ="unsafe"' not in text and "typ='unsafe'" not in text, path
+
+
+# -- checkpoints are read without unpickling ---------------------------------------------------------------
+class _Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("code ran while loading a checkpoint",))
+
+
+def test_deepspeed_checkpoint_reader_refuses_pickled_code(tmp_path: Path) -> None:
+    import pickle
+
+    import torch
+
+    from trainers.backends.deepspeed import _weights_only_load
+
+    path = tmp_path / "mp_rank_00_model_states.pt"
+    torch.save({"module": {"w": torch.zeros(2)}, "extra": _Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError, match=r"[Ww]eights only load failed"):
+        _weights_only_load(str(path))
+    torch.save({"module": {"w": torch.ones(2)}, "ds_version": "0.19.8"}, path)
+    assert torch.equal(_weights_only_load(str(path))["module"]["w"], torch.ones(2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_deepspeed_resume_reads_weights_only(zero_stage: int, train_corpus: Path, tmp_path: Path) -> None:
+    """A ZeRO run interrupted and resumed through the weights-only reader finishes on the same curve."""
+    from mixture_search.mixture import Mixture
+    from trainers.backends.deepspeed import DeepSpeedBackend
+    from trainers.budget import TrainBudget
+    from trainers.presets import tiny_cpu
+    from trainers.train import train
+
+    budget = TrainBudget(steps=3, micro_batch=4, global_batch=4, eval_interval=1, seed=1)
+    args = (Mixture({"prose": 1, "sums": 1}), train_corpus, tiny_cpu(seq_len=32), budget)
+    reference = train(*args, DeepSpeedBackend(zero_stage=zero_stage), tmp_path / "ref")
+    first = train(*args, DeepSpeedBackend(zero_stage=zero_stage), tmp_path / "run", stop_at_step=2)
+    assert first.status == "interrupted"
+    resumed = train(*args, DeepSpeedBackend(zero_stage=zero_stage), tmp_path / "run")
+    assert resumed.status == "completed" and resumed.loss_curve == reference.loss_curve

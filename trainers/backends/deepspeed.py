@@ -150,6 +150,8 @@ class DeepSpeedEngine:
     def load(self, path: Path) -> None:
         from trainers.errors import CheckpointError
 
+        # DeepSpeed's own reader unpickles (`torch.load(weights_only=False)`); ours reads tensors only
+        self.engine.checkpoint_engine.load = _weights_only_load
         loaded, _ = self.engine.load_checkpoint(
             str(path), tag=_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
         )
@@ -158,6 +160,17 @@ class DeepSpeedEngine:
 
     def close(self) -> None:
         self.engine.destroy()
+
+
+def _weights_only_load(path: str, map_location: Any = None) -> Any:
+    """A DeepSpeed checkpoint file read with `weights_only=True`: tensors and plain containers, plus the
+    DeepSpeed classes its ZeRO optimizer state holds (numbers only), allowed by name."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    with torch.serialization.safe_globals([LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]):
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 BACKEND = register(DeepSpeedBackend())
