@@ -9,6 +9,7 @@ trial's MLflow child run, which the driver created before launching it.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -170,36 +171,37 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 def train_on_ray_train(mixture: Mixture, ctx: TrialContext, run_id: str, trial_key: str) -> Any:
     """Train one mixture on `ctx.workers` Ray Train workers (TorchTrainer: gloo on CPU, NCCL on GPUs),
     each running the trainers' distributed entry point inside the process group Ray Train set up.
-    Rank 0 logs every evaluation to the trial's MLflow run; the trial itself gets the final result
-    (Ray Train needs every worker to report equally often, and only rank 0 sees progress)."""
+    Rank 0 logs every evaluation to the trial's MLflow run and leaves a pointer to its `TrainResult`;
+    the trial reports the final result to Tune (only rank 0 sees progress, so no intermediate reports)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from trainers.errors import TrainingDiverged
     from trainers.result import TrainResult
 
+    storage = Path(ctx.trials_dir).resolve() / "ray_train"
+    pointer = storage / f"train_{trial_key[:8]}.json"
+    pointer.unlink(missing_ok=True)
     per_worker = {"CPU": ctx.cpus_per_worker, **({"GPU": ctx.gpus_per_worker} if ctx.gpus_per_worker else {})}
     trainer = TorchTrainer(
         _ray_train_worker,
-        train_loop_config={"mixture": mixture.to_dict(), "ctx": ctx, "run_id": run_id},
+        train_loop_config={"mixture": mixture.to_dict(), "ctx": ctx, "run_id": run_id, "pointer": str(pointer)},
         torch_config=TorchConfig(backend="nccl" if ctx.gpus_per_worker else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=ctx.workers, use_gpu=bool(ctx.gpus_per_worker), resources_per_worker=per_worker
         ),
-        run_config=RunConfig(
-            name=f"train_{trial_key[:8]}", storage_path=str(Path(ctx.trials_dir).resolve() / "ray_train")
-        ),
+        run_config=RunConfig(name=f"train_{trial_key[:8]}", storage_path=str(storage)),
     )
-    reported = trainer.fit().metrics or {}
+    trainer.fit()
+    reported = json.loads(pointer.read_text(encoding="utf-8"))
     result = TrainResult.load(Path(reported["result_file"]))
-    if reported.get("diverged"):
+    if reported["diverged"]:
         raise TrainingDiverged(str(reported["diverged"]), step=result.steps, result=result)
     return result
 
 
 def _ray_train_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: `train()` in the initialised process group, then one report per worker."""
-    import ray.train
+    """One Ray Train worker: `train()` in the initialised process group; rank 0 writes the pointer."""
     import torch.distributed as dist
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -234,8 +236,10 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
         run_dir = result.run_dir
     except TrainingDiverged as exc:
         diverged, run_dir = str(exc), str(exc.where)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    ray.train.report({"result_file": str(Path(run_dir) / RESULT_FILE), "diverged": diverged} if rank == 0 else {})
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        pointer = Path(config["pointer"])
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        pointer.write_text(json.dumps({"result_file": str(Path(run_dir) / RESULT_FILE), "diverged": diverged}))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -254,6 +258,8 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         return []
     if not ray.is_initialized():
         ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if ctx.workers > 1 and opts.ray_address is None:
+        _check_fits(ctx, ray.cluster_resources())
     points = [
         {**{weight_key(d): p.mixture.share(d) for d in ctx.domains}, "trial_key": p.key, "run_id": p.run_id}
         for p in plans
@@ -262,7 +268,7 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
     space["trial_key"] = tune.choice([p.key for p in plans])
     space["run_id"] = tune.choice([p.run_id for p in plans])
     # a multi-worker trial is a light driver; its Ray Train workers ask for the CPUs/GPUs themselves
-    resources: dict[str, float] = {"cpu": 0.0} if ctx.workers > 1 else {"cpu": opts.cpus, "gpu": opts.gpus}
+    resources: dict[str, float] = {"cpu": 0.01} if ctx.workers > 1 else {"cpu": opts.cpus, "gpu": opts.gpus}
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     scheduler = (
         ASHAScheduler(
@@ -311,6 +317,20 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         )
         for p in plans
     ]
+
+
+def _check_fits(ctx: TrialContext, cluster: dict[str, float]) -> None:
+    """A multi-worker trial on the local Ray would wait forever for resources it can never get."""
+    from flows.spec import SpecError
+
+    need = {"CPU": ctx.workers * ctx.cpus_per_worker + 0.01, "GPU": ctx.workers * ctx.gpus_per_worker}
+    for kind, amount in need.items():
+        if amount > cluster.get(kind, 0.0) + 1e-9:
+            raise SpecError(
+                f"a trial of {ctx.workers} workers needs {amount:g} {kind}s, the local Ray cluster has "
+                f"{cluster.get(kind, 0.0):g}",
+                where="resources",
+            )
 
 
 def _fresh_name(storage: Path, name: str) -> str:
