@@ -1,0 +1,117 @@
+"""The product as users meet it: the real local stack (Prefect server + worker, MLflow server), the
+`sweep/smoke` deployment started with `prefect deployment run`, trials on Ray, results in MLflow; and
+a sweep killed mid-way that resumes without retraining what finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.stack import LocalStack
+from mixture_search.formats import read_mixture
+from tests.sweep_helpers import smoke_spec, stack_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+def children(client: MlflowClient, experiment: str) -> tuple[object, list]:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parent = [r for r in runs if r.data.tags.get("mixsweep.role") == "sweep"]
+    return parent, [r for r in runs if r.data.tags.get("mixsweep.role") == "trial"]
+
+
+def test_smoke_deployment_through_prefect(sweep_stack: LocalStack, sweep_corpus: Path, tmp_path: Path) -> None:
+    spec = smoke_spec(sweep_corpus, tmp_path / "out", "smoke-e2e")
+    cmd = [
+        str(BIN / "prefect"),
+        "deployment",
+        "run",
+        "sweep/smoke",
+        "--params",
+        json.dumps({"spec": spec}),
+        "--watch",
+        "--watch-timeout",
+        "900",
+    ]
+    proc = subprocess.run(cmd, env=stack_env(sweep_stack), capture_output=True, text=True, timeout=960)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Completed" in proc.stdout
+
+    client = MlflowClient(sweep_stack.cfg.mlflow_uri)
+    parents, trials = children(client, "e2e-smoke-e2e")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trials) == 4 and len({t.data.tags["mixsweep.trial_key"] for t in trials}) == 4
+    domains = ("prose", "code", "zh", "digits")
+    for t in trials:
+        assert t.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert t.info.status == "FINISHED" and t.data.tags["mixsweep.status"] == "finished"
+        shares = [float(t.data.params[f"w.{d}"]) for d in domains]
+        assert abs(sum(shares) - 1) < 1e-5
+        assert "val.bpb.mean" in t.data.metrics and "objective" in t.data.metrics
+        assert len(client.get_metric_history(t.info.run_id, "val.loss.prose")) == 2  # evaluations at steps 2 and 4
+    ranks = sorted(int(t.data.tags["rank"]) for t in trials)
+    assert ranks == [1, 2, 3, 4]
+    best = next(t for t in trials if t.data.tags["rank"] == "1")
+    assert best.data.metrics["objective"] == min(t.data.metrics["objective"] for t in trials)
+    assert {t.data.tags["round"] for t in trials} == {"0", "1"}
+
+    recommended = read_mixture(tmp_path / "out" / "recommended" / "mixture.yaml").mixture
+    assert set(recommended) == set(domains) and abs(sum(recommended.normalized) - 1) < 1e-9
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"recommended", "plots", "leaderboard.json", "spec.yaml", "summary.json"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parents[0].info.run_id, "plots")}
+    assert {"plots/objective_vs_weights.png", "plots/leaderboard.png", "plots/loss_curves.png"} <= plots
+
+
+def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_corpus: Path, tmp_path: Path) -> None:
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(
+        json.dumps(smoke_spec(sweep_corpus, tmp_path / "out", "killed", rounds=2, per_round=3, steps=4))
+    )
+    client = MlflowClient(sweep_stack.cfg.mlflow_uri)
+    cmd = [str(BIN / "mixsweep"), "sweep", str(spec_path)]
+    proc = subprocess.Popen(
+        cmd, env=stack_env(sweep_stack), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        finished: list = []
+        while time.monotonic() < deadline:  # kill as soon as some, not all, trials are final
+            exp = client.get_experiment_by_name("e2e-killed")
+            if exp is not None:
+                _, trials = children(client, "e2e-killed")
+                finished = [t for t in trials if t.data.tags.get("mixsweep.final") == "1"]
+                if finished:
+                    break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(1)
+        assert finished, "no trial finished within the time limit"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {t.data.tags["mixsweep.trial_key"]: t.info.end_time for t in finished}
+    result_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "trials").glob("*/result.json")}
+
+    rerun = subprocess.run(cmd, env=stack_env(sweep_stack), capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    _, trials = children(client, "e2e-killed")
+    keys = [t.data.tags["mixsweep.trial_key"] for t in trials]
+    assert len(keys) == len(set(keys)) == 6  # one child run per trial: no duplicates
+    assert all(t.info.status == "FINISHED" for t in trials)  # no orphan left RUNNING
+    for t in trials:  # trials final before the kill were not touched again
+        key = t.data.tags["mixsweep.trial_key"]
+        if key in before:
+            assert t.info.end_time == before[key]
+    for path, mtime in result_files.items():
+        if json.loads(path.read_text())["status"] == "completed":
+            assert path.stat().st_mtime_ns == mtime, f"{path} was trained again"
