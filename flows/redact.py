@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 MASK = "***"
 #: a name segment (of `a.b_c-d`) that holds a secret: `token`, `hf_token`, `password`, `api_key`, ...
 _SECRET_NAME = re.compile(
-    r"(?i)^(?:.*_)?(?:token|secret|password|passwd|pwd|api_?key|access_?key|private_?key|credentials?|auth_?string)$"
+    r"(?i)^(?:.*_)?(?:token|secret|password|passwd|api_?key|access_?key|private_?key|credentials?|auth_?string)$"
 )
 _URI_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
 #: environment values shorter than this are not treated as secrets (flags such as `1` or `true`)
@@ -52,6 +52,8 @@ def redact_uri(uri: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(is_secret_name(k) for k, _ in pairs):
             query = urlencode([(k, MASK if is_secret_name(k) else v) for k, v in pairs], safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return redact_text(uri)  # nothing to mask here: keep the URI as written (urlunsplit drops `////`)
     return redact_text(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
 
 

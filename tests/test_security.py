@@ -44,6 +44,8 @@ def test_uri_passwords_and_secret_query_parameters_are_masked() -> None:
     assert "abcdef123" not in redact_uri("https://host/api?token=abcdef123&page=2")
     assert "page=2" in redact_uri("https://host/api?token=abcdef123&page=2")
     assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"  # nothing to hide: unchanged
+    assert redact_uri("sqlite:////work/runs/mlflow.db") == "sqlite:////work/runs/mlflow.db"  # absolute path kept
+    assert not is_secret_name("PWD")  # the shell's working directory, not a password
 
 
 def test_secret_environment_values_are_masked_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
