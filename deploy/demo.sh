@@ -36,10 +36,15 @@ step "the demo corpus: 8 domains of real text (Python, sympy, Debian packages) a
 mixsweep data prepare --demo
 mixsweep data blend --corpus runs/data/demo --weights code=7,math-code=5,en-tech=4,en-lit=3,en-quotes=2,latex=1.5,zh-man=1,zh-poetry=0.5 --samples 100k --out "$OUT/blend"
 
-step "a proxy trained on a mixture of the demo corpus, with each backend (a finished run is read back, not retrained)"
-for backend in megatron deepspeed; do
-  mixsweep train --corpus runs/data/demo --preset tiny_cpu --weights code=3,en-lit=2,zh-poetry=1 \
-    --steps 60 --eval-interval 30 --backend "$backend" --out "$OUT/train"
-done
+step "the local stack: Prefect server + process worker, MLflow server, on loopback (reused when already up)"
+mixsweep up
+eval "$(mixsweep env)"
 
-step "demo done: outputs in $OUT"
+step "the demo sweep, started as users start one: prefect deployment run 'sweep/demo' (3 rounds x 4 MoE proxies; ~10 min on 2 cores)"
+echo "watch it in the Prefect UI ${PREFECT_API_URL%/api} and compare the mixtures in the MLflow UI $MLFLOW_TRACKING_URI"
+prefect deployment run 'sweep/demo' --watch --watch-timeout 3600
+
+step "the leaderboard and the recommended mixture (exported as YAML, Megatron data_path and an OpenSeek task config)"
+mixsweep results deploy/specs/demo.yaml
+
+step "demo done: the stack keeps running for the UIs (Prefect ${PREFECT_API_URL%/api}, MLflow $MLFLOW_TRACKING_URI); 'mixsweep down' stops it"

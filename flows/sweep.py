@@ -313,6 +313,7 @@ def finish(prepared: Prepared, results: list[TrialResult], tracker: SweepTracker
         "trials": len(results),
         "finished": len(ok),
         "failed": sum(r.status == "failed" for r in results),
+        "maximize": spec.objective.maximize,
     }
     if not ranked:
         raise SpecError(
@@ -383,6 +384,8 @@ def export(prepared: Prepared, mixture: Mixture, folder: Path) -> list[Path]:
     from mixture_search.formats import MixtureDoc, read_mixture, write_mixture
 
     spec = prepared.spec
+    # shares to 6 decimals (what a person reads and Megatron needs); Megatron normalises them again
+    mixture = Mixture([(n, round(w, 6)) for n, w in zip(mixture.names, mixture.normalized)])
     meta = {
         "sweep": spec.name,
         "sweep_key": prepared.sweep_key,

@@ -64,6 +64,14 @@ def register(app: typer.Typer) -> None:
             f"\nexport PREFECT_API_URL={env['PREFECT_API_URL']} MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']}"
         )
 
+    @app.command("env")
+    @user_errors
+    def env(home: HomeOpt = None) -> None:
+        """Print the shell exports that point Prefect and MLflow clients at the stack: eval "$(mixsweep env)"."""
+        cfg = LocalStack.at(_config(home).home).cfg  # the recorded ports, else the defaults
+        for key, value in cfg.client_env().items():
+            typer.echo(f"export {key}={value}")
+
     @app.command("down")
     @user_errors
     def down(home: HomeOpt = None) -> None:

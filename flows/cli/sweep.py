@@ -71,5 +71,66 @@ def register(app: typer.Typer) -> None:
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
         from flows.sweep import sweep
 
-        summary = sweep(str(spec))
-        out.print_json(json.dumps(summary, default=str))
+        sweep(str(spec))
+        print_results(parsed.out_dir)
+
+    @app.command("results")
+    @user_errors
+    def results_cmd(
+        target: Annotated[
+            Path,
+            typer.Argument(help="A sweep's output folder (runs/sweeps/<name>) or its spec (YAML)."),
+        ],
+        top: Annotated[int, typer.Option(help="Rows of the leaderboard to show.")] = 15,
+    ) -> None:
+        """Show a finished sweep: the leaderboard, the recommended mixture and where it was exported."""
+        folder = target
+        if target.is_file():
+            from flows.spec import load_spec
+
+            folder = load_spec(target).out_dir
+        print_results(folder, top=top)
+
+
+def print_results(folder: Path, *, top: int = 15) -> None:
+    """The leaderboard (best first) and the recommended mixture of the sweep written to `folder`."""
+    from flows.results import TrialResult
+    from flows.spec import SpecError
+
+    results_file, summary_file = folder / "results.json", folder / "summary.json"
+    if not results_file.is_file() or not summary_file.is_file():
+        raise SpecError(
+            "no finished sweep here (results.json and summary.json are written at its end)", where=str(folder)
+        )
+    results = [TrialResult.from_dict(r) for r in json.loads(results_file.read_text(encoding="utf-8"))]
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    maximize = bool(summary.get("maximize", False))
+    ranked = sorted(
+        results, key=lambda r: (not r.ok, (-1 if maximize else 1) * (r.objective if r.objective is not None else 0.0))
+    )
+    out = console()
+    domains = list(dict.fromkeys(d for r in results for d in r.mixture.names))
+    table = Table(
+        title=f"leaderboard of {summary['sweep']}: {summary['finished']} of {summary['trials']} trials finished",
+        title_justify="left",
+    )
+    for col in ("rank", "trial", "round", "objective", *domains):
+        table.add_column(col, justify="right" if col not in ("trial",) else "left", no_wrap=True)
+    for i, r in enumerate(ranked[:top], start=1):
+        objective = f"{r.objective:.4f}" if r.objective is not None else f"[red]{r.status}[/]"
+        shares = [f"{r.mixture.share(d):.3f}" if d in r.mixture else "-" for d in domains]
+        table.add_row(str(i) if r.ok else "-", r.trial_key[:8], str(r.round + 1), objective, *shares)
+    out.print(table)
+    proposal = summary.get("proposal", {})
+    weights = proposal.get("weights", {})
+    rec = Table(title="recommended mixture", title_justify="left", show_header=False)
+    for d, w in sorted(weights.items(), key=lambda kv: -kv[1]):
+        rec.add_row(d, f"{w:.4f}")
+    out.print(rec)
+    if "predicted" in proposal:
+        low, high = proposal.get("interval", [None, None])
+        interval = f" (interval {low:.4f} to {high:.4f})" if low is not None and high is not None else ""
+        best = summary.get("best", {}).get("objective")
+        out.print(f"predicted objective {proposal['predicted']:.4f}{interval}; best trial {best:.4f}")
+    for path in summary.get("exports", []):
+        out.print(f"[dim]exported[/] {path}")
