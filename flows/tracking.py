@@ -34,6 +34,7 @@ TAG_SWEEP = "mixsweep.sweep_key"
 TAG_TRIAL = "mixsweep.trial_key"
 TAG_STATUS = "mixsweep.status"
 PARENT = "mlflow.parentRunId"
+HF_ARTIFACT_LIMIT = 64 * 2**20  # a converted proxy up to this size is stored in MLflow, a bigger one by path
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 _BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -66,7 +67,14 @@ class SweepTracker:
         self.sweep_key = sweep_key
         try:
             exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            # the experiment kind makes MLflow's UI open the runs table (not its GenAI traces view)
+            self.experiment_id = (
+                exp.experiment_id
+                if exp
+                else self.client.create_experiment(
+                    experiment, tags={"mlflow.experimentKind": "custom_model_development"}
+                )
+            )
         except Exception as exc:  # connection refused, bad URI, server error: all one message for the user
             raise TrackingError(
                 f"cannot reach MLflow: {redact_text(' '.join(str(exc).split()))[:300]}", where=redact_uri(tracking_uri)
@@ -185,10 +193,28 @@ class SweepTracker:
         if result.error:
             tags["error"] = result.error[:5000]
         self._log(run_id, metrics=metrics, tags=tags)
+        self._log_trial_files(run_id, result)
         self.log_artifact_text(run_id, "trial.json", json.dumps(result.to_dict(), indent=1))
         # the status tag is written last: a run is final only once everything above is stored
         self._log(run_id, tags={"mixsweep.final": "1"})
         self.client.set_terminated(run_id, status="FAILED" if result.status == "failed" else "FINISHED")
+
+    def _log_trial_files(self, run_id: str, result: TrialResult) -> None:
+        """The trial's mixture as our YAML, LightEval's JSON, and the Hugging Face model folder (or,
+        above `HF_ARTIFACT_LIMIT` bytes, its path as the `hf_dir` tag)."""
+        from mixture_search.formats import MixtureDoc, render
+
+        doc = MixtureDoc(result.mixture, "yaml", name=f"trial-{result.trial_key}")
+        self.log_artifact_text(run_id, "mixture.yaml", render(doc, "yaml"))
+        eval_json = Path(result.paths.get("eval_json", ""))
+        if result.paths.get("eval_json") and eval_json.is_file():
+            self.log_artifact(run_id, eval_json, "eval")
+        hf_dir = Path(result.paths.get("hf_dir", ""))
+        if result.paths.get("hf_dir") and hf_dir.is_dir():
+            size = sum(f.stat().st_size for f in hf_dir.rglob("*") if f.is_file())
+            self._log(run_id, tags={"hf_dir": str(hf_dir)})
+            if size <= HF_ARTIFACT_LIMIT:
+                self.log_artifact(run_id, hf_dir, "hf_model")
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self._log(run_id, tags=tags)

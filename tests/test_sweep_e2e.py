@@ -32,6 +32,7 @@ def children(client: MlflowClient, experiment: str) -> tuple[object, list]:
 
 def test_smoke_deployment_through_prefect(sweep_stack: LocalStack, sweep_corpus: Path, tmp_path: Path) -> None:
     spec = smoke_spec(sweep_corpus, tmp_path / "out", "smoke-e2e")
+    spec["eval"] = {"tasks": ["bpb"], "max_docs": 2}  # each trial: convert to Hugging Face, run LightEval
     cmd = [
         str(BIN / "prefect"),
         "deployment",
@@ -49,6 +50,7 @@ def test_smoke_deployment_through_prefect(sweep_stack: LocalStack, sweep_corpus:
 
     client = MlflowClient(sweep_stack.cfg.mlflow_uri)
     parents, trials = children(client, "e2e-smoke-e2e")
+    assert client.get_experiment_by_name("e2e-smoke-e2e").tags["mlflow.experimentKind"] == "custom_model_development"
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(trials) == 4 and len({t.data.tags["mixsweep.trial_key"] for t in trials}) == 4
     domains = ("prose", "code", "zh", "digits")
@@ -59,6 +61,13 @@ def test_smoke_deployment_through_prefect(sweep_stack: LocalStack, sweep_corpus:
         assert abs(sum(shares) - 1) < 1e-5
         assert "val.bpb.mean" in t.data.metrics and "objective" in t.data.metrics
         assert len(client.get_metric_history(t.info.run_id, "val.loss.prose")) == 2  # evaluations at steps 2 and 4
+        assert any(k.startswith("eval.bpb") for k in t.data.metrics)  # LightEval's scores
+        files = {a.path for a in client.list_artifacts(t.info.run_id)}
+        assert {"mixture.yaml", "trial.json", "eval", "hf_model"} <= files
+        weights = read_mixture(Path(client.download_artifacts(t.info.run_id, "mixture.yaml", str(tmp_path)))).mixture
+        assert [round(weights.share(d), 6) for d in domains] == [
+            round(float(t.data.params[f"w.{d}"]), 6) for d in domains
+        ]
     ranks = sorted(int(t.data.tags["rank"]) for t in trials)
     assert ranks == [1, 2, 3, 4]
     best = next(t for t in trials if t.data.tags["rank"] == "1")
