@@ -149,11 +149,18 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     metrics["train.loss.final"] = float(result.loss_curve[-1]) if result.loss_curve else float("nan")
     paths = {"run_dir": result.run_dir, "checkpoint": result.checkpoint or ""}
     if ctx.eval_tasks and result.checkpoint:
-        from flows.evaluation import evaluate_checkpoint
+        from flows.evaluation import EvaluationFailed, evaluate_checkpoint
 
-        scores, eval_paths = evaluate_checkpoint(
-            Path(result.checkpoint), ctx.corpus, ctx.eval_tasks, max_docs=ctx.eval_max_docs
-        )
+        try:
+            scores, eval_paths = evaluate_checkpoint(
+                Path(result.checkpoint), ctx.corpus, ctx.eval_tasks, max_docs=ctx.eval_max_docs
+            )
+        except EvaluationFailed as exc:  # trained fine, evaluation did not: failed, with the training kept
+            report(
+                metrics, result.steps, status="failed", error=f"evaluation: {exc}", paths=paths,
+                wall_s=time.perf_counter() - started,
+            )  # fmt: skip
+            return
         metrics.update(scores)
         paths.update(eval_paths)
     objective = objective_of(metrics, ctx.objective_metric, ctx.objective_weights)
