@@ -10,9 +10,9 @@ import pytest
 from flows.evaluation import EvaluationFailed, evaluate_checkpoint
 
 
-def test_a_missing_checkpoint_is_one_line_naming_it(tmp_path: Path) -> None:
+def test_a_missing_checkpoint_is_one_line_naming_it(sweep_corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(EvaluationFailed) as err:
-        evaluate_checkpoint(tmp_path / "nowhere", str(tmp_path), ["bpb"], max_docs=2)
+        evaluate_checkpoint(tmp_path / "nowhere", str(sweep_corpus), ["bpb"], max_docs=2)
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "nowhere") in message
 
