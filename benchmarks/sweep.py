@@ -1,0 +1,168 @@
+"""Orchestration overhead: an 8-trial sweep through Prefect + Ray Tune + MLflow vs the same 8 trainings
+called directly with the same parallelism.
+
+1. `sweep`: the real local stack (Prefect server + MLflow server on free loopback ports, as `mixsweep
+   up` starts them), then `mixsweep sweep SPEC` in a fresh process: one round of 8 mixtures, 2 trials at
+   a time on Ray, each trial logged to MLflow, then the surrogate fit, ranking, plots and exports.
+2. `direct` (the peer): a fresh process that trains the same 8 mixtures (read from the sweep's summary)
+   with `trainers.train.train()` in a pool of 2 worker processes, into an empty folder.
+
+Both are timed from process start to exit, so interpreter and import costs count on both sides; the
+servers' start-up is not counted (a stack serves many sweeps). The ratio sweep / direct is the overhead
+(goal <= 1.10). The per-trial training length is a flag: the fixed costs (Ray start, MLflow runs, the
+final report) weigh less as trials grow.
+
+    .venv/bin/python benchmarks/sweep.py            # writes benchmarks/results/sweep.json
+    .venv/bin/python benchmarks/sweep.py --smoke    # a couple of minutes; checks the script runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results" / "sweep.json"
+GOAL = 1.10
+BIN = Path(sys.executable).parent
+
+
+def _train_one(args: tuple) -> float:
+    """One direct training (in a pool worker): what a trial does, without Prefect, Ray or MLflow."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from mixture_search.mixture import Mixture
+    from trainers.budget import TrainBudget
+    from trainers.config import ProxyConfig
+    from trainers.train import train
+
+    weights, corpus, proxy, budget, backend, out, threads = args
+    import torch
+
+    torch.set_num_threads(threads)  # as a Ray trial of `resources.cpus` CPUs runs (OMP_NUM_THREADS)
+    mixture = Mixture.from_dict(weights)
+    result = train(mixture, corpus, ProxyConfig.from_dict(proxy), TrainBudget.from_dict(budget), backend, out)
+    assert result.final is not None
+    return float(result.final.mean_bpb)
+
+
+def direct(job: dict) -> list[float]:
+    """The peer: the same trainings in a pool of `parallel` fresh processes."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    args = [
+        (w, job["corpus"], job["proxy"], job["budget"], job["backend"], job["out"], job["threads"])
+        for w in job["mixtures"]
+    ]
+    with ProcessPoolExecutor(job["parallel"], mp_context=get_context("spawn")) as pool:
+        return list(pool.map(_train_one, args))
+
+
+def spec(corpus: Path, out: Path, trials: int, steps: int, parallel: int) -> dict:
+    return {
+        "name": "bench-overhead",
+        "corpus": str(corpus),
+        "search": {"sampler": "sobol", "adaptive": None, "rounds": 1, "per_round": trials, "proposal_samples": 5000},
+        "proxy": {"preset": "tiny_cpu", "overrides": {"seq_len": 128}},
+        "budget": {"steps": steps, "micro_batch": 4, "global_batch": 8, "eval_interval": max(steps // 2, 1),
+                   "eval_windows_per_domain": 4},
+        "backend": "megatron",
+        "resources": {"cpus": 1},
+        "max_concurrent": parallel,
+        "mlflow": {"experiment": "bench-overhead"},
+        "output_dir": str(out),
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="runs/data/demo", help="a prepared corpus (default: the demo corpus)")
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=150, help="training steps per trial")
+    ap.add_argument("--parallel", type=int, default=2, help="trials at a time, on both sides")
+    ap.add_argument("--smoke", action="store_true", help="4 trials of 10 steps; results not written")
+    ap.add_argument("--direct", help=argparse.SUPPRESS)  # internal: the peer's process
+    args = ap.parse_args()
+    if args.direct:
+        sys.path.insert(0, str(REPO))
+        print(json.dumps(direct(json.loads(args.direct))))
+        return
+    if args.smoke:
+        args.trials, args.steps = 4, 10
+    sys.path.insert(0, str(REPO))
+    from flows.stack import LocalStack, StackConfig, free_port
+
+    corpus = (REPO / args.corpus).resolve()
+    with tempfile.TemporaryDirectory(prefix="mixsweep-bench-") as tmp:
+        work = Path(tmp)
+        stack = LocalStack(StackConfig(home=work / "stack", prefect_port=free_port(), mlflow_port=free_port()))
+        stack.up()
+        try:
+            env = {**os.environ, **stack.cfg.client_env()}
+            sweep_spec = spec(corpus, work / "sweep", args.trials, args.steps, args.parallel)
+            (work / "spec.json").write_text(json.dumps(sweep_spec))
+            print(f"sweep: {args.trials} trials x {args.steps} steps, {args.parallel} at a time", flush=True)
+            t0 = time.perf_counter()
+            proc = subprocess.run([str(BIN / "mixsweep"), "sweep", str(work / "spec.json")], env=env, cwd=REPO)
+            sweep_s = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise SystemExit(f"the sweep failed (exit {proc.returncode})")
+        finally:
+            stack.down()
+        summary = json.loads((work / "sweep" / "summary.json").read_text())
+        rows = [r for r in json.loads((work / "sweep" / "results.json").read_text()) if r["status"] == "finished"]
+        mixtures = [dict(r["mixture"]) for r in rows]
+        job = {
+            "mixtures": mixtures,
+            "corpus": str(corpus),
+            "proxy": summary["proxy"],
+            "budget": summary["budget"],
+            "backend": "megatron",
+            "out": str(work / "direct"),
+            "parallel": args.parallel,
+            "threads": 1,  # the spec's resources.cpus
+        }
+        print(f"direct: the same {len(mixtures)} trainings, {args.parallel} worker processes", flush=True)
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, __file__, "--direct", json.dumps(job)], cwd=REPO, capture_output=True, text=True
+        )
+        direct_s = time.perf_counter() - t0
+        if out.returncode != 0:
+            raise SystemExit(f"the direct trainings failed: {out.stderr[-2000:]}")
+        direct_bpb = json.loads(out.stdout.strip().splitlines()[-1])
+    sweep_bpb = [r["metrics"]["val.bpb.mean"] for r in rows]
+    ratio = sweep_s / direct_s
+    report = {
+        "benchmark": "sweep orchestration overhead",
+        "peer": "the same trainings called directly (trainers.train.train in a process pool of the same size)",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "trials": len(mixtures),
+        "steps_per_trial": args.steps,
+        "parallel": args.parallel,
+        "sweep_s": round(sweep_s, 2),
+        "direct_s": round(direct_s, 2),
+        "overhead_ratio": round(ratio, 3),
+        "overhead_s_per_trial": round((sweep_s - direct_s) / max(len(mixtures), 1), 2),
+        "goal": f"<= {GOAL}",
+        "goal_met": ratio <= GOAL,
+        "max_rel_diff_bpb": max(abs(a - b) / abs(b) for a, b in zip(sweep_bpb, direct_bpb, strict=True)),
+    }
+    print(json.dumps(report, indent=2))
+    if not args.smoke:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
