@@ -10,6 +10,7 @@ MLflow by their trial key and never retrained, candidate lists and sampler state
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -278,9 +279,22 @@ def fit_surrogate(
         return None
     X = np.array([[r.mixture.share(d) for d in prepared.domains] for r in ok])
     y = np.array([float(r.objective or 0.0) for r in ok])
-    model = SURROGATES.build(prepared.spec.search.surrogate)
-    cv, oof = cross_validate_predictions(model, X, y, folds=min(5, len(ok)), seed=prepared.spec.seed)
-    table = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in _asdict(cv).items()}
+    folds = min(5, len(ok))
+    # the CV of the same observations is not recomputed on a rerun: cached under a key of its inputs
+    key = hashlib.sha256(
+        X.tobytes() + y.tobytes() + f"{prepared.spec.search.surrogate}|{folds}|{prepared.spec.seed}".encode()
+    ).hexdigest()[:16]
+    cached = prepared.spec.out_dir / "cv" / f"{key}.json"
+    if cached.is_file():
+        stored = json.loads(cached.read_text(encoding="utf-8"))
+        table, oof = stored["table"], stored["oof"]
+    else:
+        model = SURROGATES.build(prepared.spec.search.surrogate)
+        cv, oof_array = cross_validate_predictions(model, X, y, folds=folds, seed=prepared.spec.seed)
+        table = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in _asdict(cv).items()}
+        oof = [float(v) for v in np.asarray(oof_array)]
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps({"table": table, "oof": oof}, default=str), encoding="utf-8")
     parent = tracker.parent_run()
     tracker.log_metrics(
         parent,
