@@ -7,6 +7,7 @@ figures for a corpus).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,24 @@ def moe_cpu(**overrides: Any) -> ProxyConfig:
             aux_loss_type="seq_aux_loss",
             aux_loss_coeff=1e-4,
         ),
+    )
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def moe_cpu_16m(**overrides: Any) -> ProxyConfig:
+    """~16M parameters (~9.5M active): `moe_cpu` scaled up about 4x (hidden 256, 6 layers, 8 query
+    heads in 4 groups, expert FFN 288) as the larger target model that checks whether a mixture chosen
+    with `moe_cpu` proxies still wins at a bigger size (`mixsweep validate`); same layout and router."""
+    base = moe_cpu()
+    assert base.moe is not None
+    cfg = base.replace(
+        name="moe_cpu_16m",
+        num_layers=6,
+        hidden_size=256,
+        num_attention_heads=8,
+        num_query_groups=4,
+        ffn_hidden_size=1024,
+        moe=dataclasses.replace(base.moe, expert_ffn_hidden_size=288, shared_expert_ffn_hidden_size=288),
     )
     return cfg.replace(**overrides) if overrides else cfg
 
@@ -133,6 +152,7 @@ def openseek_small_proxy(mla: bool | None = None, **overrides: Any) -> ProxyConf
 PRESETS: dict[str, Callable[..., ProxyConfig]] = {
     "tiny_cpu": tiny_cpu,
     "moe_cpu": moe_cpu,
+    "moe_cpu_16m": moe_cpu_16m,
     "moe_60m": moe_60m,
     "openseek_small_proxy": openseek_small_proxy,
 }

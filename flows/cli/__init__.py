@@ -9,6 +9,7 @@ from flows.cli import evaluate as evaluate_cli
 from flows.cli import stack
 from flows.cli import sweep as sweep_cli
 from flows.cli import train as train_cli
+from flows.cli import validate as validate_cli
 from flows.cli.mixture import mixture_app
 from flows.cli.search import register as register_search
 
@@ -30,6 +31,7 @@ train_cli.register(app)
 data_cli.register(app)
 evaluate_cli.register(app)
 sweep_cli.register(app)
+validate_cli.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,91 @@
+"""`mixsweep validate SPEC.yaml [--dry-run]`: run the Prefect flow `validate` from the shell."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flows.cli.common import console, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("validate")
+    @user_errors
+    def validate_cmd(
+        spec: Annotated[Path, typer.Argument(help="Validate spec (YAML); see deploy/specs/validate.yaml.")],
+        dry_run: Annotated[
+            bool,
+            typer.Option("--dry-run", help="Check the spec, the sweep and the data, print the plan; train nothing."),
+        ] = False,
+    ) -> None:
+        """Check that a sweep's recommended mixture wins at a larger scale.
+
+        Runs (or resumes) the sweep, trains the recommendation, the baselines and a few more of the
+        sweep's mixtures with every seed at the proxy and at the target scale, evaluates them, and
+        writes a report with error bars and the proxy-vs-target rank agreement (HTML, JSON, MLflow).
+        A rerun trains nothing that finished.
+        """
+        from flows.redact import redact_uri
+        from flows.validate import load_validate_spec, prepare_validation
+
+        parsed = load_validate_spec(spec)
+        plan = prepare_validation(parsed)
+        p, t = plan.scale["proxy"], plan.scale["target"]
+        mixtures = 1 + len(parsed.baselines)
+        table = Table(
+            title=f"validate {parsed.name}  [dim](key {plan.key})[/]", title_justify="left", show_header=False
+        )
+        rows = [
+            ("sweep", f"{plan.sweep_spec.name} (key {plan.sweep.sweep_key}), output {plan.sweep_spec.out_dir}"),
+            ("proxy", f"{plan.sweep_spec.proxy.preset}: {p['params']:,.0f} parameters, {p['tokens']:,.0f} tokens"),
+            (
+                "target",
+                f"{parsed.target.preset} {parsed.target.overrides or ''}: {t['params']:,.0f} parameters "
+                f"({t['params'] / p['params']:.2f}x), {t['tokens']:,.0f} tokens ({t['tokens'] / p['tokens']:.2f}x)",
+            ),
+            ("budget", json.dumps(parsed.budget)),
+            ("mixtures", f"recommended vs {', '.join(parsed.baselines)}; {parsed.rank_mixtures} at both scales"),
+            ("seeds", ", ".join(map(str, parsed.seeds))),
+            (
+                "trainings",
+                f"{max(mixtures, parsed.rank_mixtures) * len(parsed.seeds)} per scale, "
+                f"{parsed.max_concurrent} at a time",
+            ),
+            ("objective", "mean held-out bits per byte over " + ", ".join(plan.target_domains)),
+            ("eval", f"{', '.join(parsed.eval.tasks) or 'none'} (max_docs {parsed.eval.max_docs})"),
+            ("mlflow", f"{redact_uri(plan.tracking_uri)}  experiment {parsed.mlflow.experiment}"),
+            ("output", str(parsed.out_dir)),
+        ]
+        for k, v in rows:
+            table.add_row(f"[bold]{k}[/]", v)
+        out = console()
+        out.print(table)
+        if dry_run:
+            return
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+        from flows.validate import validate
+
+        result = validate(str(spec))
+        print_validation(parsed.out_dir)
+        out.print(f"[dim]report[/] {result['report']}  ({result['runtime_s'] / 60:.1f} min)")
+
+
+def print_validation(folder: Path) -> None:
+    """The table and verdict of the validation written to `folder`."""
+    from flows.validate_report import table_rows
+
+    doc = json.loads((folder / "validation.json").read_text(encoding="utf-8"))
+    rows = table_rows(doc)
+    out = console()
+    table = Table(title=f"validation {doc['name']}", title_justify="left")
+    for col in rows[0] if rows else []:
+        table.add_column(col, no_wrap=True)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    out.print(table)
+    out.print(doc["verdict"])

@@ -1,0 +1,235 @@
+"""`mixsweep validate`: statistics, verdict and report on synthetic numbers; the spec's one-line errors;
+the choice of mixtures. Fast (no training); the end-to-end run is in test_validate_e2e.py."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.results import TrialResult
+from flows.spec import SpecError
+from flows.validate import ValidateSpec, choose_mixtures, load_validate_spec, objective
+from flows.validate_report import (
+    RunRecord,
+    Stat,
+    lighteval_means,
+    paired_difference,
+    plot_domain_bpb,
+    plot_objective,
+    plot_rank_agreement,
+    rank_agreement,
+    render_html,
+    summarize,
+    table_rows,
+)
+from mixture_search.mixture import Mixture
+
+DOMAINS = ("code", "en", "zh")
+
+
+# -- statistics -------------------------------------------------------------------------------------------
+def test_stat_mean_std_and_t_interval() -> None:
+    s = Stat.of([1.0, 2.0, 3.0])
+    assert s is not None
+    assert s.mean == pytest.approx(2.0) and s.std == pytest.approx(1.0) and s.n == 3
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2)
+    assert (s.low, s.high) == pytest.approx((2.0 - half, 2.0 + half))
+    one = Stat.of([5.0, float("nan")])
+    assert one is not None and one.n == 1 and math.isnan(one.std) and one.text() == "5.0000"
+    assert Stat.of([]) is None
+
+
+def test_paired_difference_uses_common_seeds_only() -> None:
+    d = paired_difference({0: 3.0, 1: 3.2, 2: 9.0}, {0: 3.1, 1: 3.4})
+    assert d is not None and d.n == 2 and d.mean == pytest.approx(-0.15) and d.std == pytest.approx(math.sqrt(0.005))
+
+
+def test_rank_agreement_spearman() -> None:
+    proxy = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+    same = rank_agreement(proxy, {"a": 10.0, "b": 20.0, "c": 25.0, "d": 40.0})
+    assert same["spearman"] == pytest.approx(1.0) and same["n"] == 4
+    assert same["proxy_rank"] == {"a": 1, "b": 2, "c": 3, "d": 4}
+    rev = rank_agreement(proxy, {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0})
+    assert rev["spearman"] == pytest.approx(-1.0) and rev["target_rank"]["a"] == 4
+    assert math.isnan(rank_agreement({"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 2.0})["spearman"])  # n < 3
+    assert rank_agreement(proxy, {"a": 1.0, "c": 2.0, "x": 3.0})["n"] == 2  # only common mixtures
+
+
+def test_lighteval_means_over_domains() -> None:
+    m = {f"eval.bpb_{d}/bpb": v for d, v in zip(DOMAINS, (1.0, 2.0, 3.0))}
+    m.update({f"eval.cloze_{d}/acc": v for d, v in zip(DOMAINS, (0.5, 0.25, 0.75))})
+    assert lighteval_means(m, DOMAINS) == {"bpb": pytest.approx(2.0), "cloze": pytest.approx(0.5)}
+    del m["eval.cloze_zh/acc"]
+    assert "cloze" not in lighteval_means(m, DOMAINS)  # never a mean over fewer domains than asked
+
+
+def test_objective_is_mean_bpb_over_target_domains() -> None:
+    metrics = {"val.bpb.code": 2.0, "val.bpb.en": 4.0, "val.bpb.zh": 9.0}
+    assert objective(metrics, ("code", "en")) == pytest.approx(3.0)
+    assert objective(metrics, ("code", "de")) is None
+
+
+# -- summary and verdict on synthetic runs ------------------------------------------------------------------
+MIXTURES = [
+    {"name": "recommended", "role": "recommended", "weights": {"code": 1.0, "en": 2.0, "zh": 1.0}},
+    {"name": "uniform", "role": "baseline", "weights": {"code": 1.0, "en": 1.0, "zh": 1.0}},
+    {"name": "natural", "role": "baseline", "weights": {"code": 3.0, "en": 1.0, "zh": 1.0}},
+    {"name": "proxy-x", "role": "rank", "weights": {"code": 1.0, "en": 0.1, "zh": 5.0}},
+]
+
+
+def _runs(target: dict[str, list[float]], proxy: dict[str, list[float]]) -> list[RunRecord]:
+    out = []
+    for scale, table in (("target", target), ("proxy", proxy)):
+        for name, values in table.items():
+            for seed, v in enumerate(values):
+                metrics = {f"val.bpb.{d}": v + i * 0.1 for i, d in enumerate(DOMAINS)}
+                metrics.update(
+                    {f"eval.bpb_{d}/bpb": v for d in DOMAINS} | {f"eval.cloze_{d}/acc": 0.5 for d in DOMAINS}
+                )
+                out.append(RunRecord(name, scale, seed, v + 0.1, metrics, trial_key=f"{name}{scale}{seed}"))  # type: ignore[arg-type]
+    return out
+
+
+PROXY = {"recommended": [3.0, 3.02], "uniform": [3.1, 3.12], "natural": [3.2, 3.21], "proxy-x": [3.5, 3.4]}
+
+
+def test_clear_win_is_reported_with_its_size() -> None:
+    target = {"recommended": [2.0, 2.01, 2.02], "uniform": [2.1, 2.11, 2.12], "natural": [2.2, 2.2, 2.23], "proxy-x": [2.5, 2.4, 2.6]}  # fmt: skip
+    doc = summarize(_runs(target, PROXY), MIXTURES, DOMAINS)
+    outcome = {c["baseline"]: c["outcome"] for c in doc["comparisons"]}
+    assert outcome == {"uniform": "wins", "natural": "wins"}
+    uniform = next(c for c in doc["comparisons"] if c["baseline"] == "uniform")
+    assert uniform["delta"]["mean"] == pytest.approx(-0.1)
+    assert doc["rank_agreement"]["spearman"] == pytest.approx(1.0)
+    assert "the lowest of the 3 compared mixtures" in doc["verdict"]
+    assert "beats uniform by 0.1000" in doc["verdict"] and "Spearman 1.00" in doc["verdict"]
+    rec = doc["mixtures"][0]
+    assert rec["target"]["n"] == 3 and rec["domains"]["en"]["mean"] == pytest.approx(2.11)
+    assert rec["lighteval"]["cloze"]["mean"] == pytest.approx(0.5)
+
+
+def test_a_loss_and_a_lead_within_noise_are_reported_honestly() -> None:
+    target = {"recommended": [2.2, 2.3], "uniform": [2.0, 2.1], "natural": [2.1, 2.25], "proxy-x": [2.5, 2.6]}
+    doc = summarize(_runs(target, PROXY), MIXTURES, DOMAINS)
+    outcome = {c["baseline"]: c["outcome"] for c in doc["comparisons"]}
+    assert outcome == {"uniform": "loses", "natural": "behind"}  # 0.2 worse on both seeds; +0.1/+0.05
+    assert "place 3 of the 3 compared mixtures" in doc["verdict"]
+    assert "loses to uniform by 0.2000" in doc["verdict"] and "within seed noise" in doc["verdict"]
+    assert "beats" not in doc["verdict"]
+    rows = table_rows(doc)
+    assert [r["mixture"] for r in rows] == ["uniform", "natural", "recommended", "proxy-x"]
+    assert rows[2]["outcome"] == "" and rows[0]["outcome"] == "loses"
+
+
+def test_failed_runs_and_missing_recommendation() -> None:
+    runs = [r for r in _runs({"uniform": [2.0, 2.1]}, {}) if r.seed == 0]
+    runs.append(RunRecord("recommended", "target", 0, None, {}))
+    doc = summarize(runs, MIXTURES, DOMAINS)
+    assert doc["mixtures"][0]["target"] is None
+    assert doc["verdict"].startswith("The recommended mixture has no finished target training")
+
+
+def test_report_html_is_self_contained(tmp_path: Path) -> None:
+    target = {"recommended": [2.0, 2.05], "uniform": [2.1, 2.12], "natural": [2.2, 2.2], "proxy-x": [2.5, 2.4]}
+    doc = summarize(_runs(target, PROXY), MIXTURES, DOMAINS)
+    doc["name"], doc["setup"] = "synthetic", {"seeds": "0, 1"}
+    images = {
+        "objective": plot_objective(doc, tmp_path / "o.png"),
+        "domains": plot_domain_bpb(doc, DOMAINS, tmp_path / "d.png"),
+        "rank": plot_rank_agreement(doc, tmp_path / "r.png"),
+    }
+    for p in images.values():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = render_html(doc, images)
+    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r"(src|href)=[\"'](?!data:)", page)  # no external images, scripts or styles
+    assert "http" not in page and "<script" not in page
+    assert doc["verdict"].split(".")[0] in page.replace("&#x27;", "'")
+
+
+# -- the spec ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"seeds": [0]}, "seeds: give at least 2 seeds"),
+        ({"seeds": [1, 1]}, "seeds: seeds must be distinct"),
+        ({"budget": {"steps": 10, "seed": 3}}, "budget: set the training seeds with `seeds`"),
+        ({"rank_mixtures": 2}, "rank_mixtures: Input should be greater than or equal to 3"),
+        ({"baselines": ["uniform", "median"]}, "baselines.1: Input should be 'uniform', 'natural' or 'best'"),
+        ({"targte": {}}, "targte: unknown key"),
+        ({"target": {"preset": "x", "size": 3}}, "target.size: unknown key"),
+        ({"min_scale": 0.5}, "min_scale: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_spec_is_one_line_naming_the_field(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        load_validate_spec({"name": "v", "sweep": "s.yaml", **data})
+    text = str(err.value)
+    assert message in text and "\n" not in text
+
+
+def test_bad_spec_through_the_cli(tmp_path: Path) -> None:
+    spec = tmp_path / "v.yaml"
+    spec.write_text("name: v\nsweep: s.yaml\nseeds: [0]\n")
+    res = CliRunner().invoke(app, ["validate", str(spec), "--dry-run"])
+    assert res.exit_code == 2
+    assert "seeds: give at least 2 seeds" in res.output and "Traceback" not in res.output
+    missing = CliRunner().invoke(app, ["validate", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "spec file not found" in missing.output
+
+
+def test_defaults() -> None:
+    spec = ValidateSpec(name="v", sweep="s.yaml")
+    assert spec.seeds == [0, 1] and spec.baselines == ["uniform", "natural", "best"]
+    assert spec.eval.tasks == ["local"] and spec.mlflow.experiment == "mixsweep-validate"
+    assert spec.out_dir == Path("runs/validate/v").resolve()
+
+
+# -- which mixtures ---------------------------------------------------------------------------------------
+def _plan(baselines: list[str], rank_mixtures: int) -> Any:
+    sweep = SimpleNamespace(domains=DOMAINS, space=SimpleNamespace(tokens=[600.0, 300.0, 100.0]))
+    spec = SimpleNamespace(baselines=baselines, rank_mixtures=rank_mixtures)
+    return SimpleNamespace(sweep=sweep, spec=spec)
+
+
+def _trial(key: str, objective: float, weights: tuple[float, ...]) -> TrialResult:
+    return TrialResult(key, Mixture(list(zip(DOMAINS, weights))), "finished", objective=objective)
+
+
+def test_choose_mixtures_baselines_and_spread_of_sweep_trials() -> None:
+    results = [_trial(f"t{i}", 3.0 + i / 10, (1.0 + i, 1.0, 2.0)) for i in range(6)]
+    results.append(TrialResult("tf", Mixture(list(zip(DOMAINS, (1.0, 5.0, 1.0)))), "failed"))
+    summary = {
+        "best": {"weights": {"code": 0.25, "en": 0.25, "zh": 0.5}},
+        "proposal": {"weights": {"code": 0.2, "en": 0.5, "zh": 0.3}},
+    }
+    chosen = choose_mixtures(_plan(["uniform", "natural", "best"], 6), summary, results)
+    assert [(c.name, c.role) for c in chosen[:4]] == [
+        ("recommended", "recommended"), ("uniform", "baseline"), ("natural", "baseline"), ("best", "baseline"),
+    ]  # fmt: skip
+    assert chosen[2].mixture.normalized == pytest.approx((0.6, 0.3, 0.1))
+    # the best trial (t0) equals the `best` baseline; the extras start at the worst and spread out
+    assert [c.name for c in chosen[4:]] == ["proxy-t5", "proxy-t3"]
+    assert all(c.role == "rank" for c in chosen[4:])
+
+
+def test_choose_mixtures_skips_duplicates() -> None:
+    summary = {"best": {"weights": {"code": 1.0, "en": 1.0, "zh": 1.0}}, "proposal": {"weights": {"code": 1.0, "en": 1.0, "zh": 1.0}}}  # fmt: skip
+    chosen = choose_mixtures(_plan(["uniform", "best"], 3), summary, [_trial("a", 3.0, (1.0, 1.0, 1.0))])
+    assert [c.name for c in chosen] == ["recommended"]  # uniform, best and the one trial all equal it
+
+
+def test_target_preset_is_four_times_the_demo_proxy() -> None:
+    from trainers.presets import preset
+
+    proxy = preset("moe_cpu", seq_len=128).resolve_vocab(8192).param_counts()
+    target = preset("moe_cpu_16m", seq_len=128).resolve_vocab(8192).param_counts()
+    assert target.total >= 4 * proxy.total and target.active > 3 * proxy.active
