@@ -292,6 +292,25 @@ class LocalStack:
             self._save(procs)
         return stopped
 
+    def restart(self, name: str, *, timeout: float = 180.0) -> None:
+        """Stop the recorded process of component `name` and start it again with the same command (same
+        port, same stores); returns once it answers. Clients retry meanwhile (MLflow's HTTP client backs
+        off for minutes), so a sweep running against this stack loses nothing."""
+        comp = next((c for c in COMPONENTS if c.name == name), None)
+        if comp is None:
+            raise StackError(f"unknown component (known: {', '.join(c.name for c in COMPONENTS)})", where=name)
+        procs = self._load()
+        old = procs.get(name)
+        if old is not None and old.alive():
+            _stop(old, 20.0)
+            self.log(f"{name}: stopped (pid {old.pid})")
+        procs[name] = self._spawn(comp)
+        self._save(procs)
+        url = comp.health_url(self.cfg)
+        if url:
+            self._wait(procs[name], url, timeout)
+        self.log(f"{name}: started (pid {procs[name].pid})")
+
     def deploy(self) -> None:
         """Register the deployments of `deploy/prefect.yaml` on this stack's Prefect server."""
         self.log(f"registering deployments from {self.cfg.deploy_file}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flows.faults import disk_full, diverging_budget, faults_for_round, pause, pause_step
 from flows.results import TrialResult
 from flows.tracking import mlflow_key
 from mixture_search.mixture import Mixture
@@ -112,6 +113,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     client = MlflowClient(ctx.tracking_uri)
     proxy = ProxyConfig.from_dict(ctx.proxy)
     budget = TrainBudget.from_dict(ctx.budget)
+    fault = str(config.get("fault") or "")  # testing hook (flows.faults), "" unless MIXSWEEP_FAULT_INJECT is set
+    if fault == "diverge":
+        budget = TrainBudget.from_dict(diverging_budget(ctx.budget))
+    pause_at = pause_step(fault)
+    trained: list[int] = []  # first and last step trained in this attempt (the first tells whether it resumed)
 
     def report(metrics: dict[str, float], step: int, **extra: Any) -> None:
         payload: dict[str, Any] = {**metrics, "step": step, **extra}
@@ -121,6 +127,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         tune.report(payload)
 
     def on_progress(p: Any) -> None:
+        if not trained:
+            trained.append(p.step)
+        trained[1:] = [p.step]
+        if pause_at == p.step and trained[0] == 1:
+            pause(p.step)
         if p.eval is None:
             return
         metrics = eval_metrics(p.eval)
@@ -144,7 +155,16 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             {}, exc.step, status="failed", error=str(exc), failed_step=exc.step, wall_s=time.perf_counter() - started
         )
         return
+    except Exception as exc:  # a full checkpoint disk fails this trial in one line; anything else goes to Ray
+        full = disk_full(exc)
+        if full is None:
+            raise
+        step = trained[-1] if trained else 0
+        report({}, step, status="failed", error=full, failed_step=step, wall_s=time.perf_counter() - started)
+        return
     metrics = eval_metrics(result.final) if result.final else {}
+    if ctx.workers == 1:  # where this attempt started: > 0 when it resumed from a checkpoint
+        metrics["train.resumed_from_step"] = float(trained[0] - 1 if trained else result.steps)
     metrics["train.tokens_per_s"] = float(result.tokens_per_s)
     metrics["train.loss.final"] = float(result.loss_curve[-1]) if result.loss_curve else float("nan")
     paths = {"run_dir": result.run_dir, "checkpoint": result.checkpoint or ""}
@@ -267,13 +287,20 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     if ctx.workers > 1 and opts.ray_address is None:
         _check_fits(ctx, ray.cluster_resources())
+    faults = faults_for_round(plans[0].round)  # testing hook, empty unless MIXSWEEP_FAULT_INJECT is set
     points = [
-        {**{weight_key(d): p.mixture.share(d) for d in ctx.domains}, "trial_key": p.key, "run_id": p.run_id}
-        for p in plans
+        {
+            **{weight_key(d): p.mixture.share(d) for d in ctx.domains},
+            "trial_key": p.key,
+            "run_id": p.run_id,
+            "fault": faults.get(i, ""),
+        }
+        for i, p in enumerate(plans)
     ]
     space: dict[str, Any] = {weight_key(d): tune.uniform(0.0, 1.0) for d in ctx.domains}
     space["trial_key"] = tune.choice([p.key for p in plans])
     space["run_id"] = tune.choice([p.run_id for p in plans])
+    space["fault"] = tune.choice(sorted({"", *faults.values()}))
     # a multi-worker trial is a light driver; its Ray Train workers ask for the CPUs/GPUs themselves
     resources: dict[str, float] = {"cpu": 0.01} if ctx.workers > 1 else {"cpu": opts.cpus, "gpu": opts.gpus}
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
@@ -367,6 +394,7 @@ def to_trial_result(plan: TrialPlan, metrics: dict[str, Any], error: Exception |
         return TrialResult(
             plan.key, plan.mixture, "failed", metrics=reported, error=str(metrics.get("error")), run_id=plan.run_id,
             round=plan.round, sampler=plan.sampler, wall_s=float(metrics.get("wall_s", 0.0)),
+            step=int(metrics.get("failed_step", metrics.get("step", 0))),
         )  # fmt: skip
     finished = status == "finished"
     objective = metrics.get("objective") if finished else None
@@ -410,8 +438,8 @@ def _done_callback(plans: Sequence[TrialPlan], fn: Callable[[TrialResult], None]
     class Done(Callback):
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             plan = plan_of(trial)
-            if plan is not None:
-                fn(to_trial_result(plan, trial.last_result or {}, None))
+            if plan is not None:  # train.retries: how often Ray restarted the trial after its worker died
+                fn(to_trial_result(plan, {**(trial.last_result or {}), "train.retries": trial.num_failures}, None))
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             plan = plan_of(trial)
