@@ -284,7 +284,7 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
     if not plans:
         return []
     if not ray.is_initialized():
-        ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        _ray_init(opts.ray_address)
     if ctx.workers > 1 and opts.ray_address is None:
         _check_fits(ctx, ray.cluster_resources())
     faults = faults_for_round(plans[0].round)  # testing hook, empty unless MIXSWEEP_FAULT_INJECT is set
@@ -351,6 +351,21 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         )
         for p in plans
     ]
+
+
+def _ray_init(address: str | None) -> None:
+    """Connect to (or start) Ray. A local start is tried twice: Ray gives its raylet 30 s to register,
+    which a heavily loaded machine can exceed once."""
+    import ray
+
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            return
+        except Exception:
+            ray.shutdown()
+            if address is not None or attempt == 2:
+                raise
 
 
 def _check_fits(ctx: TrialContext, cluster: dict[str, float]) -> None:
