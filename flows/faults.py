@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from mixture_search.errors import MixSweepError
 FAULT_ENV = "MIXSWEEP_FAULT_INJECT"
 PAUSE_S = 300.0
 PAUSED_FILE = "fault-paused"
+LOW_SPACE = 4 * 2**20
 _ITEM = re.compile(r"^(diverge|pause:(\d+))@(\d+)\.(\d+)$")
 
 
@@ -66,20 +68,26 @@ def pause(step: int) -> None:
     time.sleep(PAUSE_S)
 
 
-def disk_full(exc: BaseException) -> str | None:
-    """One line naming the file when `exc` (or what caused it) is ENOSPC, else None.
+def disk_full(exc: BaseException, folder: str | Path) -> str | None:
+    """One line naming what could not be written when `exc` comes from a full disk under `folder`,
+    else None.
 
-    Checkpoint writers wrap the OSError (Megatron's dist_checkpointing, DeepSpeed), so the whole
-    cause/context chain is searched."""
+    Checkpoint writers wrap or lose the OSError: Megatron's dist_checkpointing reports torch's
+    stream writer ("unexpected pos ...") inside a CheckpointException, with no errno. So ENOSPC is
+    looked for along the whole cause/context chain, and failing that the folder's free space decides
+    (below `LOW_SPACE` bytes left to us, a failed write is a full disk)."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, OSError) and cur.errno == errno.ENOSPC:
-            where = cur.filename or "the trials folder"
-            return f"no space left on device while writing {where}"
-        if "No space left on device" in str(cur) or "ENOSPC" in str(cur):
-            match = re.search(r"No space left on device:?\s*'?([^'\s]*)", str(cur))
-            return f"no space left on device while writing {(match.group(1) if match else '') or 'the trials folder'}"
+            return f"no space left on device while writing {cur.filename or folder}"
+        match = re.search(r"No space left on device:?\s*'?(/[^'\s]*)?", str(cur))
+        if match:
+            return f"no space left on device while writing {match.group(1) or folder}"
         cur = cur.__cause__ or cur.__context__
-    return None
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    return f"no space left on device while writing {folder} ({free} bytes left)" if free < LOW_SPACE else None

@@ -155,8 +155,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             {}, exc.step, status="failed", error=str(exc), failed_step=exc.step, wall_s=time.perf_counter() - started
         )
         return
-    except Exception as exc:  # a full checkpoint disk fails this trial in one line; anything else goes to Ray
-        full = disk_full(exc)
+    except BaseException as exc:  # a full checkpoint disk fails this trial in one line; anything else goes to Ray
+        # (BaseException: torch's CheckpointException, which wraps a failed checkpoint write, is one)
+        full = None if isinstance(exc, (KeyboardInterrupt, SystemExit)) else disk_full(exc, ctx.trials_dir)
         if full is None:
             raise
         step = trained[-1] if trained else 0
@@ -458,7 +459,8 @@ def _done_callback(plans: Sequence[TrialPlan], fn: Callable[[TrialResult], None]
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             plan = plan_of(trial)
-            if plan is not None:
-                fn(to_trial_result(plan, trial.last_result or {}, RuntimeError("trial errored")))
+            if plan is not None:  # the trial's last error (its last line ends the one-line message)
+                error = trial.get_pickled_error() or trial.get_error() or RuntimeError("trial errored")
+                fn(to_trial_result(plan, trial.last_result or {}, error))
 
     return Done()
