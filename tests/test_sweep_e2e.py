@@ -109,7 +109,11 @@ def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     before = {t.data.tags["mixsweep.trial_key"]: t.info.end_time for t in finished}
-    result_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "trials").glob("*/result.json")}
+    completed = {  # trainings whose result was complete at the kill
+        p: p.stat().st_mtime_ns
+        for p in (tmp_path / "out" / "trials").glob("*/result.json")
+        if json.loads(p.read_text())["status"] == "completed"
+    }
 
     rerun = subprocess.run(cmd, env=stack_env(sweep_stack), capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
@@ -121,6 +125,5 @@ def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_
         key = t.data.tags["mixsweep.trial_key"]
         if key in before:
             assert t.info.end_time == before[key]
-    for path, mtime in result_files.items():
-        if json.loads(path.read_text())["status"] == "completed":
-            assert path.stat().st_mtime_ns == mtime, f"{path} was trained again"
+    for path, mtime in completed.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was trained again"
