@@ -31,6 +31,7 @@ print(json.dumps({"times": times, **out}))
 """
 
 
+@pytest.mark.timeout(1200)  # ~6 min on 2 idle cores; much more when other jobs share them
 def test_validate_end_to_end_and_rerun(sweep_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "validate"
     spec = {
@@ -61,7 +62,7 @@ def test_validate_end_to_end_and_rerun(sweep_corpus: Path, tmp_path: Path) -> No
     assert "trainings" in dry.stdout and "x)" in dry.stdout and not (out / "validation.json").exists()
 
     proc = subprocess.run(
-        [sys.executable, "-c", TWICE, str(path)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", TWICE, str(path)], env=env, capture_output=True, text=True, timeout=1100
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
