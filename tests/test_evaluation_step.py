@@ -18,5 +18,5 @@ def test_a_missing_checkpoint_is_one_line_naming_it(sweep_corpus: Path, tmp_path
 
 
 def test_an_evaluation_past_its_time_limit_fails_instead_of_hanging(tmp_path: Path) -> None:
-    with pytest.raises(EvaluationFailed, match="ran past 0.2 s"):
+    with pytest.raises(EvaluationFailed, match=r"ran past 0\.2 s"):
         evaluate_checkpoint(tmp_path / "nowhere", str(tmp_path), ["bpb"], max_docs=2, timeout_s=0.2)
