@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -115,7 +116,8 @@ def prefect_pages(driver: webdriver.Chrome, prefect: str, flow_run_id: str, slug
     driver.get(f"{prefect}/v2/deployments")
     for name in ("demo", "smoke"):  # each deployment's row links to it, under its flow `sweep`
         wait_for(driver, f"deployment {name}", lambda d, n=name: d.find_elements(By.LINK_TEXT, n))
-    wait_texts(driver, "2 Deployments", "sweep")
+    registered = yaml.safe_load((REPO / "deploy" / "prefect.yaml").read_text())["deployments"]
+    wait_texts(driver, f"{len(registered)} Deployments", "sweep")
     driver.save_screenshot(shots / "prefect-deployments.png")
 
     driver.get(f"{prefect}/v2/runs/flow-run/{flow_run_id}?tab=Artifacts")
