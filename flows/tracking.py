@@ -195,9 +195,9 @@ class SweepTracker:
         self._log(run_id, metrics=metrics, tags=tags)
         self._log_trial_files(run_id, result)
         self.log_artifact_text(run_id, "trial.json", json.dumps(result.to_dict(), indent=1))
-        # the status tag is written last: a run is final only once everything above is stored
-        self._log(run_id, tags={"mixsweep.final": "1"})
         self.client.set_terminated(run_id, status="FAILED" if result.status == "failed" else "FINISHED")
+        # the final tag is written last: a run is final only once everything above (its end too) is stored
+        self._log(run_id, tags={"mixsweep.final": "1"})
 
     def _log_trial_files(self, run_id: str, result: TrialResult) -> None:
         """The trial's mixture as our YAML, LightEval's JSON, and the Hugging Face model folder (or,
