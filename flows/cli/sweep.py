@@ -94,6 +94,7 @@ def register(app: typer.Typer) -> None:
 
 def print_results(folder: Path, *, top: int = 15) -> None:
     """The leaderboard (best first) and the recommended mixture of the sweep written to `folder`."""
+    from flows.report import rank
     from flows.results import TrialResult
     from flows.spec import SpecError
 
@@ -105,9 +106,7 @@ def print_results(folder: Path, *, top: int = 15) -> None:
     results = [TrialResult.from_dict(r) for r in json.loads(results_file.read_text(encoding="utf-8"))]
     summary = json.loads(summary_file.read_text(encoding="utf-8"))
     maximize = bool(summary.get("maximize", False))
-    ranked = sorted(
-        results, key=lambda r: (not r.ok, (-1 if maximize else 1) * (r.objective if r.objective is not None else 0.0))
-    )
+    ranked = rank(results, maximize=maximize)
     out = console()
     domains = list(dict.fromkeys(d for r in results for d in r.mixture.names))
     table = Table(
