@@ -55,6 +55,7 @@ class TrialResult:
     backend: str | None = None
     wall_s: float = 0.0
     step: int = 0  # the optimizer step the metrics belong to
+    node: str = ""  # the Ray node the trial ran on (its node id)
 
     @property
     def ok(self) -> bool:
@@ -76,6 +77,7 @@ class TrialResult:
             "backend": self.backend,
             "wall_s": self.wall_s,
             "step": self.step,
+            "node": self.node,
         }
 
     @classmethod
@@ -95,4 +97,5 @@ class TrialResult:
             backend=data.get("backend"),
             wall_s=float(data.get("wall_s", 0.0)),
             step=int(data.get("step", 0)),
+            node=str(data.get("node", "")),
         )

@@ -187,6 +187,8 @@ class SweepTracker:
         if result.objective is not None and math.isfinite(result.objective):
             metrics.append(Metric("objective", float(result.objective), now, step))
         tags = {TAG_STATUS: result.status, "backend": result.backend or ""}
+        if result.node:
+            tags["ray.node_id"] = result.node
         compact = _result_tag(result)
         if len(compact) <= 7500:  # MLflow tags hold 8000 characters; bigger results are read from trial.json
             tags["mixsweep.result"] = compact

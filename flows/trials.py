@@ -100,6 +100,7 @@ def objective_of(metrics: dict[str, float], metric: str, weights: dict[str, floa
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """Ray Tune function trainable: train the mixture in `config`, evaluate, report."""
     from mlflow.entities import Metric
+    import ray
     from mlflow.tracking import MlflowClient
     from ray import tune
 
@@ -119,8 +120,10 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     pause_at = pause_step(fault)
     trained: list[int] = []  # first and last step trained in this attempt (the first tells whether it resumed)
 
+    node = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, float], step: int, **extra: Any) -> None:
-        payload: dict[str, Any] = {**metrics, "step": step, **extra}
+        payload: dict[str, Any] = {**metrics, "step": step, "node": node, **extra}
         if ctx.early_stop_metric is not None:
             value = metrics.get(ctx.early_stop_metric)
             payload["es_metric"] = value if value is not None and math.isfinite(value) else float("inf")
@@ -410,7 +413,7 @@ def to_trial_result(plan: TrialPlan, metrics: dict[str, Any], error: Exception |
         return TrialResult(
             plan.key, plan.mixture, "failed", metrics=reported, error=str(metrics.get("error")), run_id=plan.run_id,
             round=plan.round, sampler=plan.sampler, wall_s=float(metrics.get("wall_s", 0.0)),
-            step=int(metrics.get("failed_step", metrics.get("step", 0))),
+            step=int(metrics.get("failed_step", metrics.get("step", 0))), node=str(metrics.get("node") or ""),
         )  # fmt: skip
     finished = status == "finished"
     objective = metrics.get("objective") if finished else None
@@ -428,6 +431,7 @@ def to_trial_result(plan: TrialPlan, metrics: dict[str, Any], error: Exception |
         backend=metrics.get("backend"),
         wall_s=float(metrics.get("wall_s", 0.0)),
         step=int(metrics.get("step", 0)),
+        node=str(metrics.get("node") or ""),
     )
 
 
