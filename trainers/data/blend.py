@@ -36,7 +36,7 @@ MODES: tuple[Mode, ...] = ("exact", "megatron")
 STOPS: tuple[Stop, ...] = ("restart", "first_exhausted", "all_exhausted")
 #: an exhaustion strategy that would need more samples than this is refused instead of hanging
 MAX_STREAM = 1 << 34
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: static float weights use the split tree (engine.py)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,11 @@ Goal: at every prefix of the stream, each domain's count is within one sample of
 prefix length for static weights, the integral of the scheduled weights otherwise). Megatron's
 `build_blending_indices` gets there with a compiled greedy loop over samples; this module gets there in numpy.
 
+Three paths, chosen from the targets alone (never from the stream length, so a longer stream extends a shorter
+one): static weights that are ratios of small integers repeat one exact period (`_periodic`); other static weights
+use a tree of two-way splits whose bound is checked up front (`splits.py`, the fastest general path); schedules,
+and the rare static weights no split tree can bound, run the lanes below.
+
 How. The k-th sample of a domain is a unit job with a *window* of slots in which taking it keeps the domain within
 `delta` of its target: not before the target reaches k - delta (release), not after it passes k - 1 + delta
 (deadline). With delta = 1 the windows always admit a schedule, and earliest-deadline-first (EDF) finds one.
@@ -34,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from trainers.data import splits
 from trainers.data.schedule import Targets
 
 SHIFT = 15  # key = (relative deadline << SHIFT) | domain, in int32
@@ -52,6 +58,8 @@ class EngineConfig:
     chunk_blocks: int = 1 << 15
     tight_delta: float = 0.75
     max_period: int = 1 << 14
+    #: static weights use a tree of two-way splits (`splits.py`) when its bound allows; False forces the lanes
+    split_tree: bool = True
 
 
 class _Clock:
@@ -332,6 +340,14 @@ def exact_stream(
         _periodic(targets, period[0], period[1], unit, count, tight)
         if progress is not None:
             progress(n)
+        return unit, count
+    tree = splits.build_tree(targets.weights[0]) if cfg.split_tree and targets.is_static else None
+    if tree is not None and n <= splits.MAX_SAMPLES:
+        for lo in range(0, n, splits.CHUNK):
+            hi = min(n, lo + splits.CHUNK)
+            splits.fill(tree, lo, hi, k, unit[lo:hi], count[lo:hi])
+            if progress is not None and (hi == n or hi % (1 << 22) == 0):
+                progress(hi)
         return unit, count
     block = max(2, min(cfg.block, MAX_BLOCK))  # never depends on n: a longer stream extends a shorter one
     warm = min(_warmup(targets, block), block)
