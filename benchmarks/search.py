@@ -37,6 +37,7 @@ import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mixture_search import SAMPLERS, SURROGATES, Observation, SearchSpace, propose
+from mixture_search.files import atomic_write, atomic_write_json
 from mixture_search.surrogates import MultiTarget, scores
 from mixture_search.synthetic import MixingLawProblem
 
@@ -307,7 +308,7 @@ def main() -> None:
         if "surrogates" in merged and "samplers" in merged:
             merged["goals"] = goals(merged["surrogates"], merged["samplers"])
         order = [k for k in merged if not k.endswith("_raw")] + [k for k in merged if k.endswith("_raw")]
-        args.out.write_text(json.dumps({k: merged[k] for k in order}, indent=1, default=float) + "\n")
+        atomic_write_json(args.out, {k: merged[k] for k in order}, default=float)
         print(f"wrote {args.out}")
         return
     warnings.filterwarnings("ignore")
@@ -353,10 +354,7 @@ def main() -> None:
         if "surrogates" in previous and "samplers" in previous:
             previous["goals"] = goals(previous["surrogates"], previous["samplers"])
         text = json.dumps(previous, indent=1, default=float)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, args.out)
+    atomic_write(args.out, text + "\n")
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
 
 

@@ -18,7 +18,6 @@ matmul peak, measured here as the best fp32 `torch.mm` rate over a few sizes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,12 +30,14 @@ import torch
 
 warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex).*not installed.*")
 
+from mixture_search.files import atomic_write_json  # noqa: E402
 from trainers.backends.deepspeed import DeepSpeedBackend  # noqa: E402
 from trainers.backends.megatron import MegatronBackend  # noqa: E402
 from trainers.budget import TrainBudget  # noqa: E402
-from trainers.config import MoEConfig, ProxyConfig  # noqa: E402
+from trainers.config import ProxyConfig  # noqa: E402
 from trainers.distributed import Parallelism, process_group  # noqa: E402
 from trainers.models.gpt import GPT  # noqa: E402
+from trainers.presets import deepseek_v3_moe  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "train.json"
 GOAL = 0.95  # each backend >= 0.95x the plain loop
@@ -55,22 +56,7 @@ def shapes(smoke: bool) -> dict[str, ProxyConfig]:
         seq_len=seq,
         vocab_size=8192,
     )
-    moe = dense.replace(
-        name="bench_moe",
-        moe=MoEConfig(
-            num_experts=8,
-            top_k=2,
-            expert_ffn_hidden_size=256,
-            shared_expert_ffn_hidden_size=256,
-            score_function="sigmoid",
-            expert_bias=True,
-            num_groups=4,
-            group_top_k=2,
-            first_k_dense=1,
-            aux_loss_type="seq_aux_loss",
-            aux_loss_coeff=1e-4,
-        ),
-    )
+    moe = dense.replace(name="bench_moe", moe=deepseek_v3_moe(num_experts=8, expert_ffn=256))
     return {"dense": dense, "moe": moe}
 
 
@@ -249,10 +235,7 @@ def main() -> None:
         "matmul_flops_per_s_by_size": {k: round(v) for k, v in peak.items()},
         "shapes": results,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp, out_path)
+    atomic_write_json(out_path, report)
     print(f"wrote {out_path}")
 
 

@@ -13,8 +13,6 @@ file mixture (splitting each weight in proportion to tokens) and `collapse` goes
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from mixture_search.errors import FormatError, MixtureError
+from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
 
 Level = Literal["file", "domain", "group"]
@@ -233,8 +232,8 @@ class DomainCatalog:
     @property
     def data_hash(self) -> str:
         """Content hash of what a trial trains on: prefixes, token and document counts, in order."""
-        payload = json.dumps([[d.name, [[f.prefix, f.tokens, f.documents] for f in d.files]] for d in self.domains])
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        payload = [[d.name, [[f.prefix, f.tokens, f.documents] for f in d.files]] for d in self.domains]
+        return content_key(payload, sort_keys=False)
 
     def level_of(self, mixture: Mixture) -> Level:
         """Whether a mixture names files, domains or groups of this catalog; errors name the first stranger."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from mixture_search.errors import FormatError, MixtureError
+from mixture_search.files import atomic_write
 from mixture_search.mixture import Mixture, check_weight
 
 BASE_DIR_EXPR = "${experiment.dataset_base_dir}"
@@ -408,15 +408,15 @@ def write_openseek(mixture: Mixture, out: Path, *, template: MixtureDoc | Path) 
     written: list[Path] = []
     out = Path(out)
     if out.suffix in (".yaml", ".yml"):
-        _atomic_write(out, text)
+        atomic_write(out, text)
         written.append(out)
     else:
         task_out = out / "train" / os_src.task_path.name
-        _atomic_write(task_out, text)
+        atomic_write(task_out, text)
         written.append(task_out)
         if os_src.experiment_path is not None:
             exp_out = out / os_src.experiment_path.name
-            _atomic_write(exp_out, _read_text(os_src.experiment_path))
+            atomic_write(exp_out, _read_text(os_src.experiment_path))
             written.insert(0, exp_out)
     check = _load_yaml(text, str(written[-1]))["data"]["data_path"]
     if parse_data_path(check, strip=BASE_DIR_EXPR).pairs != mixture.pairs:  # pragma: no cover - invariant
@@ -566,15 +566,7 @@ def write_mixture(doc: MixtureDoc, fmt: str, out: Path, *, template: MixtureDoc 
     if fmt == "megatron" and out.suffix in (".yaml", ".yml"):
         buf = io.StringIO()
         _yaml().dump({"data_path": to_data_path(doc.mixture)}, buf)
-        _atomic_write(out, buf.getvalue())
+        atomic_write(out, buf.getvalue())
     else:
-        _atomic_write(out, render(doc, fmt, template=template))
+        atomic_write(out, render(doc, fmt, template=template))
     return [out]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -8,8 +8,6 @@ different sample streams.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mixture_search.errors import MixtureError
+from mixture_search.keys import content_key
 
 #: digits of the normalised weights that enter the content key; 1e-9 is far below any weight a
 #: sampler or a person would tell apart, and far above float64 noise from renormalising.
@@ -74,8 +73,8 @@ class Mixture(Mapping[str, float]):
         self._names: tuple[str, ...] = tuple(names)
         self._weights: tuple[float, ...] = tuple(values)
         self._normalized: tuple[float, ...] = tuple(normalize(values))
-        payload = json.dumps([[n, round(w, KEY_DIGITS) + 0.0] for n, w in zip(self._names, self._normalized)])
-        self._key = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        payload = [[n, round(w, KEY_DIGITS) + 0.0] for n, w in zip(self._names, self._normalized)]
+        self._key = content_key(payload, sort_keys=False)
 
     # -- constructors -----------------------------------------------------------------------------
     @classmethod

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mixture_search.errors import SearchError
+from mixture_search.files import atomic_save
 from mixture_search.mixture import Mixture
 
 #: prefixes recognised when neither --weight-prefix nor --weights is given: a word that says "weight"
@@ -246,16 +246,15 @@ def read_tokens(path: Path | str, domains: Sequence[str]) -> tuple[dict[str, flo
 
 def write_csv(path: Path | str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
     """Write atomically (temp name, then rename), numbers with full precision."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([_cell(v) for v in row])
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            for row in rows:
+                writer.writerow([_cell(v) for v in row])
+
+    return atomic_save(path, write)
 
 
 def _cell(value: Any) -> str:

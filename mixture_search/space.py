@@ -23,8 +23,6 @@ a one-line `SearchError` that says which constraint empties it. Samplers never r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from mixture_search.errors import SearchError
+from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
 from mixture_search.simplex import dirichlet_rows, fill, project_box, unfill
 from mixture_search.units import format_count, parse_count
@@ -316,18 +315,16 @@ class SearchSpace:
     @property
     def fingerprint(self) -> str:
         """Stable hash of the feasible set, so a saved sampler state is never restored into another space."""
-        payload = json.dumps(
-            [
-                list(self.domains),
-                np.round(self._lo, 12).tolist(),
-                np.round(self._hi, 12).tolist(),
-                list(self._group_names),
-                [g.tolist() for g in self._gidx],
-                np.round(self._glo, 12).tolist(),
-                np.round(self._ghi, 12).tolist(),
-            ]
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        payload = [
+            list(self.domains),
+            np.round(self._lo, 12).tolist(),
+            np.round(self._hi, 12).tolist(),
+            list(self._group_names),
+            [g.tolist() for g in self._gidx],
+            np.round(self._glo, 12).tolist(),
+            np.round(self._ghi, 12).tolist(),
+        ]
+        return content_key(payload, sort_keys=False)
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per domain: tokens, prior share, min, max, cap, pinned and group."""

@@ -14,7 +14,7 @@ from trainers.config import MoEConfig, ProxyConfig
 from trainers.distributed import Parallelism
 from trainers.errors import BackendUnavailable, ConfigError
 from trainers.models.gpt import GPT
-from trainers.presets import PRESETS, moe_cpu, openseek_small_proxy, preset, tiny_cpu
+from trainers.presets import PRESETS, deepseek_v3_moe, moe_cpu, openseek_small_proxy, preset, tiny_cpu
 from trainers.result import EvalPoint, TrainResult
 
 
@@ -209,3 +209,23 @@ def test_auto_falls_back_to_deepspeed_when_megatron_refuses(monkeypatch) -> None
     backend, reason = backends.choose("auto", tiny_cpu(), Parallelism(), "cpu")
     assert backend.name == "deepspeed"
     assert "megatron: megatron-core does not import" in reason
+
+
+def test_moe_presets_share_the_deepseek_v3_layout() -> None:
+    """The MoE presets differ only in the parameters of `deepseek_v3_moe`; the layout is spelled out once."""
+    layout = {
+        "score_function": "sigmoid",
+        "expert_bias": True,
+        "first_k_dense": 1,
+        "aux_loss_type": "seq_aux_loss",
+        "aux_loss_coeff": 1e-4,
+    }
+    assert moe_cpu().moe == MoEConfig(
+        num_experts=8, top_k=2, expert_ffn_hidden_size=128, shared_expert_ffn_hidden_size=128,
+        num_groups=4, group_top_k=2, **layout,
+    )  # fmt: skip
+    assert openseek_small_proxy(mla=False).moe == MoEConfig(
+        num_experts=64, top_k=6, expert_ffn_hidden_size=224, shared_expert_ffn_hidden_size=448,
+        num_groups=1, group_top_k=1, bias_update_rate=1e-3, topk_scaling_factor=2.446, **layout,
+    )  # fmt: skip
+    assert deepseek_v3_moe(8, 64, shared_ffn=0).shared_expert_ffn_hidden_size == 0

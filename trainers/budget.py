@@ -9,13 +9,12 @@ OpenSeek's later runs) and `constant` (after warmup).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mixture_search.keys import content_key
 from mixture_search.units import parse_count
 from trainers.errors import ConfigError
 
@@ -154,4 +153,4 @@ class TrainBudget:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return content_key(self.to_dict())

@@ -15,12 +15,11 @@ load-balancing loss, with the first `first_k_dense` layers kept dense.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mixture_search.keys import content_key
 from trainers.errors import ConfigError
 
 ScoreFunction = Literal["softmax", "sigmoid"]
@@ -315,7 +314,7 @@ class ProxyConfig:
     def key(self) -> str:
         """Content key of the shape (the name is a label and does not enter it)."""
         payload = {k: v for k, v in self.to_dict().items() if k != "name"}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return content_key(payload)
 
     def describe(self) -> str:
         """One line: name, shape, total/active parameters and FLOPs per token."""

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
+from mixture_search.files import atomic_write, atomic_write_json
 from trainers.backends.base import Engine, StepStats
 from trainers.budget import TrainBudget
 from trainers.errors import CheckpointError
@@ -151,10 +152,10 @@ class Loop:
         self.engine.save(tmp / "model")
         _barrier()
         if self.is_main:
-            _write_json(tmp / STATE_FILE, state.to_dict())
+            atomic_write_json(tmp / STATE_FILE, state.to_dict())
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            _write_text(self.checkpoint_root / LATEST, name)
+            atomic_write(self.checkpoint_root / LATEST, name)
             old = sorted(p for p in self.checkpoint_root.glob("step_*") if p.is_dir() and p != final)
             for path in old[: max(0, len(old) - (KEEP_CHECKPOINTS - 1))]:
                 shutil.rmtree(path, ignore_errors=True)
@@ -223,16 +224,6 @@ class Loop:
 def _barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def batch_indices(step: int, budget: TrainBudget, dp_rank: int, dp_size: int) -> Sequence[int]:

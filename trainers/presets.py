@@ -7,12 +7,42 @@ figures for a corpus).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from trainers.config import MLAConfig, MoEConfig, ProxyConfig
 from trainers.errors import ConfigError
+
+
+def deepseek_v3_moe(
+    num_experts: int,
+    expert_ffn: int,
+    *,
+    top_k: int = 2,
+    shared_ffn: int | None = None,
+    num_groups: int = 4,
+    group_top_k: int = 2,
+    **changes: Any,
+) -> MoEConfig:
+    """DeepSeek-V3's MoE layout, shared by the MoE presets and `benchmarks/train.py`: the first layer
+    dense, `num_experts` routed experts (top-`top_k`, group-limited to `group_top_k` of `num_groups`)
+    plus a shared expert (`shared_ffn`, by default as wide as a routed one), a sigmoid router with the
+    aux-loss-free expert bias and a small sequence-level balancing loss. `changes` sets any other
+    `MoEConfig` field."""
+    return MoEConfig(
+        num_experts=num_experts,
+        top_k=top_k,
+        expert_ffn_hidden_size=expert_ffn,
+        shared_expert_ffn_hidden_size=expert_ffn if shared_ffn is None else shared_ffn,
+        score_function="sigmoid",
+        expert_bias=True,
+        num_groups=num_groups,
+        group_top_k=group_top_k,
+        first_k_dense=1,
+        aux_loss_type="seq_aux_loss",
+        aux_loss_coeff=1e-4,
+        **changes,
+    )
 
 
 def tiny_cpu(**overrides: Any) -> ProxyConfig:
@@ -41,19 +71,7 @@ def moe_cpu(**overrides: Any) -> ProxyConfig:
         num_query_groups=2,
         ffn_hidden_size=512,
         seq_len=256,
-        moe=MoEConfig(
-            num_experts=8,
-            top_k=2,
-            expert_ffn_hidden_size=128,
-            shared_expert_ffn_hidden_size=128,
-            score_function="sigmoid",
-            expert_bias=True,
-            num_groups=4,
-            group_top_k=2,
-            first_k_dense=1,
-            aux_loss_type="seq_aux_loss",
-            aux_loss_coeff=1e-4,
-        ),
+        moe=deepseek_v3_moe(num_experts=8, expert_ffn=128),
     )
     return cfg.replace(**overrides) if overrides else cfg
 
@@ -62,16 +80,14 @@ def moe_cpu_16m(**overrides: Any) -> ProxyConfig:
     """~16M parameters (~9.5M active): `moe_cpu` scaled up about 4x (hidden 256, 6 layers, 8 query
     heads in 4 groups, expert FFN 288) as the larger target model that checks whether a mixture chosen
     with `moe_cpu` proxies still wins at a bigger size (`mixsweep validate`); same layout and router."""
-    base = moe_cpu()
-    assert base.moe is not None
-    cfg = base.replace(
+    cfg = moe_cpu().replace(
         name="moe_cpu_16m",
         num_layers=6,
         hidden_size=256,
         num_attention_heads=8,
         num_query_groups=4,
         ffn_hidden_size=1024,
-        moe=dataclasses.replace(base.moe, expert_ffn_hidden_size=288, shared_expert_ffn_hidden_size=288),
+        moe=deepseek_v3_moe(num_experts=8, expert_ffn=288),
     )
     return cfg.replace(**overrides) if overrides else cfg
 
@@ -86,19 +102,7 @@ def moe_60m(**overrides: Any) -> ProxyConfig:
         num_query_groups=4,
         ffn_hidden_size=1536,
         seq_len=1024,
-        moe=MoEConfig(
-            num_experts=16,
-            top_k=2,
-            expert_ffn_hidden_size=256,
-            shared_expert_ffn_hidden_size=256,
-            score_function="sigmoid",
-            expert_bias=True,
-            num_groups=4,
-            group_top_k=2,
-            first_k_dense=1,
-            aux_loss_type="seq_aux_loss",
-            aux_loss_coeff=1e-4,
-        ),
+        moe=deepseek_v3_moe(num_experts=16, expert_ffn=256),
     )
     return cfg.replace(**overrides) if overrides else cfg
 
@@ -130,19 +134,14 @@ def openseek_small_proxy(mla: bool | None = None, **overrides: Any) -> ProxyConf
         norm_eps=1e-6,
         init_std=6e-3,
         mla=MLAConfig(kv_lora_rank=128, qk_head_dim=32, qk_pos_emb_head_dim=16, v_head_dim=32) if mla else None,
-        moe=MoEConfig(
+        moe=deepseek_v3_moe(
             num_experts=64,
+            expert_ffn=224,
             top_k=6,
-            expert_ffn_hidden_size=224,
-            shared_expert_ffn_hidden_size=448,
-            score_function="sigmoid",
-            expert_bias=True,
-            bias_update_rate=1e-3,
+            shared_ffn=448,
             num_groups=1,
             group_top_k=1,
-            first_k_dense=1,
-            aux_loss_type="seq_aux_loss",
-            aux_loss_coeff=1e-4,
+            bias_update_rate=1e-3,
             topk_scaling_factor=2.446,
         ),
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mixture_search.files import atomic_write_json
 from trainers.errors import CheckpointError
 
 Status = Literal["completed", "interrupted", "diverged"]
@@ -111,11 +111,7 @@ class TrainResult:
 
     def save(self, path: Path) -> Path:
         """Write atomically (temp name, then rename): a crash never leaves half a result."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> TrainResult:

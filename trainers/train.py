@@ -13,8 +13,6 @@ workers itself.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mixture_search.catalog import DomainCatalog
+from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
 from trainers import backends
 from trainers.backends.base import Backend
@@ -75,7 +74,7 @@ def run_name(
         "ep": parallel.ep,
         "world": world_size,
     }
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    key = content_key(payload, length=12)
     return f"{proxy.name}-{backend.name}-{key}"
 
 

@@ -9,7 +9,6 @@ so loading costs one fit, not a cross-validation.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mixture_search.errors import SearchError
+from mixture_search.files import atomic_write_json
 from mixture_search.surrogates.base import SURROGATES, Surrogate
 from mixture_search.surrogates.ensemble import AutoSurrogate
 from mixture_search.surrogates.multi import MultiTarget
@@ -61,11 +61,7 @@ def save_model(
         "predictions": model.predict(np.asarray(X))[0].tolist(),
         "meta": dict(meta),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1, default=_plain) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, doc, default=_plain)
 
 
 def load_model(path: Path | str) -> tuple[Surrogate | MultiTarget, dict[str, Any]]:
