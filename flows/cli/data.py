@@ -296,8 +296,9 @@ def blend_cmd(
     that entry; Megatron's meaning) and, with a corpus, window_index.npy, plus summary.json; prints achieved vs
     target shares and the largest drift from the target over every prefix.
     """
-    from trainers.data.engine import exact_stream, max_drift, megatron_stream
-    from trainers.data.schedule import Targets
+    # lazy: trainers.data imports torch (its datasets), which the other `mixsweep` commands start without
+    from trainers.data import BlendedSequenceDataset, Corpus
+    from trainers.data.report import dataset_report, stream_report
 
     mix = _load_mixture(mixture, weights)
     sched = _load_schedule(schedule) if schedule else None
@@ -305,11 +306,8 @@ def blend_cmd(
         raise MixSweepError("give --mixture, --weights or --schedule", where="--weights")
     n = parse_count(samples, field="--samples") if samples else None
     if corpus_path is not None:
-        from trainers.data import BlendedSequenceDataset, Corpus
-
-        corpus = Corpus.load(corpus_path)
         ds = BlendedSequenceDataset(
-            corpus,
+            Corpus.load(corpus_path),
             mix,
             seq_len=seq_len,
             num_samples=n,
@@ -320,67 +318,28 @@ def blend_cmd(
             max_epochs=max_epochs,
             progress=True,
         )
-        unit = np.asarray(ds.unit_ids)
-        window = np.asarray(ds.windows)
-        names = list(ds.spec.units)
-        from trainers.data.blend import make_targets
-
-        targets = make_targets(ds.spec, len(unit))
+        rep = dataset_report(ds, mode=mode.value, stop=stop.value)
     else:
         if stop != StopOpt.restart or max_epochs is not None:
             raise MixSweepError("exhaustion and epoch caps need --corpus (they depend on domain sizes)", where="--stop")
         if n is None:
             raise MixSweepError("--samples is required", where="--samples")
-        if sched is not None:
-            names = list(sched.names)
-            targets = sched.targets(n)
-        else:
-            assert mix is not None
-            names = list(mix.names)
-            targets = Targets.from_segments(np.array([0]), np.array(mix.normalized)[None, :])
-        if mode == ModeOpt.megatron:
-            if sched is not None:
-                raise MixSweepError("megatron mode has no weight schedules", where="--mode")
-            unit, _ = megatron_stream(targets.weights[0], n)
-        else:
-            unit, _ = exact_stream(targets, n)
-        window = None
-    k = len(names)
-    count = within_unit_counts(unit, k)
-    drift = max_drift(unit, targets) if len(unit) else 0.0
-    got = np.bincount(unit.astype(np.int64), minlength=k)
-    target = targets.at(np.array([max(len(unit), 1)]))[0]
-    rows: list[dict[str, Any]] = [
-        {
-            "name": names[i],
-            "target_samples": float(target[i]),
-            "samples": int(got[i]),
-            "target_share": float(target[i]) / max(len(unit), 1),
-            "share": float(got[i]) / max(len(unit), 1),
-        }
-        for i in range(k)
-    ]
-    summary = {"samples": len(unit), "mode": mode.value, "stop": stop.value, "max_drift": drift, "rows": rows}
+        if mode == ModeOpt.megatron and sched is not None:
+            raise MixSweepError("megatron mode has no weight schedules", where="--mode")
+        rep = stream_report(mix, sched, n, mode=mode.value)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        _save_npy(out / "dataset_index.npy", unit)
-        _save_npy(out / "dataset_sample_index.npy", count)
-        if window is not None:
-            _save_npy(out / "window_index.npy", window)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        rep.save(out)
     table = Table(
-        title=f"{len(unit):,} samples, mode {mode.value}, stop {stop.value}: largest drift {drift:.3f} samples",
+        title=(
+            f"{rep.samples:,} samples, mode {mode.value}, stop {stop.value}: largest drift {rep.max_drift:.3f} samples"
+        ),
         title_justify="left",
     )
     for col in ("domain", "target", "samples", "target %", "achieved %"):
         table.add_column(col, justify="left" if col == "domain" else "right")
-    for r in rows:
+    for r in rep.rows:
         table.add_row(
-            r["name"],
-            f"{r['target_samples']:,.1f}",
-            f"{r['samples']:,}",
-            f"{100 * r['target_share']:.4f}",
-            f"{100 * r['share']:.4f}",
+            r.name, f"{r.target_samples:,.1f}", f"{r.samples:,}", f"{100 * r.target_share:.4f}", f"{100 * r.share:.4f}"
         )
     if out is not None:
         table.caption = f"arrays and summary.json in {out}"
@@ -388,17 +347,8 @@ def blend_cmd(
 
 
 def within_unit_counts(unit: np.ndarray, k: int) -> np.ndarray:
-    """For each sample, how many earlier samples came from the same entry (Megatron's dataset_sample_index)."""
-    order = np.argsort(unit, kind="stable")
-    bounds = np.searchsorted(unit[order], np.arange(k + 1))
-    out = np.empty(len(unit), dtype=np.int64)
-    for i in range(k):
-        out[order[bounds[i] : bounds[i + 1]]] = np.arange(bounds[i + 1] - bounds[i])
-    return out
+    """Moved to `trainers.data.report`; kept here for callers of the old place."""
+    # lazy: trainers.data imports torch, which the other `mixsweep` commands start without
+    from trainers.data.report import within_unit_counts as counts
 
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as fh:
-        np.save(fh, arr)
-    os.replace(tmp, path)
+    return counts(unit, k)
