@@ -33,7 +33,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from flows.stack import LocalStack, StackConfig, free_port  # noqa: E402
+from flows.stack.local import LocalStack, StackConfig, free_port  # noqa: E402
 
 TINY_PROXY = {
     "num_layers": 1,

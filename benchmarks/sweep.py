@@ -99,7 +99,7 @@ def main() -> None:
     if args.smoke:
         args.trials, args.steps = 4, 10
     sys.path.insert(0, str(REPO))
-    from flows.stack import LocalStack, StackConfig, free_port
+    from flows.stack.local import LocalStack, StackConfig, free_port
 
     corpus = (REPO / args.corpus).resolve()
     with tempfile.TemporaryDirectory(prefix="mixsweep-bench-") as tmp:

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.tracking import mlflow_key
 from mixture_search.errors import MixSweepError
+from mixture_search.keys import metric_key as mlflow_key
 
 DEFAULT_TIMEOUT_S = 1800.0
 _ERROR = "evaluation error: "

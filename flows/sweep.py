@@ -1,25 +1,20 @@
 """The Prefect flow `sweep`: rounds of suggest -> train/evaluate on Ray Tune -> observe + fit, then
 propose, rank, report and export.
 
-The flow is wiring. The work is in `mixture_search` (space, samplers, surrogates, proposal),
-`trainers` (data, training) and `eval`; `flows.trials` runs the trials on Ray Tune and
-`flows.tracking` keeps MLflow's books. A rerun of the same spec resumes: finished trials are found in
+The flow is wiring: Prefect tasks around plain steps. The steps are in `flows.steps` (prepare and
+check, search state, export), the trials run on Ray Tune through `flows.trials.tune`, and
+`flows.tracking.tracker` keeps MLflow's books. A rerun of the same spec resumes: finished trials are found in
 MLflow by their trial key and never retrained, candidate lists and sampler states are read back from
 `<output_dir>/search_state.json`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -28,157 +23,26 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows.checks import check_before_training
-from flows.redact import redact_uri
-from flows.report import (
+from flows.steps.export import export, recommend
+from flows.steps.prepare import Prepared, prepare
+from flows.steps.report import (
     leaderboard_rows,
     plot_leaderboard,
     plot_loss_curves,
     plot_objective_vs_weights,
     plot_predicted_vs_actual,
     plot_simplex,
-    rank,
     round_report,
 )
-from flows.results import TrialResult, trial_key
-from flows.spec import SpecError, SweepSpec, load_spec
-from flows.tracking import SweepTracker
-from flows.trials import RoundOptions, TrialContext, TrialPlan, run_round
+from flows.steps.search import SearchState, cross_validate_cached, suggest_candidates
+from flows.steps.spec import SweepSpec, load_spec
+from flows.tracking.redact import redact_uri
+from flows.tracking.tracker import SweepTracker
+from flows.trials.faults import faults_for_round
+from flows.trials.result import TrialResult, trial_key
+from flows.trials.tune import RoundOptions, TrialPlan, run_round
+from mixture_search.files import atomic_write_json
 from mixture_search.mixture import Mixture
-
-
-@dataclass
-class Prepared:
-    """A checked spec with everything derived from it and the corpus (plain, picklable values)."""
-
-    spec: SweepSpec
-    corpus_dir: Path
-    domains: tuple[str, ...]
-    data_hash: str
-    sweep_key: str
-    proxy: dict[str, Any]
-    budget: dict[str, Any]
-    params: int
-    total_steps: int
-    tracking_uri: str
-    space: Any  # mixture_search.SearchSpace
-    catalog: Any  # the corpus DomainCatalog (train split)
-
-
-@dataclass
-class SearchState:
-    """Candidates of each round and each sampler's state: what a rerun needs to continue identically."""
-
-    path: Path
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    samplers: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> SearchState:
-        if path.exists():
-            data = json.loads(path.read_text())
-            return cls(path, data.get("rounds", []), data.get("samplers", {}))
-        return cls(path)
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rounds": self.rounds, "samplers": self.samplers}))
-        os.replace(tmp, self.path)
-
-
-# ------------------------------------------------------------------------------------------------
-# plain library-level steps (no Prefect): used by the tasks below and by `mixsweep sweep --dry-run`
-
-
-def prepare(spec: SweepSpec) -> Prepared:
-    """Check the spec against the corpus and the libraries; raises a one-line `MixSweepError`."""
-    from mixture_search import SAMPLERS, SURROGATES, SearchSpace
-    from trainers.budget import TrainBudget
-    from trainers.data import Corpus
-    from trainers.presets import preset
-
-    corpus = Corpus.load(spec.corpus)
-    catalog = corpus.catalog
-    names = list(catalog.units("domain"))
-    domains = tuple(spec.space.domains or names)
-    unknown = [d for d in domains if d not in names]
-    if unknown:
-        raise SpecError(
-            f"{unknown[0]!r} is not a domain of the corpus (it has {', '.join(names)})", where="space.domains"
-        )
-    for key in (*spec.space.bounds, *spec.space.pinned):
-        if key not in domains:
-            raise SpecError(
-                f"{key!r} is not a domain of the sweep",
-                where="space.bounds" if key in spec.space.bounds else "space.pinned",
-            )
-    tokens = catalog.tokens("domain")
-    space = SearchSpace(
-        domains=domains,
-        tokens=[float(tokens[d] or 0) for d in domains],
-        target_tokens=spec.space.target_tokens,
-        max_epochs=spec.space.max_epochs,
-        bounds=dict(spec.space.bounds),
-        pinned=dict(spec.space.pinned),
-        prior=None if spec.space.prior == "tokens" else [1.0] * len(domains),
-    )
-    SAMPLERS.build(spec.search.sampler, space=space, seed=spec.seed, **spec.search.options)
-    if spec.search.adaptive and spec.search.rounds > 1:
-        SAMPLERS.build(spec.search.adaptive, space=space, seed=spec.seed, **spec.search.adaptive_options)
-    SURROGATES.build(spec.search.surrogate)
-    proxy = preset(spec.proxy.preset, **spec.proxy.overrides).resolve_vocab(int(corpus.vocab_size))
-    budget = TrainBudget.from_dict(spec.budget)
-    _check_objective(spec, domains)
-    if spec.export.openseek_template is not None:
-        from mixture_search.formats import read_mixture
-
-        read_mixture(spec.export.openseek_template)
-    tracking_uri = (
-        spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
-    )
-    return Prepared(
-        spec=spec,
-        corpus_dir=Path(spec.corpus).resolve(),
-        domains=domains,
-        data_hash=str(corpus.data_hash),
-        sweep_key=spec.sweep_key(str(corpus.data_hash)),
-        proxy=proxy.to_dict(),
-        budget=budget.to_dict(),
-        params=int(proxy.param_counts().total),
-        total_steps=budget.total_steps(proxy.seq_len),
-        tracking_uri=tracking_uri,
-        space=space,
-        catalog=catalog,
-    )
-
-
-def _check_objective(spec: SweepSpec, domains: tuple[str, ...]) -> None:
-    known = {"val.loss.mean", "val.bpb.mean", *(f"val.{k}.{d}" for k in ("loss", "bpb") for d in domains)}
-    wanted = list(spec.objective.weights or {}) or [spec.objective.metric]
-    for name in wanted:
-        if name not in known and not (spec.eval.tasks and not name.startswith("val.")):
-            raise SpecError(
-                f"unknown metric {name!r} (e.g. val.bpb.mean, val.loss.<domain>, or a LightEval metric of eval.tasks)",
-                where="objective",
-            )
-    if spec.early_stopping.enabled and spec.early_stopping.metric not in known:
-        raise SpecError(f"unknown metric {spec.early_stopping.metric!r}", where="early_stopping.metric")
-
-
-def check_ray(address: str | None) -> None:
-    """Fail early, in one line, when an explicit Ray address does not answer."""
-    if not address:
-        return
-    import ray
-
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    except Exception as exc:
-        raise SpecError(
-            f"cannot connect to Ray at {address!r}: {' '.join(str(exc).split())[:200]}", where="ray_address"
-        ) from None
-
 
 # ------------------------------------------------------------------------------------------------
 # tasks
@@ -186,25 +50,14 @@ def check_ray(address: str | None) -> None:
 
 @task(name="check-spec-and-data", retries=0)
 def check_inputs(spec: SweepSpec) -> Prepared:
-    prepared = check_before_training(spec, prepare)
-    check_ray(spec.ray_address)
-    return prepared
+    return prepare(spec)
 
 
 @task(name="suggest-candidates")
 def suggest(
     prepared: Prepared, state: SearchState, round_: int, results: dict[str, TrialResult]
 ) -> tuple[str, list[Mixture]]:
-    spec = prepared.spec
-    if round_ < len(state.rounds):  # planned before an interruption: the same candidates again
-        entry = state.rounds[round_]
-        return entry["sampler"], [Mixture([(n, w) for n, w in c]) for c in entry["candidates"]]
-    name, sampler = _sampler_for(prepared, state, round_, results)
-    candidates = sampler.suggest(spec.search.per_round)
-    state.samplers[name] = {"state": sampler.state(), "observed": state.samplers.get(name, {}).get("observed", [])}
-    state.rounds.append({"sampler": name, "candidates": [list(map(list, c.pairs)) for c in candidates]})
-    state.save()
-    return name, candidates
+    return suggest_candidates(prepared, state, round_, results)
 
 
 @task(name="run-trials", retries=1, retry_delay_seconds=5)
@@ -225,24 +78,7 @@ def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker:
         )
         update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(ended) / len(plans))  # type: ignore[arg-type]
 
-    ctx = TrialContext(
-        corpus=str(prepared.corpus_dir),
-        domains=prepared.domains,
-        proxy=prepared.proxy,
-        budget=prepared.budget,
-        backend=spec.backend,
-        trials_dir=str(spec.out_dir / "trials"),
-        tracking_uri=prepared.tracking_uri,
-        objective_metric=spec.objective.metric,
-        objective_weights=spec.objective.weights,
-        maximize=spec.objective.maximize,
-        early_stop_metric=spec.early_stopping.metric if spec.early_stopping.enabled else None,
-        eval_tasks=tuple(spec.eval.tasks),
-        eval_max_docs=spec.eval.max_docs,
-        workers=spec.resources.workers,
-        cpus_per_worker=spec.resources.cpus,
-        gpus_per_worker=spec.resources.gpus,
-    )
+    faults = faults_for_round(round_)  # the fault tests' hooks; empty unless MIXSWEEP_FAULT_INJECT is set
     opts = RoundOptions(
         cpus=spec.resources.cpus,
         gpus=spec.resources.gpus,
@@ -258,8 +94,9 @@ def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker:
         storage=spec.out_dir / "ray",
         name=f"round_{round_}",
         on_trial_done=on_done,
+        hooks={plans[i].key: hook for i, hook in faults.items() if i < len(plans)},
     )
-    results = run_round(plans, ctx, opts)
+    results = run_round(plans, prepared.trial_context(), opts)
     for r in results:
         if r.trial_key not in ended:
             tracker.end_trial(r.run_id or "", r)
@@ -271,101 +108,38 @@ def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker:
 def fit_surrogate(
     prepared: Prepared, results: list[TrialResult], round_: int, tracker: SweepTracker
 ) -> dict[str, Any] | None:
-    from mixture_search import SURROGATES
-    from mixture_search.surrogates import cross_validate_predictions
-
-    ok = [r for r in results if r.ok]
-    if len(ok) < 4:
+    cv = cross_validate_cached(prepared, results)
+    if cv is None:
         return None
-    X = np.array([[r.mixture.share(d) for d in prepared.domains] for r in ok])
-    y = np.array([float(r.objective or 0.0) for r in ok])
-    folds = min(5, len(ok))
-    # the CV of the same observations is not recomputed on a rerun: cached under a key of its inputs
-    key = hashlib.sha256(
-        X.tobytes() + y.tobytes() + f"{prepared.spec.search.surrogate}|{folds}|{prepared.spec.seed}".encode()
-    ).hexdigest()[:16]
-    cached = prepared.spec.out_dir / "cv" / f"{key}.json"
-    if cached.is_file():
-        stored = json.loads(cached.read_text(encoding="utf-8"))
-        table, oof = stored["table"], stored["oof"]
-    else:
-        model = SURROGATES.build(prepared.spec.search.surrogate)
-        cv, oof_array = cross_validate_predictions(model, X, y, folds=folds, seed=prepared.spec.seed)
-        table = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in _asdict(cv).items()}
-        oof = [float(v) for v in np.asarray(oof_array)]
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_text(json.dumps({"table": table, "oof": oof}, default=str), encoding="utf-8")
     parent = tracker.parent_run()
     tracker.log_metrics(
         parent,
-        {f"cv.{k}": float(v) for k, v in table.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        {f"cv.{k}": float(v) for k, v in cv.table.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
         step=round_,
     )
-    plots = prepared.spec.out_dir / "plots"
-    tracker.log_artifact(
-        parent,
-        plot_predicted_vs_actual(y, np.asarray(oof), str(table.get("surrogate")), plots / "predicted_vs_actual.png"),
-        "plots",
+    plot = plot_predicted_vs_actual(
+        cv.y, cv.oof, str(cv.table.get("surrogate")), prepared.spec.out_dir / "plots" / "predicted_vs_actual.png"
     )
-    return table
+    tracker.log_artifact(parent, plot, "plots")
+    return cv.table
 
 
 @task(name="propose-rank-export")
 def finish(prepared: Prepared, results: list[TrialResult], tracker: SweepTracker) -> dict[str, Any]:
-    from mixture_search import SURROGATES, propose
-
     spec = prepared.spec
     out = spec.out_dir
-    ok = [r for r in results if r.ok]
     parent = tracker.parent_run()
-    ranked = rank(ok, maximize=spec.objective.maximize)
+    ranked, recommended, summary = recommend(prepared, results)
     for i, r in enumerate(ranked, start=1):
         if r.run_id:
             tracker.set_tags(r.run_id, {"rank": str(i)})
-    summary: dict[str, Any] = {
-        "sweep": spec.name,
-        "trials": len(results),
-        "finished": len(ok),
-        "failed": sum(r.status == "failed" for r in results),
-        "maximize": spec.objective.maximize,
-    }
-    if not ranked:
-        raise SpecError(
-            "no trial finished, so there is nothing to rank or propose (see the failed trials in MLflow)",
-            where=spec.name,
-        )
-    best = ranked[0]
-    summary["best"] = {
-        "trial": best.trial_key,
-        "objective": best.objective,
-        "weights": dict(zip(best.mixture.names, best.mixture.normalized)),
-    }
-    if len(ok) >= 4:
-        X = np.array([[r.mixture.share(d) for d in prepared.domains] for r in ok])
-        y = np.array([float(r.objective or 0.0) for r in ok])
-        model = SURROGATES.build(spec.search.surrogate).fit(X, y)
-        proposal = propose(
-            model,
-            prepared.space,
-            n_samples=spec.search.proposal_samples,
-            seed=spec.seed,
-            maximize=spec.objective.maximize,
-        )
-        recommended = proposal.mixture
-        summary["proposal"] = proposal.to_dict()
-    else:
-        recommended = best.mixture
-        summary["proposal"] = {
-            "weights": summary["best"]["weights"],
-            "note": "fewer than 4 finished trials: the best one is recommended",
-        }
     summary["exports"] = [str(p) for p in export(prepared, recommended, out / "recommended")]
     for p in summary["exports"]:
         tracker.log_artifact(parent, Path(p), "recommended")
     plots = out / "plots"
     for path in (
         plot_objective_vs_weights(results, prepared.domains, spec.objective.metric, plots / "objective_vs_weights.png")
-        if ok
+        if ranked
         else None,
         plot_loss_curves(results, plots / "loss_curves.png"),
         plot_leaderboard(results, plots / "leaderboard.png", maximize=spec.objective.maximize),
@@ -384,44 +158,10 @@ def finish(prepared: Prepared, results: list[TrialResult], tracker: SweepTracker
         markdown=f"# Recommended mixture for `{spec.name}`\n\n```yaml\n{yaml_text}```\n",
         description="recommended mixture",
     )
-    summary["proxy"], summary["budget"] = prepared.proxy, prepared.budget
-    (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1, default=str))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    atomic_write_json(out / "results.json", [r.to_dict() for r in results], default=str)
+    atomic_write_json(out / "summary.json", summary, default=str)
     tracker.log_artifact(parent, out / "summary.json")
     return summary
-
-
-def export(prepared: Prepared, mixture: Mixture, folder: Path) -> list[Path]:
-    """The recommendation as our YAML, a Megatron data_path over the corpus files, and (with a
-    template) an OpenSeek task YAML."""
-    from mixture_search.catalog import load_catalog
-    from mixture_search.formats import MixtureDoc, read_mixture, write_mixture
-
-    spec = prepared.spec
-    # shares to 6 decimals (what a person reads and Megatron needs); Megatron normalises them again
-    mixture = Mixture([(n, round(w, 6)) for n, w in zip(mixture.names, mixture.normalized)])
-    meta = {
-        "sweep": spec.name,
-        "sweep_key": prepared.sweep_key,
-        "data_hash": prepared.data_hash,
-        "corpus": str(prepared.corpus_dir),
-    }
-    doc = MixtureDoc(mixture, "yaml", name=f"{spec.name}-recommended", metadata=meta)
-    written = write_mixture(doc, "yaml", folder / "mixture.yaml")
-    catalog = load_catalog(spec.export.catalog) if spec.export.catalog else prepared.catalog
-    files = catalog.expand(mixture)
-    base = prepared.catalog.base_dir or prepared.corpus_dir
-    absolute = Mixture(
-        [
-            (str(Path(base) / n) if not Path(n).is_absolute() and not spec.export.catalog else n, w)
-            for n, w in files.pairs
-        ]
-    )
-    written += write_mixture(MixtureDoc(absolute, "megatron"), "megatron", folder / "data_path.txt")
-    if spec.export.openseek_template is not None:
-        template = read_mixture(spec.export.openseek_template)
-        written += write_mixture(MixtureDoc(files, "openseek"), "openseek", folder / "openseek", template=template)
-    return written
 
 
 # ------------------------------------------------------------------------------------------------
@@ -440,7 +180,7 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
     parent = tracker.parent_run(
         {
             "spec": parsed.model_dump(mode="json", exclude={"budget"}),
-            "budget": prepared.budget,
+            "budget": prepared.budget.to_dict(),
             "data_hash": prepared.data_hash,
             "params": prepared.params,
         }
@@ -474,7 +214,7 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
                     "proxy": parsed.proxy.preset,
                     "backend": parsed.backend,
                     "data_hash": prepared.data_hash,
-                    "budget": prepared.budget,
+                    "budget": prepared.budget.to_dict(),
                 },
             )
             plans.append(TrialPlan(key, m, run_id, r, sampler_name))
@@ -518,33 +258,6 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
     return summary
 
 
-# ------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _sampler_for(
-    prepared: Prepared, state: SearchState, round_: int, results: dict[str, TrialResult]
-) -> tuple[str, Any]:
-    """The sampler of this round, restored from its saved state and told about every new result."""
-    from mixture_search import SAMPLERS, Observation
-
-    spec = prepared.spec.search
-    adaptive = round_ > 0 and spec.adaptive is not None
-    name = spec.adaptive if adaptive else spec.sampler
-    assert name is not None
-    options = spec.adaptive_options if adaptive else spec.options
-    sampler = SAMPLERS.build(name, space=prepared.space, seed=prepared.spec.seed, **options)
-    saved = state.samplers.get(name)
-    if saved:
-        sampler.restore(saved["state"])
-    observed = set(saved["observed"]) if saved else set()
-    new = [r for r in results.values() if r.trial_key not in observed and set(r.mixture.names) == set(prepared.domains)]
-    if new:
-        sampler.observe([Observation(r.mixture, r.objective if r.ok else None, r.metrics) for r in new])
-        state.samplers[name] = {"state": sampler.state(), "observed": sorted(observed | {r.trial_key for r in new})}
-    return name, sampler
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "sweep"
 
@@ -553,11 +266,3 @@ def _mlflow_url(uri: str, tracker: SweepTracker) -> str | None:
     if not uri.startswith("http"):
         return None
     return f"{redact_uri(uri).rstrip('/')}/#/experiments/{tracker.experiment_id}"
-
-
-def _asdict(obj: Any) -> dict[str, Any]:
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: v for k, v in dataclasses.asdict(obj).items() if not (isinstance(v, float) and math.isnan(v))}
-    return dict(obj)

@@ -46,7 +46,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     import time
     import urllib.request
 
-    from flows.stack import free_port
+    from flows.stack.local import free_port
 
     home = tmp_path_factory.mktemp("mlflow")
     port = free_port()

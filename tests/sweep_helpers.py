@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flows.stack import LocalStack, StackConfig, free_port
+from flows.stack.local import LocalStack, StackConfig, free_port
 from tests.data_support import build_tiny_corpus
 
 

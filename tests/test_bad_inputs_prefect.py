@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from flows.stack import LocalStack
+from flows.stack.local import LocalStack
 from tests.sweep_helpers import stack_env
 from tests.test_bad_inputs_spec import TRAIN, materialise
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.checks import REACH_TIMEOUT_S
 from flows.cli import app
-from flows.spec import ALLOW_OUTSIDE_ENV, DATA_ROOT_ENV, load_spec
-from flows.stack import free_port
+from flows.stack.local import free_port
+from flows.steps.checks import REACH_TIMEOUT_S
+from flows.steps.spec import ALLOW_OUTSIDE_ENV, DATA_ROOT_ENV, load_spec
 from mixture_search.errors import MixSweepError
 from tests.conftest import BAD_INPUTS
 

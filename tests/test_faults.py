@@ -8,18 +8,32 @@ from pathlib import Path
 
 import pytest
 
-from flows.faults import FaultSpecError, disk_full, diverging_budget, faults_for_round, pause_step
+from flows.trials.faults import NO_FAULT, Diverge, FaultSpecError, PauseAfter, disk_full, faults_for_round
+from trainers.budget import TrainBudget
 
 
 def test_the_hook_is_inert_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MIXSWEEP_FAULT_INJECT", raising=False)
     assert faults_for_round(0) == {}
     monkeypatch.setenv("MIXSWEEP_FAULT_INJECT", "pause:3@0.0, diverge@0.1,diverge@1.0")
-    assert faults_for_round(0) == {0: "pause:3", 1: "diverge"}
-    assert faults_for_round(1) == {0: "diverge"}
+    assert faults_for_round(0) == {0: PauseAfter(3), 1: Diverge()}
+    assert faults_for_round(1) == {0: Diverge()}
     assert faults_for_round(2) == {}
-    assert pause_step("pause:3") == 3 and pause_step("diverge") is None
-    assert diverging_budget({"steps": 4, "lr": 1e-3})["lr"] == 1e5
+
+
+def test_hooks_change_only_what_they_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = TrainBudget(steps=4, lr=1e-3, grad_clip=1.0)
+    assert NO_FAULT.budget(budget) is budget
+    diverging = Diverge().budget(budget)
+    assert (diverging.lr, diverging.grad_clip, diverging.warmup_steps, diverging.steps) == (1e5, 0.0, 0, 4)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("flows.trials.faults.PAUSE_S", 0.0)
+    PauseAfter(3).after_step(3, resumed=True)  # a resumed attempt does not pause again
+    assert not (tmp_path / "fault-paused").exists()
+    PauseAfter(3).after_step(2, resumed=False)
+    assert not (tmp_path / "fault-paused").exists()
+    PauseAfter(3).after_step(3, resumed=False)
+    assert (tmp_path / "fault-paused").read_text() == "3"
 
 
 @pytest.mark.parametrize("bad", ["explode@0.1", "diverge@0", "pause@0.0", "diverge"])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.redact import MASK, is_secret_name, redact_data, redact_params, redact_text, redact_uri
-from flows.stack import COMPONENTS, StackConfig
+from flows.stack.local import COMPONENTS, StackConfig
+from flows.tracking.redact import MASK, is_secret_name, redact_data, redact_params, redact_text, redact_uri
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("mixture_search", "trainers", "eval", "flows", "deploy")
@@ -66,8 +66,8 @@ def test_secret_environment_values_are_masked_anywhere(monkeypatch: pytest.Monke
 @pytest.mark.integration
 def test_no_secret_reaches_mlflow(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Params, tags and text artifacts of a sweep's parent run, as `flows.sweep` logs them."""
-    from flows.spec import load_spec
-    from flows.tracking import SweepTracker
+    from flows.steps.spec import load_spec
+    from flows.tracking.tracker import SweepTracker
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pa55word-xyz")
     spec = load_spec(
@@ -93,8 +93,8 @@ def test_no_secret_reaches_mlflow(mlflow_server: str, monkeypatch: pytest.Monkey
 
 
 def test_tracking_errors_do_not_show_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.stack import free_port
-    from flows.tracking import SweepTracker, TrackingError
+    from flows.stack.local import free_port
+    from flows.tracking.tracker import SweepTracker, TrackingError
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with pytest.raises(TrackingError) as info:
@@ -103,9 +103,9 @@ def test_tracking_errors_do_not_show_the_password(monkeypatch: pytest.MonkeyPatc
 
 
 def test_sweep_checks_and_dry_run_do_not_show_the_password(tmp_path: Path) -> None:
-    from flows.checks import check_mlflow
-    from flows.spec import SpecError
-    from flows.stack import free_port
+    from flows.stack.local import free_port
+    from flows.steps.checks import check_mlflow
+    from flows.steps.spec import SpecError
 
     with pytest.raises(SpecError) as info:
         check_mlflow(f"http://bob:pw-0123456@127.0.0.1:{free_port()}")
@@ -135,11 +135,14 @@ def test_cli_up_binds_to_loopback_unless_told(tmp_path: Path) -> None:
 
 def test_ray_is_started_without_a_dashboard() -> None:
     """A local Ray head with a dashboard would listen on another port; ours never starts one."""
-    for path in (REPO / "flows" / "trials.py", REPO / "flows" / "sweep.py"):
-        calls = re.findall(r"ray\.init\(([^)]*)\)", path.read_text())
-        assert calls, path
-        for args in calls:
-            assert "include_dashboard=False" in args, (path, args)
+    calls = [
+        (path, args)
+        for path in (REPO / "flows").rglob("*.py")
+        for args in re.findall(r"ray\.init\(([^)]*)\)", path.read_text())
+    ]
+    assert calls  # the sweep starts (or joins) Ray in flows/trials/tune.py
+    for path, args in calls:
+        assert "include_dashboard=False" in args, (path, args)
 
 
 # -- no unpickling, eval or exec of what users give us --------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from flows.stack import LocalStack, StackConfig, StackError, free_port
+from flows.stack.local import LocalStack, StackConfig, StackError, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

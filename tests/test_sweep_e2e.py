@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.stack import LocalStack
+from flows.stack.local import LocalStack
 from mixture_search.formats import read_mixture
 from tests.sweep_helpers import smoke_spec, stack_env
 

@@ -4,7 +4,7 @@ full checkpoint disk, and two sweeps at once. (A sweep whose flow process is kil
 tested in test_sweep_e2e.py.)
 
 Trials are made to misbehave through the documented testing hook `MIXSWEEP_FAULT_INJECT`
-(`flows.faults`); workers are killed and servers restarted from outside, as an operator or the
+(`flows.trials.faults`); workers are killed and servers restarted from outside, as an operator or the
 kernel would. Faults that need a sweep of their own each get one; the dead worker and the NaN trial
 share one sweep (two trials of it), which keeps the set inside a few minutes on 2 cores."""
 
@@ -26,8 +26,8 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.faults import PAUSED_FILE
-from flows.stack import LocalStack
+from flows.stack.local import LocalStack
+from flows.trials.faults import PAUSED_FILE
 from tests.sweep_helpers import smoke_spec, stack_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

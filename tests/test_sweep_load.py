@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmarks import load
-from flows.stack import LocalStack
+from flows.stack.local import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

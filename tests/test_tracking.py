@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.results import TrialResult, trial_key
-from flows.tracking import SweepTracker, TrackingError, mlflow_key, weight_params
+from flows.tracking.tracker import SweepTracker, TrackingError, weight_params
+from flows.trials.result import TrialResult, trial_key
 from mixture_search.formats import read_mixture
+from mixture_search.keys import metric_key
 from mixture_search.mixture import Mixture
 from tests.conftest import OPENSEEK_EXPERIMENT
 
@@ -15,8 +16,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_keys_and_weight_params() -> None:
-    assert mlflow_key("Reasoning&Instruct") == "Reasoning_Instruct"
-    assert mlflow_key("val.loss/code-high") == "val.loss/code-high"
+    assert metric_key("Reasoning&Instruct") == "Reasoning_Instruct"
+    assert metric_key("val.loss/code-high") == "val.loss/code-high"
     params = weight_params(Mixture({"code": 1, "web": 3}))
     assert params == {"w.code": "0.250000", "raw.code": "1.0", "w.web": "0.750000", "raw.web": "3.0"}
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.trials import RoundOptions, TrialContext, TrialPlan, run_round
+from flows.steps.spec import ResourcesSpec
+from flows.trials.tune import RoundOptions, TrialContext, TrialPlan, run_round
 from mixture_search.mixture import Mixture
 from trainers.budget import TrainBudget
 from trainers.data import Corpus
@@ -34,13 +35,12 @@ def test_two_ray_train_workers_match_one_process(sweep_corpus: Path, mlflow_serv
     ctx = TrialContext(
         corpus=str(sweep_corpus),
         domains=domains,
-        proxy=PROXY.to_dict(),
-        budget=BUDGET.to_dict(),
+        proxy=PROXY,
+        budget=BUDGET,
         backend="megatron",
         trials_dir=str(tmp_path / "trials"),
         tracking_uri=mlflow_server,
-        workers=2,
-        cpus_per_worker=0.9,  # the trial itself holds 0.01 CPU: 2 x 0.9 + 0.01 fits in 2
+        resources=ResourcesSpec(workers=2, cpus=0.9),  # the trial itself holds 0.01 CPU: 2 x 0.9 + 0.01 fits in 2
     )
     plan = TrialPlan("k" * 16, mixture, run_id, round=0, sampler="test")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)

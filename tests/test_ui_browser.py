@@ -32,7 +32,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from flows.stack import REPO, LocalStack
+from flows.stack.local import REPO, LocalStack
 from tests.sweep_helpers import smoke_spec, stack_env
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -13,10 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.results import TrialResult
-from flows.spec import SpecError
-from flows.validate import ValidateSpec, choose_mixtures, load_validate_spec, objective
-from flows.validate_report import (
+from flows.steps.spec import SpecError
+from flows.steps.validate_report import (
     RunRecord,
     Stat,
     lighteval_means,
@@ -29,6 +27,8 @@ from flows.validate_report import (
     summarize,
     table_rows,
 )
+from flows.trials.result import TrialResult
+from flows.validate import ValidateSpec, choose_mixtures, load_validate_spec, objective
 from mixture_search.mixture import Mixture
 
 DOMAINS = ("code", "en", "zh")

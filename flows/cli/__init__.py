@@ -37,7 +37,7 @@ validate_cli.register(app)
 def main() -> None:
     import os
 
-    from flows.stack import QUIET_ENV
+    from flows.stack.local import QUIET_ENV
 
     for key, value in QUIET_ENV.items():  # offline and quiet unless the user says otherwise
         os.environ.setdefault(key, value)

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import console, user_errors
-from flows.stack import LocalStack, StackConfig
+from flows.stack.local import LocalStack, StackConfig
 
 HomeOpt = Annotated[
     Path | None,

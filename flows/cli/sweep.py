@@ -11,6 +11,15 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import console, user_errors
+from flows.steps.report import rank
+from flows.steps.spec import SpecError, load_spec
+from flows.tracking.redact import redact_uri
+from flows.trials.result import TrialResult
+
+
+def _given(budget: dict[str, object]) -> dict[str, object]:
+    """The budget fields that say something (None is "not set")."""
+    return {k: v for k, v in budget.items() if v is not None}
 
 
 def register(app: typer.Typer) -> None:
@@ -30,13 +39,10 @@ def register(app: typer.Typer) -> None:
         after `mixsweep up`) the run shows in the Prefect UI. A rerun of the same spec resumes and
         retrains nothing that finished.
         """
-        from flows.checks import check_before_training
-        from flows.redact import redact_uri
-        from flows.spec import load_spec
-        from flows.sweep import prepare
+        from flows.steps.prepare import prepare  # the corpus and search libraries: not for `--help`
 
         parsed = load_spec(spec)
-        prepared = check_before_training(parsed, prepare)  # everything that can be wrong, before any training
+        prepared = prepare(parsed)  # everything that can be wrong, before any training
         out = console()
         table = Table(
             title=f"sweep {parsed.name}  [dim](key {prepared.sweep_key})[/]", title_justify="left", show_header=False
@@ -50,7 +56,7 @@ def register(app: typer.Typer) -> None:
                 + (f", then {parsed.search.adaptive}" if parsed.search.adaptive and parsed.search.rounds > 1 else ""),
             ),
             ("proxy", f"{parsed.proxy.preset} {parsed.proxy.overrides or ''}: {prepared.params:,} parameters"),
-            ("budget", f"{prepared.total_steps} steps; " + json.dumps(parsed.budget)),
+            ("budget", f"{prepared.total_steps} steps; " + json.dumps(_given(parsed.budget.to_dict()))),
             ("backend", parsed.backend),
             (
                 "objective",
@@ -69,7 +75,7 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             return
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-        from flows.sweep import sweep
+        from flows.sweep import sweep  # Prefect and Ray: only when a sweep runs
 
         sweep(str(spec))
         print_results(parsed.out_dir)
@@ -86,18 +92,12 @@ def register(app: typer.Typer) -> None:
         """Show a finished sweep: the leaderboard, the recommended mixture and where it was exported."""
         folder = target
         if target.is_file():
-            from flows.spec import load_spec
-
             folder = load_spec(target).out_dir
         print_results(folder, top=top)
 
 
 def print_results(folder: Path, *, top: int = 15) -> None:
     """The leaderboard (best first) and the recommended mixture of the sweep written to `folder`."""
-    from flows.report import rank
-    from flows.results import TrialResult
-    from flows.spec import SpecError
-
     results_file, summary_file = folder / "results.json", folder / "summary.json"
     if not results_file.is_file() or not summary_file.is_file():
         raise SpecError(

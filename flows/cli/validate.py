@@ -11,6 +11,8 @@ import typer
 from rich.table import Table
 
 from flows.cli.common import console, user_errors
+from flows.steps.validate_report import table_rows
+from flows.tracking.redact import redact_uri
 
 
 def register(app: typer.Typer) -> None:
@@ -30,8 +32,7 @@ def register(app: typer.Typer) -> None:
         writes a report with error bars and the proxy-vs-target rank agreement (HTML, JSON, MLflow).
         A rerun trains nothing that finished.
         """
-        from flows.redact import redact_uri
-        from flows.validate import load_validate_spec, prepare_validation
+        from flows.steps.validate import load_validate_spec, prepare_validation  # corpus and search libraries
 
         parsed = load_validate_spec(spec)
         plan = prepare_validation(parsed)
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
                 f"{parsed.target.preset} {parsed.target.overrides or ''}: {t['params']:,.0f} parameters "
                 f"({t['params'] / p['params']:.2f}x), {t['tokens']:,.0f} tokens ({t['tokens'] / p['tokens']:.2f}x)",
             ),
-            ("budget", json.dumps(parsed.budget)),
+            ("budget", json.dumps({k: v for k, v in parsed.budget.to_dict().items() if v is not None})),
             ("mixtures", f"recommended vs {', '.join(parsed.baselines)}; {parsed.rank_mixtures} at both scales"),
             ("seeds", ", ".join(map(str, parsed.seeds))),
             (
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             return
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-        from flows.validate import validate
+        from flows.validate import validate  # Prefect and Ray: only when it runs
 
         result = validate(str(spec))
         print_validation(parsed.out_dir)
@@ -77,8 +78,6 @@ def register(app: typer.Typer) -> None:
 
 def print_validation(folder: Path) -> None:
     """The table and verdict of the validation written to `folder`."""
-    from flows.validate_report import table_rows
-
     doc = json.loads((folder / "validation.json").read_text(encoding="utf-8"))
     rows = table_rows(doc)
     out = console()

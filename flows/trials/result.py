@@ -1,15 +1,19 @@
-"""`TrialResult`: what one proxy run of one mixture produced. It crosses Ray, Prefect and MLflow, so it
-is a plain value with an exact JSON form (weights as given, floats unrounded)."""
+"""The trial boundary: `trial_key` (what makes a trial the same trial), `TrialReport` (what a trial
+returns to the driver) and `TrialResult` (the report with its plan: mixture, round, run id). They cross
+Ray, Prefect and MLflow, so they are plain values with an exact JSON form (weights as given, floats
+unrounded)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
+from trainers.budget import TrainBudget
+from trainers.config import ProxyConfig
 
 Status = Literal["finished", "failed", "stopped"]
 
@@ -17,26 +21,49 @@ Status = Literal["finished", "failed", "stopped"]
 def trial_key(
     mixture: Mixture,
     *,
-    proxy: dict[str, Any],
-    budget: dict[str, Any],
+    proxy: ProxyConfig,
+    budget: TrainBudget,
     data_hash: str,
     seed: int,
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """Key of a trial: same mixture, proxy, budget, data and seed -> same key -> the result is reused."""
-    payload = json.dumps(
+    """Key of a trial: same mixture, proxy, budget, data and seed -> same key -> the result is reused.
+    Derived from the components' own content keys (`Mixture.key`, `ProxyConfig.key`, `TrainBudget.key`)."""
+    return content_key(
         {
             "mixture": mixture.key,
-            "proxy": proxy,
-            "budget": budget,
+            "proxy": proxy.key,
+            "budget": budget.key,
             "data": data_hash,
             "seed": seed,
             "extra": extra or {},
-        },
-        sort_keys=True,
-        default=str,
+        }
     )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """What a trial hands back to the driver when it ends (the last thing it reports to Ray Tune).
+
+    Metrics are metrics only (`val.*`, `train.*`, `eval.*`); status, error, paths and where it ran are
+    fields of their own, so nothing has to be sorted out of one mixed dict by the driver."""
+
+    status: Literal["finished", "failed"]
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    objective: float | None = None
+    error: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    backend: str | None = None
+    wall_s: float = 0.0
+    node: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialReport:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 @dataclass

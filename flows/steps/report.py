@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.results import TrialResult
+from flows.trials.result import TrialResult
 
 
 def rank(results: Sequence[TrialResult], *, maximize: bool = False) -> list[TrialResult]:

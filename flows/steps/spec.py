@@ -8,19 +8,31 @@ once the corpus is known (unknown domains, an empty search space), by `SweepSpec
 
 from __future__ import annotations
 
-import hashlib
-import json
+import io
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from mixture_search.errors import MixSweepError
+from mixture_search.keys import content_key
 from mixture_search.units import parse_count
+from trainers.budget import TrainBudget
 
 #: Operator settings (environment of the CLI or the Prefect worker): the folder every data path of a spec
 #: must resolve into, and the explicit switch that lifts it. A spec cannot lift the operator's root.
@@ -166,14 +178,40 @@ class ExportSpec(_Strict):
     )
 
 
+def _budget(value: Any) -> TrainBudget:
+    """A `TrainBudget` from itself or a mapping of its fields (`tokens` may be a count like `20M`)."""
+    if isinstance(value, TrainBudget):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError("Input should be a valid dictionary of TrainBudget fields")
+    data = dict(value)
+    if isinstance(data.get("tokens"), str):
+        data["tokens"] = parse_count(data["tokens"], field="tokens")
+    return TrainBudget.from_dict(data)
+
+
+#: the trainers' own `TrainBudget`, read from a mapping and written back as one
+Budget = Annotated[
+    TrainBudget,
+    PlainValidator(_budget),
+    PlainSerializer(lambda b: b.to_dict(), return_type=dict),
+    WithJsonSchema({"type": "object", "description": "TrainBudget fields (trainers/budget.py)"}),
+]
+
+
+def _default_budget() -> TrainBudget:
+    return TrainBudget(steps=20, micro_batch=4, global_batch=4, eval_interval=10)
+
+
 class SweepSpec(_Strict):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     corpus: Path
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     proxy: ProxySpec = Field(default_factory=ProxySpec)
-    budget: dict[str, Any] = Field(
-        default_factory=lambda: {"steps": 20, "micro_batch": 4, "global_batch": 4, "eval_interval": 10}
+    budget: Budget = Field(
+        default_factory=_default_budget,
+        description="How each proxy trains: tokens or steps, batches, LR schedule, evals (trainers.budget.TrainBudget).",
     )
     backend: Literal["auto", "megatron", "deepspeed"] = "auto"
     eval: EvalSpec = Field(default_factory=EvalSpec)
@@ -202,17 +240,9 @@ class SweepSpec(_Strict):
             raise ValueError(f"{v!r} is not a name (it is used as a folder name)")
         return v
 
-    @field_validator("budget")
-    @classmethod
-    def _budget_counts(cls, v: dict[str, Any]) -> dict[str, Any]:
-        out = dict(v)
-        if isinstance(out.get("tokens"), str):
-            out["tokens"] = parse_count(out["tokens"], field="tokens")
-        return out
-
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
-        if self.early_stopping.enabled and not self.budget.get("eval_interval"):
+        if self.early_stopping.enabled and not self.budget.eval_interval:
             raise ValueError("early_stopping needs budget.eval_interval > 0 (ASHA decides at evaluations)")
         return self
 
@@ -227,11 +257,9 @@ class SweepSpec(_Strict):
             mode="json",
             exclude={"ray_address", "mlflow", "output_dir", "max_concurrent", "max_failures", "data_root"},
         )
-        return hashlib.sha256(json.dumps([payload, data_hash], sort_keys=True).encode()).hexdigest()[:16]
+        return content_key([payload, data_hash])
 
     def to_yaml(self) -> str:
-        import io
-
         buf = io.StringIO()
         y = YAML(typ="safe", pure=True)
         y.default_flow_style = False
@@ -267,6 +295,9 @@ def load_spec(source: SweepSpec | dict[str, Any] | str | Path, *, where: str | N
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, MixSweepError) and cause.where and "." in cause.where:
+            raise SpecError(str(cause), where=where or "spec") from None  # it names its field already
         loc = ".".join(str(p) for p in err["loc"]) or "spec"
         msg = err["msg"].removeprefix("Value error, ").removeprefix("value: ")
         if err["type"] == "extra_forbidden":

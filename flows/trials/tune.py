@@ -12,41 +12,53 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.faults import disk_full, diverging_budget, faults_for_round, pause, pause_step
-from flows.results import TrialResult
-from flows.tracking import mlflow_key
+import ray  # this module is the Ray side of the sweep: every caller runs trials
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator
+
+from flows.steps.spec import EvalSpec, ObjectiveSpec, ResourcesSpec, SpecError
+from flows.trials.faults import NO_FAULT, TrialHook, disk_full
+from flows.trials.result import TrialReport, TrialResult
+from mixture_search.keys import metric_key
 from mixture_search.mixture import Mixture
+from trainers.budget import TrainBudget
+from trainers.config import ProxyConfig
+from trainers.errors import TrainingDiverged
+
+#: the key of a trial's last report to Ray Tune that holds its `TrialReport` (JSON)
+REPORT_KEY = "trial_report"
 
 
 def weight_key(domain: str) -> str:
-    return f"w.{mlflow_key(domain)}"
+    return f"w.{metric_key(domain)}"
 
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial of a round shares (shipped once through Ray's object store)."""
+    """What every trial of a round shares (shipped once through Ray's object store), typed end to end:
+    the proxy and budget as the trainers' own configs, the objective, evaluation and resources as the
+    spec's sections."""
 
     corpus: str
     domains: tuple[str, ...]
-    proxy: dict[str, Any]
-    budget: dict[str, Any]
+    proxy: ProxyConfig
+    budget: TrainBudget
     backend: str
     trials_dir: str
     tracking_uri: str
-    objective_metric: str = "val.bpb.mean"
-    objective_weights: dict[str, float] | None = None
-    maximize: bool = False
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     early_stop_metric: str | None = None
-    eval_tasks: tuple[str, ...] = ()
-    eval_max_docs: int = 16
-    workers: int = 1  # >1: one trial trains on that many Ray Train workers
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class RoundOptions:
     storage: Path = field(default_factory=lambda: Path("runs/ray"))
     name: str = "round"
     on_trial_done: Callable[[TrialResult], None] | None = None
+    #: trial key -> a hook the trial calls (the fault tests pass one in; none for a real sweep)
+    hooks: Mapping[str, TrialHook] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,12 +98,13 @@ def eval_metrics(point: Any) -> dict[str, float]:
     return out
 
 
-def objective_of(metrics: dict[str, float], metric: str, weights: dict[str, float] | None) -> float | None:
+def objective_of(metrics: dict[str, float], objective: ObjectiveSpec) -> float | None:
     """The objective: one metric, or a weighted sum of metrics. None when a needed metric is missing."""
-    if weights:
+    if objective.weights:
+        weights = objective.weights
         missing = [k for k in weights if k not in metrics]
         return None if missing else float(sum(w * metrics[k] for k, w in weights.items()))
-    value = metrics.get(metric)
+    value = metrics.get(objective.metric)
     return None if value is None else float(value)
 
 
@@ -97,131 +112,124 @@ def objective_of(metrics: dict[str, float], metric: str, weights: dict[str, floa
 # inside the trial (a Ray worker process)
 
 
-def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Ray Tune function trainable: train the mixture in `config`, evaluate, report."""
-    from mlflow.entities import Metric
-    import ray
-    from mlflow.tracking import MlflowClient
-    from ray import tune
-
-    from trainers.budget import TrainBudget
-    from trainers.config import ProxyConfig
-    from trainers.errors import TrainingDiverged
-    from trainers.train import train
+def run_trial(config: dict[str, Any], ctx: TrialContext, hooks: Mapping[str, TrialHook]) -> None:
+    """Ray Tune function trainable: train the mixture in `config`, evaluate, report a `TrialReport`."""
+    from trainers.train import train  # torch and megatron: imported in the trial process only
 
     mixture = Mixture([(d, float(config[weight_key(d)])) for d in ctx.domains])
-    run_id = str(config["run_id"])
+    run_id, key = str(config["run_id"]), str(config["trial_key"])
     client = MlflowClient(ctx.tracking_uri)
-    proxy = ProxyConfig.from_dict(ctx.proxy)
-    budget = TrainBudget.from_dict(ctx.budget)
-    fault = str(config.get("fault") or "")  # testing hook (flows.faults), "" unless MIXSWEEP_FAULT_INJECT is set
-    if fault == "diverge":
-        budget = TrainBudget.from_dict(diverging_budget(ctx.budget))
-    pause_at = pause_step(fault)
-    trained: list[int] = []  # first and last step trained in this attempt (the first tells whether it resumed)
-
+    hook = hooks.get(key, NO_FAULT)
+    budget = hook.budget(ctx.budget)
     node = ray.get_runtime_context().get_node_id()
+    trained: list[int] = []  # first and last step trained in this attempt (the first tells whether it resumed)
+    started = time.perf_counter()
 
-    def report(metrics: dict[str, float], step: int, **extra: Any) -> None:
-        payload: dict[str, Any] = {**metrics, "step": step, "node": node, **extra}
+    def report(metrics: dict[str, float], step: int, final: TrialReport | None = None) -> None:
+        payload: dict[str, Any] = {"step": step, "metrics": metrics}
         if ctx.early_stop_metric is not None:
             value = metrics.get(ctx.early_stop_metric)
             payload["es_metric"] = value if value is not None and math.isfinite(value) else float("inf")
+        if final is not None:
+            payload[REPORT_KEY] = json.dumps(final.to_dict())
         tune.report(payload)
+
+    def fail(metrics: dict[str, float], step: int, error: str, **paths: str) -> None:
+        wall_s = time.perf_counter() - started
+        report(metrics, step, TrialReport("failed", step, metrics, error=error, paths=paths, wall_s=wall_s, node=node))
 
     def on_progress(p: Any) -> None:
         if not trained:
             trained.append(p.step)
         trained[1:] = [p.step]
-        if pause_at == p.step and trained[0] == 1:
-            pause(p.step)
+        hook.after_step(p.step, resumed=trained[0] != 1)
         if p.eval is None:
             return
         metrics = eval_metrics(p.eval)
         now = int(time.time() * 1000)
         client.log_batch(
-            run_id, metrics=[Metric(mlflow_key(k), v, now, p.step) for k, v in metrics.items() if math.isfinite(v)]
+            run_id, metrics=[Metric(metric_key(k), v, now, p.step) for k, v in metrics.items() if math.isfinite(v)]
         )
         if p.step < p.total_steps:  # the final evaluation is reported once, with everything else, below
             report(metrics, p.step)
 
-    started = time.perf_counter()
     try:
-        if ctx.workers > 1:
-            result = train_on_ray_train(mixture, ctx, run_id, str(config.get("trial_key", run_id)))
+        if ctx.resources.workers > 1:
+            result = train_on_ray_train(mixture, ctx, budget, run_id, key)
         else:
             result = train(
-                mixture, ctx.corpus, proxy, budget, ctx.backend, out_dir=ctx.trials_dir, progress=on_progress
+                mixture, ctx.corpus, ctx.proxy, budget, ctx.backend, out_dir=ctx.trials_dir, progress=on_progress
             )
     except TrainingDiverged as exc:
-        report(
-            {}, exc.step, status="failed", error=str(exc), failed_step=exc.step, wall_s=time.perf_counter() - started
-        )
+        fail({}, exc.step, str(exc))
         return
     except BaseException as exc:  # a full checkpoint disk fails this trial in one line; anything else goes to Ray
         # (BaseException: torch's CheckpointException, which wraps a failed checkpoint write, is one)
         full = None if isinstance(exc, (KeyboardInterrupt, SystemExit)) else disk_full(exc, ctx.trials_dir)
         if full is None:
             raise
-        step = trained[-1] if trained else 0
-        report({}, step, status="failed", error=full, failed_step=step, wall_s=time.perf_counter() - started)
+        fail({}, trained[-1] if trained else 0, full)
         return
     metrics = eval_metrics(result.final) if result.final else {}
-    if ctx.workers == 1:  # where this attempt started: > 0 when it resumed from a checkpoint
+    if ctx.resources.workers == 1:  # where this attempt started: > 0 when it resumed from a checkpoint
         metrics["train.resumed_from_step"] = float(trained[0] - 1 if trained else result.steps)
     metrics["train.tokens_per_s"] = float(result.tokens_per_s)
     metrics["train.loss.final"] = float(result.loss_curve[-1]) if result.loss_curve else float("nan")
     paths = {"run_dir": result.run_dir, "checkpoint": result.checkpoint or ""}
-    if ctx.eval_tasks and result.checkpoint:
-        from flows.evaluation import EvaluationFailed, evaluate_checkpoint
+    if ctx.eval.tasks and result.checkpoint:
+        from flows.evaluation import EvaluationFailed, evaluate_checkpoint  # LightEval: only trials that evaluate
 
         try:
             scores, eval_paths = evaluate_checkpoint(
-                Path(result.checkpoint), ctx.corpus, ctx.eval_tasks, max_docs=ctx.eval_max_docs
+                Path(result.checkpoint), ctx.corpus, ctx.eval.tasks, max_docs=ctx.eval.max_docs
             )
         except EvaluationFailed as exc:  # trained fine, evaluation did not: failed, with the training kept
-            report(
-                metrics, result.steps, status="failed", error=f"evaluation: {exc}", paths=paths,
-                wall_s=time.perf_counter() - started,
-            )  # fmt: skip
+            fail(metrics, result.steps, f"evaluation: {exc}", **paths)
             return
         metrics.update(scores)
         paths.update(eval_paths)
-    objective = objective_of(metrics, ctx.objective_metric, ctx.objective_weights)
-    report(
-        metrics,
+    objective = objective_of(metrics, ctx.objective)
+    final = TrialReport(
+        "finished",
         result.steps,
-        status="finished",
-        objective=objective if objective is not None else float("nan"),
-        backend=result.backend,
+        metrics,
+        objective=objective if objective is not None and math.isfinite(objective) else None,
         paths=paths,
+        backend=result.backend,
         wall_s=time.perf_counter() - started,
+        node=node,
     )
+    report(metrics, result.steps, final)
 
 
-def train_on_ray_train(mixture: Mixture, ctx: TrialContext, run_id: str, trial_key: str) -> Any:
-    """Train one mixture on `ctx.workers` Ray Train workers (TorchTrainer: gloo on CPU, NCCL on GPUs),
-    each running the trainers' distributed entry point inside the process group Ray Train set up.
+def train_on_ray_train(mixture: Mixture, ctx: TrialContext, budget: TrainBudget, run_id: str, trial_key: str) -> Any:
+    """Train one mixture on `ctx.resources.workers` Ray Train workers (TorchTrainer: gloo on CPU, NCCL on
+    GPUs), each running the trainers' distributed entry point inside the process group Ray Train set up.
     Rank 0 logs every evaluation to the trial's MLflow run and leaves a pointer to its `TrainResult`;
     the trial reports the final result to Tune (only rank 0 sees progress, so no intermediate reports)."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import RunConfig as TrainRunConfig  # Ray Train: only multi-worker trials need it
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from trainers.errors import TrainingDiverged
     from trainers.result import TrainResult
 
+    res = ctx.resources
     storage = Path(ctx.trials_dir).resolve() / "ray_train"
     pointer = storage / f"train_{trial_key[:8]}.json"
     pointer.unlink(missing_ok=True)
-    per_worker = {"CPU": ctx.cpus_per_worker, **({"GPU": ctx.gpus_per_worker} if ctx.gpus_per_worker else {})}
+    per_worker = {"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus else {})}
     trainer = TorchTrainer(
         _ray_train_worker,
-        train_loop_config={"mixture": mixture.to_dict(), "ctx": ctx, "run_id": run_id, "pointer": str(pointer)},
-        torch_config=TorchConfig(backend="nccl" if ctx.gpus_per_worker else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=ctx.workers, use_gpu=bool(ctx.gpus_per_worker), resources_per_worker=per_worker
-        ),
-        run_config=RunConfig(name=f"train_{trial_key[:8]}", storage_path=str(storage)),
+        train_loop_config={
+            "mixture": mixture.to_dict(),
+            "ctx": ctx,
+            "budget": budget,
+            "run_id": run_id,
+            "pointer": str(pointer),
+        },
+        torch_config=TorchConfig(backend="nccl" if res.gpus else "gloo"),
+        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=bool(res.gpus), resources_per_worker=per_worker),
+        run_config=TrainRunConfig(name=f"train_{trial_key[:8]}", storage_path=str(storage)),
     )
     trainer.fit()
     reported = json.loads(pointer.read_text(encoding="utf-8"))
@@ -233,13 +241,8 @@ def train_on_ray_train(mixture: Mixture, ctx: TrialContext, run_id: str, trial_k
 
 def _ray_train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: `train()` in the initialised process group; rank 0 writes the pointer."""
-    import torch.distributed as dist
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
+    import torch.distributed as dist  # torch: imported in the worker process only
 
-    from trainers.budget import TrainBudget
-    from trainers.config import ProxyConfig
-    from trainers.errors import TrainingDiverged
     from trainers.train import RESULT_FILE, train
 
     ctx: TrialContext = config["ctx"]
@@ -249,7 +252,7 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
         if p.eval is not None:
             now = int(time.time() * 1000)
             metrics = [
-                Metric(mlflow_key(k), v, now, p.step) for k, v in eval_metrics(p.eval).items() if math.isfinite(v)
+                Metric(metric_key(k), v, now, p.step) for k, v in eval_metrics(p.eval).items() if math.isfinite(v)
             ]
             client.log_batch(str(config["run_id"]), metrics=metrics)
 
@@ -258,8 +261,8 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
         result = train(
             Mixture.from_dict(config["mixture"]),
             ctx.corpus,
-            ProxyConfig.from_dict(ctx.proxy),
-            TrainBudget.from_dict(ctx.budget),
+            ctx.proxy,
+            config["budget"],
             ctx.backend,
             out_dir=ctx.trials_dir,
             progress=on_progress,
@@ -279,35 +282,23 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
 
 def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions) -> list[TrialResult]:
     """Run one Ray Tune experiment with one trial per plan; results in plan order."""
-    import ray
-    from ray import tune
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
-
     if not plans:
         return []
     if not ray.is_initialized():
-        _ray_init(opts.ray_address)
-    if ctx.workers > 1 and opts.ray_address is None:
+        ray_init(opts.ray_address)
+    if ctx.resources.workers > 1 and opts.ray_address is None:
         _check_fits(ctx, ray.cluster_resources())
-    faults = faults_for_round(plans[0].round)  # testing hook, empty unless MIXSWEEP_FAULT_INJECT is set
     points = [
-        {
-            **{weight_key(d): p.mixture.share(d) for d in ctx.domains},
-            "trial_key": p.key,
-            "run_id": p.run_id,
-            "fault": faults.get(i, ""),
-        }
-        for i, p in enumerate(plans)
+        {**{weight_key(d): p.mixture.share(d) for d in ctx.domains}, "trial_key": p.key, "run_id": p.run_id}
+        for p in plans
     ]
     space: dict[str, Any] = {weight_key(d): tune.uniform(0.0, 1.0) for d in ctx.domains}
     space["trial_key"] = tune.choice([p.key for p in plans])
     space["run_id"] = tune.choice([p.run_id for p in plans])
-    space["fault"] = tune.choice(sorted({"", *faults.values()}))
     # a multi-worker trial is a light driver; its Ray Train workers ask for the CPUs/GPUs themselves
-    resources: dict[str, float] = {"cpu": 0.01} if ctx.workers > 1 else {"cpu": opts.cpus, "gpu": opts.gpus}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
+    resources: dict[str, float] = {"cpu": 0.01} if ctx.resources.workers > 1 else {"cpu": opts.cpus, "gpu": opts.gpus}
+    hooks = {p.key: opts.hooks[p.key] for p in plans if p.key in opts.hooks}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx, hooks=hooks), resources)
     scheduler = (
         ASHAScheduler(
             max_t=10**9,
@@ -357,30 +348,32 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
     ]
 
 
-def _ray_init(address: str | None) -> None:
-    """Connect to (or start) Ray. A local start is tried twice: Ray gives its raylet 30 s to register,
-    which a heavily loaded machine can exceed once."""
-    import ray
-
+def ray_init(address: str | None) -> None:
+    """Connect to the Ray cluster at `address` (one line naming `ray_address` when that fails), or
+    start a local one. A local start is tried twice: Ray gives its raylet 30 s to register, which a
+    heavily loaded machine can exceed once."""
     for attempt in (1, 2):
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
             return
-        except Exception:
+        except Exception as exc:
             ray.shutdown()
-            if address is not None or attempt == 2:
+            if address is not None:
+                raise SpecError(
+                    f"cannot connect to Ray at {address!r}: {' '.join(str(exc).split())[:200]}", where="ray_address"
+                ) from None
+            if attempt == 2:
                 raise
 
 
 def _check_fits(ctx: TrialContext, cluster: dict[str, float]) -> None:
     """A multi-worker trial on the local Ray would wait forever for resources it can never get."""
-    from flows.spec import SpecError
-
-    need = {"CPU": ctx.workers * ctx.cpus_per_worker + 0.01, "GPU": ctx.workers * ctx.gpus_per_worker}
+    res = ctx.resources
+    need = {"CPU": res.workers * res.cpus + 0.01, "GPU": res.workers * res.gpus}
     for kind, amount in need.items():
         if amount > cluster.get(kind, 0.0) + 1e-9:
             raise SpecError(
-                f"a trial of {ctx.workers} workers needs {amount:g} {kind}s, the local Ray cluster has "
+                f"a trial of {res.workers} workers needs {amount:g} {kind}s, the local Ray cluster has "
                 f"{cluster.get(kind, 0.0):g}",
                 where="resources",
             )
@@ -394,52 +387,41 @@ def _fresh_name(storage: Path, name: str) -> str:
     return name if attempt == 1 else f"{name}-{attempt}"
 
 
-def to_trial_result(plan: TrialPlan, metrics: dict[str, Any], error: Exception | None) -> TrialResult:
-    """The last report of a trial as a `TrialResult`: finished, failed (with why) or stopped early."""
-    reported = {k: float(v) for k, v in metrics.items() if _is_metric(k, v)}
-    status = metrics.get("status")
+def to_trial_result(
+    plan: TrialPlan, last: dict[str, Any], error: BaseException | None, *, retries: int | None = None
+) -> TrialResult:
+    """A trial's last report to Tune as a `TrialResult`: its `TrialReport` when it ended by itself,
+    failed (with why) when Ray gave up on it, stopped when the scheduler ended it early."""
+    extra = {"train.retries": float(retries)} if retries is not None else {}
+    common: dict[str, Any] = {"run_id": plan.run_id, "round": plan.round, "sampler": plan.sampler}
     if error is not None:
+        metrics = {**dict(last.get("metrics") or {}), **extra}
+        return TrialResult(plan.key, plan.mixture, "failed", metrics=metrics, error=_one_line(error), **common)
+    if REPORT_KEY in last:
+        r = TrialReport.from_dict(json.loads(last[REPORT_KEY]))
         return TrialResult(
             plan.key,
             plan.mixture,
-            "failed",
-            metrics=reported,
-            error=_one_line(error),
-            run_id=plan.run_id,
-            round=plan.round,
-            sampler=plan.sampler,
+            r.status,
+            objective=r.objective,
+            metrics={**r.metrics, **extra},
+            error=r.error,
+            paths=dict(r.paths),
+            backend=r.backend,
+            wall_s=r.wall_s,
+            step=r.step,
+            node=r.node,
+            **common,
         )
-    if status == "failed":
-        return TrialResult(
-            plan.key, plan.mixture, "failed", metrics=reported, error=str(metrics.get("error")), run_id=plan.run_id,
-            round=plan.round, sampler=plan.sampler, wall_s=float(metrics.get("wall_s", 0.0)),
-            step=int(metrics.get("failed_step", metrics.get("step", 0))), node=str(metrics.get("node") or ""),
-        )  # fmt: skip
-    finished = status == "finished"
-    objective = metrics.get("objective") if finished else None
+    step = int(last.get("step", 0))
     return TrialResult(
         plan.key,
         plan.mixture,
-        "finished" if finished else "stopped",
-        objective=float(objective) if objective is not None and math.isfinite(float(objective)) else None,
-        metrics=reported,
-        error=None if finished else f"stopped early by the scheduler at step {metrics.get('step')}",
-        paths={k: str(v) for k, v in (metrics.get("paths") or {}).items()},
-        run_id=plan.run_id,
-        round=plan.round,
-        sampler=plan.sampler,
-        backend=metrics.get("backend"),
-        wall_s=float(metrics.get("wall_s", 0.0)),
-        step=int(metrics.get("step", 0)),
-        node=str(metrics.get("node") or ""),
-    )
-
-
-def _is_metric(key: str, value: Any) -> bool:
-    return (
-        (key.startswith(("val.", "train.", "task.", "eval.")) or key.startswith("lighteval"))
-        and isinstance(value, (int, float))
-        and not isinstance(value, bool)
+        "stopped",
+        metrics={**dict(last.get("metrics") or {}), **extra},
+        error=f"stopped early by the scheduler at step {step}",
+        step=step,
+        **common,
     )
 
 
@@ -450,19 +432,16 @@ def _one_line(error: BaseException) -> str:
 
 def _done_callback(plans: Sequence[TrialPlan], fn: Callable[[TrialResult], None]) -> Any:
     """A Ray Tune callback telling the driver (e.g. a Prefect progress artifact) about each trial as it ends."""
-    from ray.tune import Callback
+    by_key = {p.key: p for p in plans}
 
-    def plan_of(trial: Any) -> TrialPlan | None:
-        return next((p for p in plans if p.key == trial.config.get("trial_key")), None)
-
-    class Done(Callback):
+    class Done(tune.Callback):
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            plan = plan_of(trial)
+            plan = by_key.get(trial.config.get("trial_key"))
             if plan is not None:  # train.retries: how often Ray restarted the trial after its worker died
-                fn(to_trial_result(plan, {**(trial.last_result or {}), "train.retries": trial.num_failures}, None))
+                fn(to_trial_result(plan, trial.last_result or {}, None, retries=trial.num_failures))
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            plan = plan_of(trial)
+            plan = by_key.get(trial.config.get("trial_key"))
             if plan is not None:  # the trial's last error (its last line ends the one-line message)
                 error = trial.get_pickled_error() or trial.get_error() or RuntimeError("trial errored")
                 fn(to_trial_result(plan, trial.last_result or {}, error))

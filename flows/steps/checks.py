@@ -1,11 +1,12 @@
-"""Everything a sweep checks before it trains anything, each failure one line naming the field or file.
+"""The checks a sweep makes before it trains anything, each failure one line naming the field or file.
 
-`check_before_training(spec, prepare)` runs the spec's own checks (registry names), the corpus and
-library checks of `prepare` (domains, space, budget, proxy, tokenizer against the data), the data root
-for every file the corpus points at, the export catalog, and whether the MLflow tracking URI and the Ray
-address answer. Reachability is a TCP connect or an HTTP request with a short timeout
-(`REACH_TIMEOUT_S`), so a server that is down or an address that drops packets costs seconds, not the
-minutes of MLflow's HTTP retries or Ray's connection attempts. No check trains, writes or imports Ray.
+`flows.steps.prepare.prepare` calls them: registry names, the objective's metrics, the data root for
+every file the corpus points at, and whether the MLflow tracking URI and the Ray address answer.
+Reachability is a TCP connect or an HTTP request with a short timeout (`REACH_TIMEOUT_S`), so a server
+that is down or an address that drops packets costs seconds, not the minutes of MLflow's HTTP retries or
+Ray's connection attempts. This is the one Ray check before training; `flows.trials.tune.ray_init`
+connects later and names `ray_address` in one line if that still fails. No check trains, writes or
+imports Ray.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from __future__ import annotations
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from flows.redact import redact_uri
-from flows.spec import SpecError, SweepSpec, data_roots, outside_roots
-from mixture_search.errors import SearchError
+from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
-if TYPE_CHECKING:
-    from flows.sweep import Prepared
+from flows.steps.spec import SpecError, SweepSpec, data_roots, outside_roots
+from flows.tracking.redact import redact_uri
+from mixture_search import SAMPLERS, SURROGATES
+from trainers.data import Corpus
+from trainers.data.indexed import bin_path, idx_path
+from trainers.presets import PRESETS
 
 REACH_TIMEOUT_S = 3.0
 #: default ports of the services a URI or address may leave out
@@ -31,30 +32,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "
 _RAY_GCS_PORT = 6379
 
 
-def check_before_training(spec: SweepSpec, prepare: Callable[[SweepSpec], Prepared]) -> Prepared:
-    """`prepare(spec)` plus the checks it does not make; raises a one-line `MixSweepError`."""
-    check_names(spec)
-    try:
-        prepared = prepare(spec)
-    except SearchError as exc:
-        if str(exc).startswith("search space is empty"):
-            raise SpecError(str(exc), where="space") from None
-        raise
-    check_corpus_paths(spec, prepared.corpus_dir)
-    if spec.export.catalog is not None:
-        from mixture_search.catalog import load_catalog
-
-        load_catalog(spec.export.catalog)
-    check_mlflow(prepared.tracking_uri)
-    check_ray_address(spec.ray_address)
-    return prepared
-
-
 def check_names(spec: SweepSpec) -> None:
     """Sampler, surrogate and preset names exist (before anything is built from them)."""
-    from mixture_search import SAMPLERS, SURROGATES
-    from trainers.presets import PRESETS
-
     for where, name, registry in (
         ("search.sampler", spec.search.sampler, SAMPLERS.names()),
         ("search.adaptive", spec.search.adaptive, SAMPLERS.names()),
@@ -65,15 +44,25 @@ def check_names(spec: SweepSpec) -> None:
             raise SpecError(f"unknown name {name!r} (choose from {', '.join(registry)})", where=where)
 
 
-def check_corpus_paths(spec: SweepSpec, corpus_dir: Path) -> None:
+def check_objective(spec: SweepSpec, domains: tuple[str, ...]) -> None:
+    """The objective and the early-stopping metric name metrics a trial reports."""
+    known = {"val.loss.mean", "val.bpb.mean", *(f"val.{k}.{d}" for k in ("loss", "bpb") for d in domains)}
+    wanted = list(spec.objective.weights or {}) or [spec.objective.metric]
+    for name in wanted:
+        if name not in known and not (spec.eval.tasks and not name.startswith("val.")):
+            raise SpecError(
+                f"unknown metric {name!r} (e.g. val.bpb.mean, val.loss.<domain>, or a LightEval metric of eval.tasks)",
+                where="objective",
+            )
+    if spec.early_stopping.enabled and spec.early_stopping.metric not in known:
+        raise SpecError(f"unknown metric {spec.early_stopping.metric!r}", where="early_stopping.metric")
+
+
+def check_corpus_paths(spec: SweepSpec, corpus: Corpus) -> None:
     """Every file the corpus reads (datasets, tokenizer) lies inside the data root, symlinks resolved."""
     roots = data_roots(spec)
     if not roots:
         return
-    from trainers.data import Corpus
-    from trainers.data.indexed import bin_path, idx_path
-
-    corpus = Corpus.load(corpus_dir)
     paths: list[Path] = []
     for d in corpus.domain_info:
         for s in (*d.train, *d.valid):
@@ -83,13 +72,14 @@ def check_corpus_paths(spec: SweepSpec, corpus_dir: Path) -> None:
     for path in paths:
         root = outside_roots(path, roots)
         if root is not None:
-            raise SpecError(f"the corpus reads {path.resolve()}, outside the data root {root}", where=str(corpus_dir))
+            raise SpecError(
+                f"the corpus reads {path.resolve()}, outside the data root {root}",
+                where=str(Path(spec.corpus).resolve()),
+            )
 
 
 def check_mlflow(uri: str) -> None:
     """A tracking URI MLflow knows how to open, whose server (or database) answers."""
-    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
-
     shown = redact_uri(uri)
     parts = urlsplit(uri)
     scheme = parts.scheme.split("+", 1)[0]  # postgresql+psycopg2 -> postgresql
@@ -153,8 +143,9 @@ def _http_answers(url: str, shown: str, *, where: str) -> None:
 
 __all__ = [
     "REACH_TIMEOUT_S",
-    "check_before_training",
     "check_corpus_paths",
     "check_mlflow",
+    "check_names",
+    "check_objective",
     "check_ray_address",
 ]

@@ -5,7 +5,7 @@ chart show weights), the proxy/budget/backend/data hash/trial key, metrics with 
 (round, sampler, status, rank). A child is found again by its trial key, so a rerun reuses it: there is
 exactly one child run per trial, and a finished one is never trained again.
 
-Params, tags and text artifacts pass through `flows.redact` first (no passwords or tokens in MLflow).
+Params, tags and text artifacts pass through `flows.tracking.redact` first (no passwords or tokens in MLflow).
 Everything goes through `MlflowClient.log_batch` (<= 1000 metrics / 100 params / 100 tags per call);
 the HTTP client retries transient failures (a restarting server) with backoff.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -24,9 +23,10 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from flows.redact import redact_params, redact_text, redact_uri
-from flows.results import TrialResult
+from flows.tracking.redact import redact_params, redact_text, redact_uri
+from flows.trials.result import TrialResult
 from mixture_search.errors import MixSweepError
+from mixture_search.keys import metric_key
 from mixture_search.mixture import Mixture
 
 TAG_ROLE = "mixsweep.role"
@@ -36,24 +36,18 @@ TAG_STATUS = "mixsweep.status"
 PARENT = "mlflow.parentRunId"
 HF_ARTIFACT_LIMIT = 64 * 2**20  # a converted proxy up to this size is stored in MLflow, a bigger one by path
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
-_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
 class TrackingError(MixSweepError):
     """MLflow cannot be reached or refuses what we log."""
 
 
-def mlflow_key(name: str) -> str:
-    """MLflow allows [A-Za-z0-9_-. /] in keys; anything else (e.g. `Reasoning&Instruct`) becomes `_`."""
-    return _BAD.sub("_", name)
-
-
 def weight_params(mixture: Mixture) -> dict[str, str]:
     """`w.<domain>` = normalised share (what the charts should show) and `raw.<domain>` = exact raw weight."""
     out: dict[str, str] = {}
     for name, raw in mixture.pairs:
-        out[f"w.{mlflow_key(name)}"] = f"{mixture.share(name):.6f}"
-        out[f"raw.{mlflow_key(name)}"] = repr(raw)
+        out[f"w.{metric_key(name)}"] = f"{mixture.share(name):.6f}"
+        out[f"raw.{metric_key(name)}"] = repr(raw)
     return out
 
 
@@ -167,7 +161,7 @@ class SweepTracker:
     def log_history(self, run_id: str, history: dict[str, Sequence[tuple[int, float]]]) -> None:
         now = int(time.time() * 1000)
         metrics = [
-            Metric(mlflow_key(k), float(v), now, int(step))
+            Metric(metric_key(k), float(v), now, int(step))
             for k, pts in history.items()
             for step, v in pts
             if math.isfinite(v)
@@ -180,9 +174,9 @@ class SweepTracker:
         step = max((s for pts in result.history.values() for s, _ in pts), default=result.step)
         logged = set(self.client.get_run(run_id).data.metrics)
         metrics = [
-            Metric(mlflow_key(k), float(v), now, step)
+            Metric(metric_key(k), float(v), now, step)
             for k, v in result.metrics.items()
-            if math.isfinite(v) and mlflow_key(k) not in logged
+            if math.isfinite(v) and metric_key(k) not in logged
         ]
         if result.objective is not None and math.isfinite(result.objective):
             metrics.append(Metric("objective", float(result.objective), now, step))
@@ -237,7 +231,7 @@ class SweepTracker:
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
         self._log(
-            run_id, metrics=[Metric(mlflow_key(k), float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
+            run_id, metrics=[Metric(metric_key(k), float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
         )
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -279,7 +273,7 @@ def _flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(v, dict):
             out.update(_flat_params(v, f"{key}."))
         else:
-            out[mlflow_key(key)] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+            out[metric_key(key)] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
     return out
 
 
@@ -288,4 +282,4 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[i : i + size]
 
 
-__all__ = ["RunStatus", "SweepTracker", "TrackingError", "mlflow_key", "weight_params"]
+__all__ = ["RunStatus", "SweepTracker", "TrackingError", "weight_params"]

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from flows.report import _plt, _save
-from flows.tracking import mlflow_key
+from flows.steps.report import _plt, _save
+from mixture_search.keys import metric_key
 
 Scale = Literal["proxy", "target"]
 RECOMMENDED = "recommended"
@@ -84,7 +84,7 @@ def lighteval_means(metrics: Mapping[str, float], domains: Sequence[str]) -> dic
 
     out: dict[str, float] = {}
     for kind, metric in (("bpb", "bpb"), ("cloze", "acc")):
-        keys = [f"eval.{mlflow_key(task_name(kind, d))}/{metric}" for d in domains]
+        keys = [f"eval.{metric_key(task_name(kind, d))}/{metric}" for d in domains]
         if domains and all(k in metrics and math.isfinite(metrics[k]) for k in keys):
             out[kind] = float(np.mean([metrics[k] for k in keys]))
     return out
@@ -372,7 +372,7 @@ def table_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def markdown_summary(doc: Mapping[str, Any]) -> str:
-    from flows.report import markdown_table
+    from flows.steps.report import markdown_table
 
     return f"# Validation `{doc.get('name', '')}`\n\n{doc['verdict']}\n\n" + markdown_table(table_rows(doc))
 

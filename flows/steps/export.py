@@ -1,0 +1,99 @@
+"""The end of a sweep as plain steps: rank the finished trials, propose the mixture for the big run
+(`recommend`), and write it where a user runs it (`export`: our YAML, a Megatron data_path over the
+corpus files, an OpenSeek task YAML from a template)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flows.steps.prepare import Prepared
+from flows.steps.report import rank
+from flows.steps.search import observations
+from flows.steps.spec import SpecError
+from flows.trials.result import TrialResult
+from mixture_search import SURROGATES, propose
+from mixture_search.catalog import load_catalog
+from mixture_search.formats import MixtureDoc, read_mixture, write_mixture
+from mixture_search.mixture import Mixture
+
+#: a surrogate is fitted for the proposal from this many finished trials on; below it the best trial wins
+MIN_TRIALS_TO_PROPOSE = 4
+
+
+def recommend(prepared: Prepared, results: list[TrialResult]) -> tuple[list[TrialResult], Mixture, dict[str, Any]]:
+    """(finished trials best first, the recommended mixture, the sweep's summary)."""
+    spec = prepared.spec
+    ok = [r for r in results if r.ok]
+    ranked = rank(ok, maximize=spec.objective.maximize)
+    if not ranked:
+        raise SpecError(
+            "no trial finished, so there is nothing to rank or propose (see the failed trials in MLflow)",
+            where=spec.name,
+        )
+    best = ranked[0]
+    summary: dict[str, Any] = {
+        "sweep": spec.name,
+        "trials": len(results),
+        "finished": len(ok),
+        "failed": sum(r.status == "failed" for r in results),
+        "maximize": spec.objective.maximize,
+        "best": {
+            "trial": best.trial_key,
+            "objective": best.objective,
+            "weights": dict(zip(best.mixture.names, best.mixture.normalized)),
+        },
+    }
+    if len(ok) >= MIN_TRIALS_TO_PROPOSE:
+        X, y = observations(prepared, results)
+        model = SURROGATES.build(spec.search.surrogate).fit(X, y)
+        proposal = propose(
+            model,
+            prepared.space,
+            n_samples=spec.search.proposal_samples,
+            seed=spec.seed,
+            maximize=spec.objective.maximize,
+        )
+        recommended = proposal.mixture
+        summary["proposal"] = proposal.to_dict()
+    else:
+        recommended = best.mixture
+        summary["proposal"] = {
+            "weights": summary["best"]["weights"],
+            "note": f"fewer than {MIN_TRIALS_TO_PROPOSE} finished trials: the best one is recommended",
+        }
+    summary["proxy"], summary["budget"] = prepared.proxy.to_dict(), prepared.budget.to_dict()
+    return ranked, recommended, summary
+
+
+def export(prepared: Prepared, mixture: Mixture, folder: Path) -> list[Path]:
+    """The recommendation as our YAML, a Megatron data_path over the corpus files, and (with a
+    template) an OpenSeek task YAML."""
+    spec = prepared.spec
+    # shares to 6 decimals (what a person reads and Megatron needs); Megatron normalises them again
+    mixture = Mixture([(n, round(w, 6)) for n, w in zip(mixture.names, mixture.normalized)])
+    meta = {
+        "sweep": spec.name,
+        "sweep_key": prepared.sweep_key,
+        "data_hash": prepared.data_hash,
+        "corpus": str(prepared.corpus_dir),
+    }
+    doc = MixtureDoc(mixture, "yaml", name=f"{spec.name}-recommended", metadata=meta)
+    written = write_mixture(doc, "yaml", folder / "mixture.yaml")
+    catalog = load_catalog(spec.export.catalog) if spec.export.catalog else prepared.catalog
+    files = catalog.expand(mixture)
+    base = prepared.catalog.base_dir or prepared.corpus_dir
+    absolute = Mixture(
+        [
+            (str(Path(base) / n) if not Path(n).is_absolute() and not spec.export.catalog else n, w)
+            for n, w in files.pairs
+        ]
+    )
+    written += write_mixture(MixtureDoc(absolute, "megatron"), "megatron", folder / "data_path.txt")
+    if spec.export.openseek_template is not None:
+        template = read_mixture(spec.export.openseek_template)
+        written += write_mixture(MixtureDoc(files, "openseek"), "openseek", folder / "openseek", template=template)
+    return written
+
+
+__all__ = ["MIN_TRIALS_TO_PROPOSE", "export", "recommend"]

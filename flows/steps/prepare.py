@@ -1,0 +1,126 @@
+"""`prepare(spec)`: the spec checked against the corpus, the libraries and the servers, and turned into
+the typed values every later step uses (`Prepared`). Nothing trains, writes or imports Ray here; every
+failure is one line naming the field or file (`flows.steps.checks` holds the individual checks)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from flows.steps.checks import check_corpus_paths, check_mlflow, check_names, check_objective, check_ray_address
+from flows.steps.spec import SpecError, SweepSpec
+from flows.trials.tune import TrialContext
+from mixture_search import SAMPLERS, SURROGATES
+from mixture_search.catalog import DomainCatalog, load_catalog
+from mixture_search.errors import SearchError
+from mixture_search.formats import read_mixture
+from mixture_search.space import SearchSpace
+from trainers.budget import TrainBudget
+from trainers.config import ProxyConfig
+from trainers.data import Corpus
+from trainers.presets import preset
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked spec with everything derived from it and the corpus (typed, picklable values)."""
+
+    spec: SweepSpec
+    corpus_dir: Path
+    domains: tuple[str, ...]
+    data_hash: str
+    sweep_key: str
+    proxy: ProxyConfig
+    budget: TrainBudget
+    params: int
+    total_steps: int
+    tracking_uri: str
+    space: SearchSpace
+    catalog: DomainCatalog  # the corpus's, train split
+
+    def trial_context(self) -> TrialContext:
+        """What every trial of this sweep shares."""
+        spec = self.spec
+        return TrialContext(
+            corpus=str(self.corpus_dir),
+            domains=self.domains,
+            proxy=self.proxy,
+            budget=self.budget,
+            backend=spec.backend,
+            trials_dir=str(spec.out_dir / "trials"),
+            tracking_uri=self.tracking_uri,
+            objective=spec.objective,
+            eval=spec.eval,
+            resources=spec.resources,
+            early_stop_metric=spec.early_stopping.metric if spec.early_stopping.enabled else None,
+        )
+
+
+def prepare(spec: SweepSpec) -> Prepared:
+    """Everything that can be wrong with a sweep, before any training; raises a one-line `MixSweepError`."""
+    check_names(spec)
+    corpus = Corpus.load(spec.corpus)
+    catalog = corpus.catalog
+    names = list(catalog.units("domain"))
+    domains = tuple(spec.space.domains or names)
+    unknown = [d for d in domains if d not in names]
+    if unknown:
+        raise SpecError(
+            f"{unknown[0]!r} is not a domain of the corpus (it has {', '.join(names)})", where="space.domains"
+        )
+    for key in (*spec.space.bounds, *spec.space.pinned):
+        if key not in domains:
+            raise SpecError(
+                f"{key!r} is not a domain of the sweep",
+                where="space.bounds" if key in spec.space.bounds else "space.pinned",
+            )
+    tokens = catalog.tokens("domain")
+    try:
+        space = SearchSpace(
+            domains=domains,
+            tokens=[float(tokens[d] or 0) for d in domains],
+            target_tokens=spec.space.target_tokens,
+            max_epochs=spec.space.max_epochs,
+            bounds=dict(spec.space.bounds),
+            pinned=dict(spec.space.pinned),
+            prior=None if spec.space.prior == "tokens" else [1.0] * len(domains),
+        )
+        SAMPLERS.build(spec.search.sampler, space=space, seed=spec.seed, **spec.search.options)
+        if spec.search.adaptive and spec.search.rounds > 1:
+            SAMPLERS.build(spec.search.adaptive, space=space, seed=spec.seed, **spec.search.adaptive_options)
+    except SearchError as exc:
+        if str(exc).startswith("search space is empty"):
+            raise SpecError(str(exc), where="space") from None
+        raise
+    SURROGATES.build(spec.search.surrogate)
+    proxy = preset(spec.proxy.preset, **spec.proxy.overrides).resolve_vocab(int(corpus.vocab_size))
+    budget = spec.budget
+    check_objective(spec, domains)
+    if spec.export.openseek_template is not None:
+        read_mixture(spec.export.openseek_template)
+    check_corpus_paths(spec, corpus)
+    if spec.export.catalog is not None:
+        load_catalog(spec.export.catalog)
+    tracking_uri = (
+        spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
+    )
+    check_mlflow(tracking_uri)
+    check_ray_address(spec.ray_address)
+    return Prepared(
+        spec=spec,
+        corpus_dir=Path(spec.corpus).resolve(),
+        domains=domains,
+        data_hash=str(corpus.data_hash),
+        sweep_key=spec.sweep_key(str(corpus.data_hash)),
+        proxy=proxy,
+        budget=budget,
+        params=int(proxy.param_counts().total),
+        total_steps=budget.total_steps(proxy.seq_len),
+        tracking_uri=tracking_uri,
+        space=space,
+        catalog=catalog,
+    )
+
+
+__all__ = ["Prepared", "prepare"]

@@ -1,0 +1,274 @@
+"""The steps of `mixsweep validate` as plain functions (no Prefect): the spec (`ValidateSpec`), its
+checks against the sweep and the target scale (`prepare_validation`), the mixtures to train
+(`choose_mixtures`) and each training's inputs and key (`scale_inputs`, `key_of`). The flow is
+`flows/validate.py`; the report is `flows.steps.validate_report`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from flows.steps.checks import check_mlflow
+from flows.steps.prepare import Prepared, prepare
+from flows.steps.spec import Budget, EvalSpec, MlflowSpec, ResourcesSpec, SpecError, SweepSpec, load_spec
+from flows.steps.validate_report import Scale
+from flows.trials.result import TrialResult, trial_key
+from mixture_search.keys import content_key
+from mixture_search.mixture import Mixture
+from trainers.budget import TrainBudget
+from trainers.config import ProxyConfig
+from trainers.errors import ConfigError
+from trainers.presets import PRESETS, preset
+
+Baseline = Literal["uniform", "natural", "best"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetSpec(_Strict):
+    preset: str = Field("moe_cpu_16m", description="A preset of trainers.presets for the larger model.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Field overrides, e.g. {seq_len: 128}.")
+
+
+def _default_budget() -> TrainBudget:
+    return TrainBudget(steps=160, micro_batch=4, global_batch=8, eval_interval=80, eval_windows_per_domain=16)
+
+
+class ValidateSpec(_Strict):
+    """What `mixsweep validate` runs; unknown keys and bad values are one-line errors naming the field."""
+
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    sweep: str | dict[str, Any] = Field(..., description="The sweep: a SweepSpec YAML path, or the spec inline.")
+    target: TargetSpec = Field(default_factory=TargetSpec)
+    budget: Budget = Field(
+        default_factory=_default_budget, description="TrainBudget of the target (no seed: see seeds)."
+    )
+    backend: Literal["auto", "megatron", "deepspeed"] | None = Field(None, description="Default: the sweep's.")
+    seeds: list[int] = Field([0, 1], description="Training seeds (initialisation and data order) of every mixture.")
+    baselines: list[Baseline] = Field(["uniform", "natural", "best"], description="Compared with the recommendation.")
+    target_domains: list[str] | None = Field(None, description="Domains of the objective (default: the sweep's).")
+    rank_mixtures: int = Field(5, ge=3, le=12, description="Mixtures trained at both scales for Spearman.")
+    eval: EvalSpec = Field(default_factory=lambda: EvalSpec(tasks=["local"], max_docs=8))
+    min_scale: float = Field(4.0, ge=1.0, description="Target/proxy ratio required of parameters and tokens.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_concurrent: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0)
+    mlflow: MlflowSpec = Field(default_factory=lambda: MlflowSpec(experiment="mixsweep-validate"))
+    output_dir: Path | None = Field(None, description="Default: runs/validate/<name>.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if len(v) < 2:
+            raise ValueError("give at least 2 seeds (error bars need repeats)")
+        if len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError(f"seeds must be distinct integers >= 0, got {v}")
+        return v
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one baseline (uniform, natural, best)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a baseline is listed twice: {v}")
+        return v
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "seed" in v:
+            raise ValueError("set the training seeds with `seeds`, not budget.seed")
+        return v
+
+    @field_validator("target_domains")
+    @classmethod
+    def _domains(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("name distinct domains (or leave it out for all of the sweep's)")
+        return v
+
+    @property
+    def out_dir(self) -> Path:
+        return (self.output_dir or Path("runs/validate") / self.name).resolve()
+
+
+def load_validate_spec(source: ValidateSpec | dict[str, Any] | str | Path) -> ValidateSpec:
+    """A validated spec from itself, a mapping (Prefect parameters) or a YAML file path."""
+    if isinstance(source, ValidateSpec):
+        return source
+    where = "spec"
+    data: Any = source
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise SpecError("spec file not found", where=str(path))
+        where = str(path)
+        try:
+            data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+        except MarkedYAMLError as exc:
+            line = f":{exc.problem_mark.line + 1}" if exc.problem_mark else ""
+            raise SpecError(f"invalid YAML: {exc.problem}", where=f"{path}{line}") from None
+    if not isinstance(data, dict):
+        raise SpecError("a validate spec must be a mapping", where=where)
+    try:
+        return ValidateSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "spec"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise SpecError(f"{loc}: {msg}", where=where) from None
+
+
+@dataclass
+class ValidatePlan:
+    """A checked validate spec with the sweep's prepared inputs and both scales resolved."""
+
+    spec: ValidateSpec
+    sweep_spec: SweepSpec
+    sweep: Prepared
+    target_proxy: ProxyConfig
+    target_budget: TrainBudget
+    backend: str
+    target_domains: tuple[str, ...]
+    scale: dict[str, dict[str, float]]  # {"proxy"|"target": {params, active, tokens}}
+    tracking_uri: str
+    key: str
+
+
+def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
+    """The sweep's checks, then the target's: preset, budget, domains, the scale-up ratio."""
+    sweep_spec = load_spec(spec.sweep, where="sweep" if isinstance(spec.sweep, dict) else None)
+    sweep = prepare(sweep_spec)
+    if spec.target.preset not in PRESETS:
+        raise SpecError(f"unknown preset {spec.target.preset!r} (known: {', '.join(PRESETS)})", where="target.preset")
+    vocab = sweep.proxy.vocab_size
+    assert vocab is not None  # prepare() resolved it from the corpus tokenizer
+    try:
+        target = preset(spec.target.preset, **spec.target.overrides).resolve_vocab(vocab)
+    except ConfigError as exc:  # it names the field as proxy.<field>: here it is the target's
+        raise SpecError(str(exc).replace("proxy.", "target.overrides.", 1), where=None) from None
+    budget = spec.budget
+    proxy, proxy_budget = sweep.proxy, sweep.budget
+    scale = {
+        "proxy": _scale(proxy, proxy_budget.total_steps(proxy.seq_len) * proxy_budget.global_batch * proxy.seq_len),
+        "target": _scale(target, budget.total_steps(target.seq_len) * budget.global_batch * target.seq_len),
+    }
+    for what, where in (("params", "target"), ("tokens", "budget")):
+        ratio = scale["target"][what] / scale["proxy"][what]
+        if ratio < spec.min_scale - 1e-9:
+            raise SpecError(
+                f"the target has {ratio:.2f}x the proxy's {what} ({scale['target'][what]:,.0f} vs "
+                f"{scale['proxy'][what]:,.0f}); min_scale asks for {spec.min_scale:g}x",
+                where=where,
+            )
+    domains = tuple(spec.target_domains or sweep.domains)
+    unknown = [d for d in domains if d not in sweep.domains]
+    if unknown:
+        raise SpecError(
+            f"{unknown[0]!r} is not a domain of the sweep ({', '.join(sweep.domains)})", where="target_domains"
+        )
+    uri = spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        spec.out_dir.mkdir(parents=True, exist_ok=True)
+    check_mlflow(uri)
+    payload = spec.model_dump(mode="json", exclude={"sweep", "mlflow", "output_dir", "max_concurrent", "max_failures"})
+    key = content_key([payload, sweep.sweep_key])
+    return ValidatePlan(
+        spec=spec,
+        sweep_spec=sweep_spec,
+        sweep=sweep,
+        target_proxy=target,
+        target_budget=budget,
+        backend=spec.backend or sweep_spec.backend,
+        target_domains=domains,
+        scale=scale,
+        tracking_uri=uri,
+        key=key,
+    )
+
+
+def _scale(cfg: Any, tokens: int) -> dict[str, float]:
+    counts = cfg.param_counts()
+    return {"params": float(counts.total), "active": float(counts.active), "tokens": float(tokens)}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    role: str  # "recommended" | "baseline" | "rank"
+    mixture: Mixture
+
+
+def choose_mixtures(plan: ValidatePlan, summary: dict[str, Any], results: list[TrialResult]) -> list[Candidate]:
+    """The recommendation, the baselines, and sweep trials (worst first, spread over the ranking) until
+    `rank_mixtures` are chosen. A mixture equal to one already chosen is not trained twice."""
+    domains = plan.sweep.domains
+    tokens = dict(zip(domains, cast(Sequence[float], plan.sweep.space.tokens)))  # prepare() gives a list
+
+    def of(weights: dict[str, float]) -> Mixture:
+        return Mixture([(d, float(weights.get(d, 0.0))) for d in domains])
+
+    pool = {
+        "uniform": Mixture([(d, 1.0) for d in domains]),
+        "natural": Mixture([(d, float(tokens[d])) for d in domains]),
+        "best": of(summary["best"]["weights"]),
+    }
+    chosen = [Candidate("recommended", "recommended", of(summary["proposal"]["weights"]))]
+    for name in plan.spec.baselines:
+        chosen.append(Candidate(name, "baseline", pool[name]))
+    out: list[Candidate] = []
+    for c in chosen:
+        if all(o.mixture.key != c.mixture.key for o in out):
+            out.append(c)
+    ranked = sorted((r for r in results if r.ok), key=lambda r: float(r.objective or 0.0), reverse=True)
+    ranked = [r for r in ranked if all(o.mixture.key != r.mixture.key for o in out)]
+    need = max(0, plan.spec.rank_mixtures - len(out))
+    if need and ranked:
+        step = len(ranked) / need
+        picks = sorted({min(len(ranked) - 1, int(i * step)) for i in range(need)})
+        for i in picks:
+            out.append(Candidate(f"proxy-{ranked[i].trial_key[:8]}", "rank", of(dict(ranked[i].mixture.pairs))))
+    return out
+
+
+def objective(metrics: dict[str, float], domains: tuple[str, ...]) -> float | None:
+    """Mean held-out bits per byte over `domains` (None when one is missing)."""
+    values = [metrics.get(f"val.bpb.{d}") for d in domains]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return float(sum(values)) / len(values)  # type: ignore[arg-type]
+
+
+def scale_inputs(plan: ValidatePlan, scale: Scale, seed: int) -> tuple[ProxyConfig, TrainBudget, str, str]:
+    """(proxy config, budget, backend, trials folder) of a scale and seed. The proxy scale uses the
+    sweep's own folder, so its trainings (seed = the sweep's budget seed) are found, not repeated."""
+    if scale == "proxy":
+        budget = dataclasses.replace(plan.sweep.budget, seed=seed)
+        return plan.sweep.proxy, budget, plan.sweep_spec.backend, str(plan.sweep_spec.out_dir / "trials")
+    budget = dataclasses.replace(plan.target_budget, seed=seed)
+    return plan.target_proxy, budget, plan.backend, str(plan.spec.out_dir / "trials")
+
+
+def key_of(plan: ValidatePlan, c: Candidate, scale: Scale, seed: int) -> str:
+    proxy, budget, backend, _ = scale_inputs(plan, scale, seed)
+    eval_spec = plan.spec.eval.model_dump() if scale == "target" else {}
+    return trial_key(
+        c.mixture,
+        proxy=proxy,
+        budget=budget,
+        data_hash=plan.sweep.data_hash,
+        seed=seed,
+        extra={"backend": backend, "eval": eval_spec, "scale": scale, "domains": list(plan.target_domains)},
+    )

@@ -1,0 +1,2 @@
+"""MLflow's books of a sweep (`flows.tracking.tracker`) and the redaction of secrets before anything is
+logged (`flows.tracking.redact`)."""
