@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from ruamel.yaml import YAML
+
 from mixture_search.errors import FormatError, MixtureError
 from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
@@ -324,9 +326,7 @@ def load_catalog(path: Path | str, *, base_dir: Path | None = None) -> DomainCat
     if path.suffix == ".csv":
         return DomainCatalog.from_tokens_csv(path, base_dir=base_dir)
     if path.suffix in (".json", ".yaml", ".yml"):
-        from ruamel.yaml import YAML  # JSON is YAML; one parser for both
-
-        try:
+        try:  # JSON is YAML; one parser for both
             data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
         except Exception as exc:
             raise FormatError(f"cannot parse catalog: {' '.join(str(exc).split())}", where=str(path)) from None

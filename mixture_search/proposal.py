@@ -115,6 +115,7 @@ def propose(
     chunk: int = 20_000,
 ) -> Proposal:
     """The best mixture under a fitted surrogate (see the module docstring for how)."""
+    # lazy: scipy.stats costs ~1 s to import and the CLI imports this module for every command
     from scipy.stats import norm
 
     if n_samples < 1 or not 1 <= top_k <= n_samples:

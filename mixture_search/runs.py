@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mixture_search.catalog import DomainCatalog
 from mixture_search.errors import SearchError
 from mixture_search.files import atomic_save
 from mixture_search.mixture import Mixture
@@ -222,8 +223,6 @@ def read_tokens(path: Path | str, domains: Sequence[str]) -> tuple[dict[str, flo
     """Token counts for `domains` from a catalog token table (dataset_prefix,tokens[,domain_label]),
     whose files, domains or groups the names may be, or from a plain `domain,tokens` table. Returns
     the counts and the catalog (None for a plain table)."""
-    from mixture_search.catalog import DomainCatalog
-
     table = read_table(path)
     if any(c in table.header for c in ("dataset_prefix", "prefix", "path")):
         catalog = DomainCatalog.from_tokens_csv(table.path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import minimize
 
 from mixture_search.space import SearchSpace
 
@@ -62,8 +63,6 @@ class MixingLawProblem:
 
     def optimum(self, space: SearchSpace, *, starts: int = 8, seed: int = 0) -> tuple[np.ndarray, float]:
         """The best feasible mixture (the objective is convex, so SLSQP from a few starts finds it)."""
-        from scipy.optimize import minimize
-
         rng = np.random.default_rng(seed)
         lo, hi = space.lower, space.upper
         best_x, best_f = None, np.inf

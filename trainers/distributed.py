@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from trainers.errors import ConfigError
 
@@ -133,8 +134,6 @@ def spawn(fn: Callable[..., Any], nprocs: int, *args: Any) -> None:
     `if __name__ == "__main__":` guard); pytest and the `mixsweep` entry point are. CPU threads are
     split between the workers so they do not oversubscribe the cores.
     """
-    import torch.multiprocessing as mp
-
     threads = max(1, torch.get_num_threads() // nprocs)
     mp.start_processes(
         _spawned, args=(nprocs, free_port(), threads, fn, args), nprocs=nprocs, join=True, start_method="spawn"

@@ -117,6 +117,7 @@ def openseek_small_proxy(mla: bool | None = None, **overrides: Any) -> ProxyConf
     `mla=None` turns it on exactly when a CUDA GPU is present and otherwise keeps standard attention
     with the same heads (recorded in the config, hence in the result)."""
     if mla is None:
+        # lazy: presets are read by light code (the CLI, sweep specs) that must not pay torch's import
         import torch
 
         mla = torch.cuda.is_available()

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -28,13 +28,11 @@ from trainers import backends
 from trainers.backends.base import Backend
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
+from trainers.data import BlendedSequenceDataset, Corpus, ValidationSet
 from trainers.distributed import Parallelism, World, device_kind, process_group, spawn
-from trainers.errors import ConfigError, TrainingDiverged
+from trainers.errors import BackendUnavailable, ConfigError, TrainingDiverged
 from trainers.loop import Diverged, Loop, LoopState, Progress
 from trainers.result import TrainResult
-
-if TYPE_CHECKING:
-    from trainers.data import Corpus
 
 RESULT_FILE = "result.json"
 
@@ -42,8 +40,6 @@ RESULT_FILE = "result.json"
 def load_corpus(corpus: Corpus | DomainCatalog | str | Path) -> Corpus:
     """A `trainers.data.Corpus` from itself, its folder, or its train-split catalog (`corpus.catalog`,
     whose base_dir is the corpus folder)."""
-    from trainers.data import Corpus
-
     if isinstance(corpus, Corpus):
         return corpus
     if isinstance(corpus, DomainCatalog):
@@ -151,8 +147,6 @@ def train(
 
 def _data(corpus: Any, mixture: Mixture, proxy: ProxyConfig, budget: TrainBudget) -> tuple[Any, Any]:
     """The training stream and the validation windows (index arrays cached in the corpus folder)."""
-    from trainers.data import BlendedSequenceDataset, ValidationSet
-
     total = budget.total_steps(proxy.seq_len)
     dataset = BlendedSequenceDataset(
         corpus, mixture, seq_len=proxy.seq_len, num_samples=total * budget.global_batch, seed=budget.seed
@@ -162,8 +156,6 @@ def _data(corpus: Any, mixture: Mixture, proxy: ProxyConfig, budget: TrainBudget
 
 
 def _check_instance(backend: Backend, proxy: ProxyConfig, parallel: Parallelism, device: str) -> str:
-    from trainers.errors import BackendUnavailable
-
     why = backend.unsupported(proxy, parallel, device)
     if why:
         raise BackendUnavailable(why, where=f"backend {backend.name}")

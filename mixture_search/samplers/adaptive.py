@@ -27,6 +27,7 @@ from mixture_search.errors import SearchError
 from mixture_search.registry import check_range
 from mixture_search.samplers.base import SAMPLERS, BaseSampler, Sampler
 from mixture_search.samplers.design import perturb
+from mixture_search.surrogates import SURROGATES
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,6 @@ class AdaptiveOptions:
     kappa: float = 2.0
 
     def __post_init__(self) -> None:
-        from mixture_search.surrogates import SURROGATES
-
         owner = "sampler adaptive"
         if self.surrogate not in SURROGATES:
             raise SearchError(
@@ -61,6 +60,7 @@ class AdaptiveOptions:
 
 def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float, xi: float = 0.0) -> np.ndarray:
     """EI for minimisation: E[max(best - xi - f, 0)] under f ~ N(mean, std^2)."""
+    # lazy: scipy.stats costs ~1 s to import and the CLI imports this module for every command
     from scipy.stats import norm
 
     gain = best - xi - mean
@@ -106,8 +106,6 @@ class AdaptiveSampler(BaseSampler):
         if len(y) < self.n_init or np.ptp(y) == 0:
             mixtures = self._init.suggest(k)
             return self.space.to_array(mixtures) if mixtures else np.zeros((0, self.space.size))
-        from mixture_search.surrogates import SURROGATES
-
         model = SURROGATES.build(self.options.surrogate, seed=self.seed).fit(X, y)
         self.last_model = model
         loss = self.loss(y)

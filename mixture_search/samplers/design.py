@@ -207,6 +207,7 @@ class SobolSampler(BaseSampler):
         self._engine = self._new_engine()
 
     def _new_engine(self) -> Any:
+        # lazy: scipy.stats costs ~1 s to import and the CLI imports this module for every command
         from scipy.stats import qmc
 
         return qmc.Sobol(self.space.dim, scramble=self.options.scramble, rng=self.seed) if self.space.dim else None
@@ -244,6 +245,7 @@ class LHSSampler(BaseSampler):
     options: LHSOptions
 
     def _candidates(self, k: int) -> np.ndarray:
+        # lazy: scipy.stats costs ~1 s to import and the CLI imports this module for every command
         from scipy.stats import qmc
 
         if not self.space.dim:

@@ -29,6 +29,7 @@ from mixture_search.samplers.base import SAMPLERS, BaseSampler
 
 @contextmanager
 def _quiet_optuna() -> Iterator[Any]:
+    # lazy: the sampler registry is imported by the CLI, which need not pay for Optuna
     import optuna
 
     previous = optuna.logging.get_verbosity()

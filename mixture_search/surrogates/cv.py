@@ -42,6 +42,7 @@ class CVResult:
 
 def scores(y: np.ndarray, pred: np.ndarray, *, seed: int = 0) -> dict[str, float]:
     """Agreement between targets and predictions. Rank scores are NaN when either side is constant."""
+    # lazy: scipy.stats costs ~1 s to import and the CLI imports this module for every command
     from scipy.stats import pearsonr, spearmanr
 
     y, pred = np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mixture_search.errors import SearchError
 from mixture_search.registry import check_range
 from mixture_search.surrogates.base import SURROGATES, BaseSurrogate, standardise
 
@@ -38,8 +39,6 @@ class MixingLawOptions:
     def __post_init__(self) -> None:
         check_range(self.ridge, "ridge", "surrogate mixing_law", low=0.0)
         if not self.offsets or any(not isinstance(o, (int, float)) or o <= 0 for o in self.offsets):
-            from mixture_search.errors import SearchError
-
             raise SearchError("option offsets must be positive numbers", where="surrogate mixing_law")
 
 
@@ -50,6 +49,7 @@ class MixingLawSurrogate(BaseSurrogate):
     options: MixingLawOptions
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        # lazy: scipy.optimize takes ~0.5 s to import; the CLI imports the surrogate registry for every command
         from scipy.optimize import least_squares
 
         z, self._mean, self._scale = standardise(y)

@@ -74,6 +74,7 @@ class LightGBMSurrogate(BaseSurrogate):
             self._main = self._train(self._params(len(y)))
 
     def _train(self, params: dict[str, Any]) -> Any:
+        # lazy: LightGBM takes 1-2 s to import; the CLI imports the surrogate registry for every command
         import lightgbm as lgb
 
         X, y = self._data
@@ -120,6 +121,7 @@ class LinearSurrogate(BaseSurrogate):
     name = "linear"
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        # lazy: scikit-learn takes 1-2 s to import; the CLI imports the surrogate registry for every command
         from sklearn.linear_model import BayesianRidge
 
         z, self._mean, self._scale = standardise(y)
@@ -163,6 +165,7 @@ class GPSurrogate(BaseSurrogate):
     options: GPOptions
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        # lazy: scikit-learn takes 1-2 s to import; the CLI imports the surrogate registry for every command
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel

@@ -9,6 +9,10 @@ DeepSpeed wraps for every ZeRO stage, so Adam is never compiled; the one unavoid
 `TORCH_EXTENSIONS_DIR`, which we point at a per-machine cache (`~/.cache/mixsweep/torch_extensions`,
 or `$MIXSWEEP_CACHE/torch_extensions`) unless it is already set, so it is paid once per machine and
 every later trial loads the built library in well under a second.
+
+DeepSpeed is imported inside the functions that use it (each says `lazy`): importing this module
+registers the backend without it, so a missing or broken install takes out this backend alone; and
+on CPU it must see `DS_ACCELERATOR=cpu` (set by `unsupported`) before its first import.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from trainers.backends.base import StepStats, register
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
 from trainers.distributed import Parallelism, World
+from trainers.errors import CheckpointError, ConfigError
+from trainers.models.gpt import GPT
 
 ZERO_STAGES = (0, 1, 2, 3)
 _TAG = "state"
@@ -45,8 +51,6 @@ class DeepSpeedBackend:
     name: ClassVar[str] = "deepspeed"
 
     def __init__(self, zero_stage: int = 0) -> None:
-        from trainers.errors import ConfigError
-
         if zero_stage not in ZERO_STAGES:
             raise ConfigError(f"{zero_stage!r} is not one of 0, 1, 2, 3", where="deepspeed.zero_stage")
         self.zero_stage = zero_stage
@@ -59,6 +63,7 @@ class DeepSpeedBackend:
         try:
             if device == "cpu":
                 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            # lazy: DeepSpeed (see the module docstring)
             import deepspeed  # noqa: F401
         except Exception as exc:
             return f"deepspeed does not import ({type(exc).__name__}: {exc})"
@@ -75,9 +80,8 @@ class DeepSpeedBackend:
 class DeepSpeedEngine:
     def __init__(self, proxy: ProxyConfig, budget: TrainBudget, world: World, zero_stage: int) -> None:
         use_extension_cache()
+        # lazy: DeepSpeed (see the module docstring)
         import deepspeed
-
-        from trainers.models.gpt import GPT
 
         self.proxy, self.budget, self.world = proxy, budget, world
         self.cuda = world.device.type == "cuda"
@@ -148,8 +152,6 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(str(path), tag=_TAG, save_latest=False)
 
     def load(self, path: Path) -> None:
-        from trainers.errors import CheckpointError
-
         # DeepSpeed's own reader unpickles (`torch.load(weights_only=False)`); ours reads tensors only
         self.engine.checkpoint_engine.load = _weights_only_load
         loaded, _ = self.engine.load_checkpoint(
@@ -165,6 +167,7 @@ class DeepSpeedEngine:
 def _weights_only_load(path: str, map_location: Any = None) -> Any:
     """A DeepSpeed checkpoint file read with `weights_only=True`: tensors and plain containers, plus the
     DeepSpeed classes its ZeRO optimizer state holds (numbers only), allowed by name."""
+    # lazy: DeepSpeed (see the module docstring)
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address

@@ -13,6 +13,10 @@ Two device paths share the model construction and the training step's structure:
   installed, MLA when the config asks, bf16 parameters, Megatron's `DistributedDataParallel`,
   `get_megatron_optimizer` (distributed optimizer) and `finalize_model_grads`, NCCL, the alltoall
   dispatcher under expert parallelism.
+
+megatron-core and TransformerEngine are imported inside the functions that use them (each says
+`lazy`): importing this module registers the backend without them, so a missing or broken install
+takes out this backend alone, and code that never trains does not pay their import.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from trainers.backends import megatron_cpu_shim
 from trainers.backends.base import StepStats, register
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
@@ -35,6 +40,7 @@ from trainers.distributed import Parallelism, World
 
 def _have_te() -> bool:
     try:
+        # lazy: TransformerEngine (see the module docstring); it is asked for only on a GPU
         import transformer_engine  # noqa: F401
     except Exception:  # TE raises more than ImportError when its CUDA libraries are missing
         return False
@@ -50,6 +56,7 @@ class MegatronBackend:
 
     def unsupported(self, proxy: ProxyConfig, parallel: Parallelism, device: str) -> str | None:
         try:
+            # lazy: megatron-core (see the module docstring)
             import megatron.core  # noqa: F401
         except Exception as exc:
             return f"megatron-core does not import ({type(exc).__name__}: {exc})"
@@ -75,6 +82,7 @@ class MegatronBackend:
 
 def transformer_config(proxy: ProxyConfig, *, cuda: bool, tp: int, ep: int) -> Any:
     """The Megatron `TransformerConfig` (or `MLATransformerConfig`) for a proxy shape."""
+    # lazy: megatron-core (see the module docstring)
     from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 
     kw: dict[str, Any] = dict(
@@ -149,6 +157,7 @@ def transformer_config(proxy: ProxyConfig, *, cuda: bool, tp: int, ep: int) -> A
 def layer_spec(config: Any, *, use_te: bool) -> Any:
     """Per-layer specs (dense and MoE layers per `moe_layer_freq`). Without TE, the local spec with
     its core attention swapped for `SDPAttention`."""
+    # lazy: megatron-core (see the module docstring)
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
 
     block = get_gpt_decoder_block_spec(config, use_transformer_engine=use_te, normalization="RMSNorm")
@@ -166,6 +175,7 @@ def _sdpa_class() -> type:
     global _SDPA
     if _SDPA is not None:
         return _SDPA
+    # lazy: megatron-core (see the module docstring)
     from megatron.core.transformer.module import MegatronModule
 
     class SDPAttention(MegatronModule):
@@ -198,6 +208,7 @@ def _sdpa_class() -> type:
 
 class MegatronEngine:
     def __init__(self, proxy: ProxyConfig, budget: TrainBudget, parallel: Parallelism, world: World) -> None:
+        # lazy: megatron-core (see the module docstring)
         from megatron.core import parallel_state, tensor_parallel
         from megatron.core.models.gpt import GPTModel
 
@@ -205,8 +216,6 @@ class MegatronEngine:
         self.cuda = world.device.type == "cuda"
         self.device = world.device
         if not self.cuda:
-            from trainers.backends import megatron_cpu_shim
-
             megatron_cpu_shim.apply()
         parallel_state.initialize_model_parallel(
             tensor_model_parallel_size=parallel.tp, expert_model_parallel_size=parallel.ep
@@ -221,8 +230,6 @@ class MegatronEngine:
         if self.cuda:
             tensor_parallel.model_parallel_cuda_manual_seed(budget.seed)
         else:
-            from trainers.backends import megatron_cpu_shim
-
             megatron_cpu_shim.seed_streams(
                 budget.seed, tp_rank, ep_rank, parallel_state.get_expert_tensor_parallel_rank()
             )
@@ -260,6 +267,7 @@ class MegatronEngine:
 
     # -- GPU path (not run on this machine) ---------------------------------------------------------
     def _build_gpu_optimizer(self) -> None:
+        # lazy: megatron-core (see the module docstring)
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
@@ -290,6 +298,7 @@ class MegatronEngine:
         return self.model(inputs, positions, None, labels=labels)  # [b, s] nats
 
     def train_step(self, micro_batches: Sequence[torch.Tensor], lr: float) -> StepStats:
+        # lazy: megatron-core (see the module docstring)
         from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
 
         self.model.train()
@@ -327,6 +336,7 @@ class MegatronEngine:
     def _aux_loss(self, n: int) -> float:
         if self.proxy.moe is None or self.proxy.moe.aux_loss_coeff == 0:
             return 0.0
+        # lazy: megatron-core (see the module docstring)
         from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
 
         tracker = get_moe_layer_wise_logging_tracker()
@@ -360,6 +370,7 @@ class MegatronEngine:
     def _update_expert_bias(self) -> None:
         if self.proxy.moe is None or not self.proxy.moe.expert_bias:
             return
+        # lazy: megatron-core (see the module docstring)
         from megatron.core.distributed.finalize_model_grads import (
             _update_router_expert_bias,
             reset_model_temporary_tensors,
@@ -404,6 +415,7 @@ class MegatronEngine:
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _sharded_state(self, *, loading: bool = False) -> dict[str, Any]:
+        # lazy: megatron-core (see the module docstring)
         from megatron.core.dist_checkpointing.optimizer import (
             get_param_id_to_sharded_param_map,
             optim_state_to_sharding_state,
@@ -426,12 +438,14 @@ class MegatronEngine:
         return {"model": model_state, "optimizer": state}
 
     def save(self, path: Path) -> None:
+        # lazy: megatron-core (see the module docstring)
         from megatron.core import dist_checkpointing
 
         path.mkdir(parents=True, exist_ok=True)
         dist_checkpointing.save(self._sharded_state(), str(path))
 
     def load(self, path: Path) -> None:
+        # lazy: megatron-core (see the module docstring)
         from megatron.core import dist_checkpointing
 
         loaded = dist_checkpointing.load(self._sharded_state(loading=True), str(path))
@@ -446,6 +460,7 @@ class MegatronEngine:
         self.optimizer.load_state_dict(state)
 
     def close(self) -> None:
+        # lazy: megatron-core (see the module docstring)
         from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker
 
         clear_aux_losses_tracker()

@@ -37,6 +37,7 @@ def apply() -> None:
         return
     if torch.cuda.is_available():
         raise RuntimeError("the Megatron CPU shim must not be applied on a machine with a CUDA device")
+    # lazy: megatron-core loads only when the Megatron backend runs (see megatron.py)
     from megatron.core.tensor_parallel import random as mrandom
     from megatron.core.transformer.moe import moe_utils
 
@@ -85,6 +86,7 @@ def _no_sync(device: object = None) -> None:
 def seed_streams(seed: int, tp_rank: int, ep_rank: int, etp_rank: int) -> None:
     """`model_parallel_cuda_manual_seed` without its `torch.cuda.manual_seed` calls: the same three
     named streams, seeded exactly as Megatron seeds them."""
+    # lazy: megatron-core loads only when the Megatron backend runs (see megatron.py)
     from megatron.core.tensor_parallel import random as mrandom
 
     tracker = mrandom._CUDA_RNG_STATE_TRACKER
