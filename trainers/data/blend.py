@@ -9,12 +9,9 @@ a key derived from every input and memory-mapped on later loads, so 100M samples
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +21,8 @@ from typing import Any, Literal
 import numpy as np
 
 from mixture_search.errors import MixtureError
+from mixture_search.files import atomic_save
+from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
 from trainers.data.corpus import Corpus, Segment
 from trainers.data.engine import exact_stream, megatron_stream
@@ -100,22 +99,20 @@ class BlendSpec:
 
     @property
     def key(self) -> str:
-        payload = json.dumps(
-            {
-                "v": ENGINE_VERSION,
-                "units": self.units,
-                "weights": [round(w, 15) for w in self.weights],
-                "schedule": self.schedule.key if self.schedule else None,
-                "seq_len": self.seq_len,
-                "n": self.num_samples,
-                "seed": self.seed,
-                "mode": self.mode,
-                "stop": self.stop,
-                "max_epochs": self.max_epochs,
-                "data": self.data_hash,
-            }
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:20]
+        payload = {
+            "v": ENGINE_VERSION,
+            "units": self.units,
+            "weights": [round(w, 15) for w in self.weights],
+            "schedule": self.schedule.key if self.schedule else None,
+            "seq_len": self.seq_len,
+            "n": self.num_samples,
+            "seed": self.seed,
+            "mode": self.mode,
+            "stop": self.stop,
+            "max_epochs": self.max_epochs,
+            "data": self.data_hash,
+        }
+        return content_key(payload, length=20, sort_keys=False)
 
 
 def make_targets(spec: BlendSpec, horizon: int) -> Targets:
@@ -311,20 +308,16 @@ def build_blend(
 
 
 def _save(final: Path, unit: np.ndarray, window: np.ndarray, summary: Mapping[str, Any]) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    if (final / "summary.json").is_file():  # another process wrote the same key first: theirs is identical
+        return
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
         np.save(tmp / "unit.npy", unit)
         np.save(tmp / "window.npy", window)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process wrote the same key first: theirs is identical
-            if not (final / "summary.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_save(final, write)
 
 
 def _load(path: Path) -> BlendArrays:

@@ -28,7 +28,7 @@ import numpy as np
 from mixture_search.catalog import DataFile, Domain, DomainCatalog, domain_of, parse_labels
 from trainers.data import tokenizer as tk
 from trainers.data.errors import DataError
-from trainers.data.indexed import IndexFile, TokenFile, bin_path, find_prefixes, idx_path
+from trainers.data.indexed import IndexFile, TokenFile, bin_path, check_vocab_fits, find_prefixes, idx_path
 
 CORPUS_FILE = "corpus.json"
 FORMAT = "mixsweep-corpus/1"
@@ -226,8 +226,6 @@ class Corpus:
         """The tokenizer fits the token dtype and matches the data: the vocabulary `corpus.json` recorded
         at prepare time, and no sampled token id at or past its vocabulary."""
         assert self.tokenizer_dir is not None
-        from trainers.data.indexed import check_vocab_fits
-
         vocab = tk.vocab_size(self.tokenizer_dir)
         check_vocab_fits(vocab, self.dtype, where=str(self.tokenizer_dir))
         recorded = self.meta.get("vocab_size")

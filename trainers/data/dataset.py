@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import Progress
 
 from mixture_search.errors import MixtureError
 from mixture_search.mixture import Mixture
@@ -29,6 +30,7 @@ from trainers.data.blend import (
     Mode,
     Stop,
     Unit,
+    _load,
     build_blend,
     default_cache_dir,
     mixture_units,
@@ -214,8 +216,6 @@ class BlendedSequenceDataset(torch.utils.data.Dataset):
     def __setstate__(self, state: dict[str, Any]) -> None:
         arrays = state.get("_arrays")
         if isinstance(arrays, tuple) and arrays[0] == "path":
-            from trainers.data.blend import _load
-
             state["_arrays"] = _load(Path(arrays[1]))
         self.__dict__.update(state)
 
@@ -223,8 +223,6 @@ class BlendedSequenceDataset(torch.utils.data.Dataset):
 def _build_with_progress(spec: BlendSpec, windows: np.ndarray, cache: Path, show: bool) -> BlendArrays:
     if not show:
         return build_blend(spec, windows, cache)
-    from rich.progress import Progress
-
     with Progress(transient=True) as bar:
         task = bar.add_task("blending", total=None)
 

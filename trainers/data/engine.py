@@ -32,6 +32,7 @@ Work is O(domains x samples) in a few array passes per slot, with `block + warmu
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -457,10 +458,9 @@ def exact_stream(
 
 def megatron_stream(weights: np.ndarray, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """megatron-core's own `build_blending_indices` (compiled), on weights normalised as Megatron does."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # lazy: megatron-core imports torch; the engine itself needs only numpy
         from megatron.core.datasets import helpers_cpp
 
     w = np.asarray(weights, dtype=np.float64)

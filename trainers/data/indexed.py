@@ -221,6 +221,7 @@ class TokenFile:
 def _megatron_builder() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # lazy: megatron-core imports torch; reading .idx/.bin files needs only numpy
         from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
     return IndexedDatasetBuilder
 

@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tokenizers import Tokenizer
 
+from mixture_search.keys import content_key
 from trainers.data import tokenizer as tk
 from trainers.data.corpus import CORPUS_FILE, FORMAT, Corpus
 from trainers.data.errors import DataError
@@ -94,16 +97,13 @@ class PrepareResult:
 
 
 def inputs_key(sources: Sequence[Source], cfg: PrepareConfig) -> str:
-    payload = json.dumps(
-        {
-            "format": FORMAT,
-            "v": PREPARE_VERSION,
-            "options": cfg.key_fields(),
-            "sources": [[s.name, s.group, s.fingerprint()] for s in sources],
-        },
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+    payload = {
+        "format": FORMAT,
+        "v": PREPARE_VERSION,
+        "options": cfg.key_fields(),
+        "sources": [[s.name, s.group, s.fingerprint()] for s in sources],
+    }
+    return content_key(payload, length=20, sort_keys=False)
 
 
 def up_to_date(out: Path, key: str) -> bool:
@@ -196,8 +196,6 @@ _WORKER_TOKENIZER: Any = None
 def _init_worker(tokenizer_json: str) -> None:
     global _WORKER_TOKENIZER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from tokenizers import Tokenizer
-
     _WORKER_TOKENIZER = Tokenizer.from_file(tokenizer_json)
 
 
@@ -290,8 +288,6 @@ def _swap_in(tmp: Path, out: Path) -> None:
 def _tokenize_and_write(
     domains: Sequence[DomainText], root: Path, tok_dir: Path, eod: int, dtype: np.dtype, workers: int, progress: bool
 ) -> list[dict[str, Any]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     total = sum(len(d.train) + len(d.valid) for d in domains)
     records = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -16,8 +16,6 @@ cumulative sums), which is all the blending engine needs to keep every prefix wi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mixture_search.errors import MixtureError
+from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
 from trainers.data.errors import DataError
 
@@ -129,14 +128,12 @@ class WeightSchedule:
 
     @property
     def key(self) -> str:
-        payload = json.dumps(
-            [
-                self.interpolation,
-                self.samples_per_step,
-                [[int(s), list(m.to_array(self.names))] for s, m in self.points],
-            ]
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        payload = [
+            self.interpolation,
+            self.samples_per_step,
+            [[int(s), list(m.to_array(self.names))] for s, m in self.points],
+        ]
+        return content_key(payload, sort_keys=False)
 
     def weights_at(self, steps: np.ndarray | Sequence[float]) -> np.ndarray:
         """Normalised weights at each step, shape (len(steps), domains); rows sum to 1."""

@@ -88,6 +88,7 @@ def _jsonl_docs(paths: list[Path], text_field: str) -> Iterator[str]:
 
 
 def _parquet_docs(paths: list[Path], text_field: str) -> Iterator[str]:
+    # lazy: pyarrow takes a noticeable time to import and only .parquet inputs need it
     import pyarrow.parquet as pq
 
     for p in paths:

@@ -8,15 +8,16 @@ A saved tokenizer folder holds `tokenizer.json` plus `tokenizer_config.json`/`sp
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+import warnings
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from mixture_search.files import atomic_save
+from mixture_search.keys import content_key
 from trainers.data.errors import DataError
 
 EOD_TOKEN = "<|endoftext|>"
@@ -44,7 +45,6 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: Path, *, min_frequ
 
     Written to a temporary folder first and renamed, so a failed run leaves nothing half-written.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 300:
         raise DataError(f"vocab size {vocab_size} is too small for a byte-level BPE (>= 300)", where="vocab_size")
@@ -64,27 +64,15 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: Path, *, min_frequ
 
 def save_hf(tok: object, out_dir: Path) -> Path:
     """Save a `tokenizers.Tokenizer` as a Hugging Face tokenizer folder (atomically)."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # lazy: transformers takes seconds to import and only saving a trained tokenizer needs it
         from transformers import PreTrainedTokenizerFast
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        hf = PreTrainedTokenizerFast(
-            tokenizer_object=tok, eos_token=EOD_TOKEN, bos_token=EOD_TOKEN, pad_token=PAD_TOKEN, unk_token=None
-        )
-        hf.save_pretrained(str(tmp))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOD_TOKEN, bos_token=EOD_TOKEN, pad_token=PAD_TOKEN, unk_token=None
+    )
+    return atomic_save(Path(out_dir), lambda tmp: hf.save_pretrained(str(tmp)))
 
 
 def tokenizer_file(folder: Path) -> Path:
@@ -96,7 +84,6 @@ def tokenizer_file(folder: Path) -> Path:
 
 @lru_cache(maxsize=8)
 def _load(path: str, mtime: float) -> object:
-    from tokenizers import Tokenizer
 
     try:
         return Tokenizer.from_file(path)
@@ -165,6 +152,4 @@ def token_byte_lengths(folder: Path) -> np.ndarray:
 
 
 def fingerprint(folder: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(tokenizer_file(folder).read_bytes()).hexdigest()[:16]
+    return content_key(tokenizer_file(folder).read_bytes())
