@@ -4,7 +4,9 @@
   `data_path:`), or the single-string form Megatron's argparse takes (`"w1 p1 w2 p2"`, a .txt file).
 - `openseek`: an OpenSeek/FlagScale experiment config (`config_*.yaml`, whose `defaults` name
   `train: train_*.yaml`) and its task YAML (`data.data_path`). `${experiment.dataset_base_dir}` is
-  resolved against the experiment config. Writing a new task YAML replaces only the lines of
+  resolved against the experiment config, and keys are relative to it; any other `${experiment.*}`
+  in `data_path` is replaced by its value, so a task read without its experiment config accepts only
+  the base directory (`--base-dir`). Writing a new task YAML replaces only the lines of
   `data.data_path`: every other line, comment and key is kept byte for byte.
 - `yaml` / `json`: our own plain form: `{name, weights: {domain: weight}, metadata}`.
 
@@ -33,6 +35,7 @@ from mixture_search.mixture import Mixture, check_weight
 
 BASE_DIR_EXPR = "${experiment.dataset_base_dir}"
 FORMATS = ("megatron", "openseek", "yaml", "json")
+_INTERPOLATION = re.compile(r"\$\{[^}]*\}")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(nan|inf|infinity)$", re.IGNORECASE)
 
 
@@ -244,6 +247,27 @@ def _find_experiment(task_path: Path) -> Path | None:
     return None
 
 
+def _other_interpolation(raw: Any) -> str | None:
+    """The first interpolation in a data_path entry other than a leading `${experiment.dataset_base_dir}/`."""
+    if not isinstance(raw, str):
+        return None
+    text = raw.strip()
+    if text.startswith(BASE_DIR_EXPR + "/"):
+        text = text[len(BASE_DIR_EXPR) + 1 :]
+    match = _INTERPOLATION.search(text)
+    return match.group(0) if match else None
+
+
+def _resolved_prefix(value: str, exp_dir: Path, base: Path | None) -> str:
+    """A resolved data_path prefix as a key: relative to the dataset base directory when it lies under
+    it (like every other entry), else absolute (a relative value is taken from the experiment config's
+    folder, as `dataset_base_dir` is)."""
+    path = (exp_dir / value).resolve()
+    if base is not None and path.is_relative_to(base.resolve()):
+        return path.relative_to(base.resolve()).as_posix()
+    return str(path)
+
+
 def read_openseek(path: Path, *, base_dir: Path | None = None) -> MixtureDoc:
     """Read an OpenSeek experiment config or task YAML (the other half is found next to it)."""
     path = Path(path)
@@ -270,27 +294,47 @@ def read_openseek(path: Path, *, base_dir: Path | None = None) -> MixtureDoc:
             where=_line_of(task["data"], "data_path", str(task_path)),
         )
 
+    def locate(i: int) -> str:
+        return _line_of(entries, i, str(task_path))
+
     # Resolve interpolations against the experiment (as Hydra would: the task sits under `train`).
+    # `${experiment.dataset_base_dir}/` stays as the prefix that keys are relative to; any other
+    # interpolation is replaced by its value, which needs the experiment config.
     resolved_base = base_dir
+    values = list(entries)
+    others = [i for i, raw in enumerate(entries) if _other_interpolation(raw)]
+    if experiment is None and others:
+        i = others[0]
+        raise FormatError(
+            f"{_other_interpolation(entries[i])} in {entries[i]!r} needs the experiment config, which was not "
+            f"found (a ../*.yaml whose defaults name train: {task_path.name})",
+            where=f"{locate(i)} data.data_path[{i}]",
+        )
     if experiment is not None:
+        assert exp_path is not None  # found together with `experiment`
         root = OmegaConf.create({"experiment": _plain(experiment.get("experiment") or {}), "train": _plain(task)})
         for i, raw in enumerate(entries):
             if isinstance(raw, str) and "${" in raw:
                 try:
-                    root.train.data.data_path[i]  # resolving the item raises on an unknown interpolation
+                    value = root.train.data.data_path[i]  # resolving the item raises on an unknown interpolation
                 except OmegaConfBaseException:
                     raise FormatError(
                         f"unknown interpolation in {raw!r} (not defined in {exp_path})",
-                        where=f"{_line_of(entries, i, str(task_path))} data.data_path[{i}]",
+                        where=f"{locate(i)} data.data_path[{i}]",
                     ) from None
+                if i in others:
+                    values[i] = value
         if resolved_base is None:
             raw_base = OmegaConf.select(root, "experiment.dataset_base_dir", default=None)
             if raw_base is not None:
-                resolved_base = (exp_path.parent / str(raw_base)).resolve()  # type: ignore[union-attr]
+                resolved_base = (exp_path.parent / str(raw_base)).resolve()
+        for i in others:
+            if isinstance(values[i], str) and not _NUMBER.match(values[i].strip()):
+                values[i] = _resolved_prefix(values[i].strip(), exp_path.parent, resolved_base)
     mixture = parse_data_path(
-        entries,
+        values,
         field_name="data.data_path",
-        locate=lambda i: _line_of(entries, i, str(task_path)),
+        locate=locate,
         strip=BASE_DIR_EXPR,
     )
     uses_expr = any(isinstance(e, str) and e.strip().startswith(BASE_DIR_EXPR + "/") for e in entries)

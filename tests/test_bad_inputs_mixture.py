@@ -50,6 +50,16 @@ CASES: list[tuple[str, list[str], list[str]]] = [
         ["train_x.yaml:9", "data.data_path[3]", "unknown interpolation", "${experiment.dataset_dir}"],
     ),
     ("openseek_unknown_interp/train/train_x.yaml", [], ["train_x.yaml:9", "unknown interpolation"]),
+    (
+        "openseek_task_without_experiment.yaml",
+        [],
+        [
+            "openseek_task_without_experiment.yaml:8",
+            "data.data_path[3]",
+            "${experiment.dataset_dir}",
+            "needs the experiment config",
+        ],
+    ),
     ("openseek_missing_task/config_y.yaml", [], ["config_y.yaml", "train_missing.yaml", "does not exist"]),
     (
         "missing_files.yaml",
@@ -87,7 +97,15 @@ def test_corpus_is_large_enough() -> None:
     assert len({c[0] for c in CASES}) >= 20
 
 
-@pytest.mark.parametrize("name", ["odd_length.yaml", "native_negative.yaml", "openseek_unknown_interp/config_x.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "odd_length.yaml",
+        "native_negative.yaml",
+        "openseek_unknown_interp/config_x.yaml",
+        "openseek_task_without_experiment.yaml",
+    ],
+)
 def test_python_api_raises_the_same_error(name: str) -> None:
     with pytest.raises(MixSweepError) as info:
         read_mixture(BAD / name)

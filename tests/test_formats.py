@@ -7,10 +7,12 @@ import difflib
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mixture_search.catalog import DomainCatalog
+from mixture_search.errors import FormatError
 from mixture_search.formats import (
     _NUMBER,
     BASE_DIR_EXPR,
@@ -167,3 +169,39 @@ def test_yaml_keywords_as_domain_names(tmp_path: Path) -> None:
     for fmt in ("yaml", "json"):
         path = write_mixture(MixtureDoc(m, "yaml"), fmt, tmp_path / f"m.{fmt}")[0]
         assert read_mixture(path).mixture.pairs == m.pairs
+
+
+def test_other_interpolations_in_data_path_resolve_with_the_experiment(tmp_path: Path) -> None:
+    """The real OpenSeek pair, its entries split between `${experiment.dataset_base_dir}` and two other
+    experiment fields (one under the base directory, one elsewhere): read from either file, the other
+    fields are resolved, not stripped; read without the experiment, they are an error."""
+    exp_dir = tmp_path / "OpenSeek-Small-v1-Baseline"
+    (exp_dir / "train").mkdir(parents=True)
+    experiment = OPENSEEK_EXPERIMENT.read_text().replace(
+        "  dataset_base_dir: ../OpenSeek-Pretrain-100B\n",
+        "  dataset_base_dir: ../OpenSeek-Pretrain-100B\n"
+        "  nemotron_dir: ${experiment.dataset_base_dir}\n"
+        "  extra_dir: /data/extra\n",
+    )
+    (exp_dir / OPENSEEK_EXPERIMENT.name).write_text(experiment)
+    lines = OPENSEEK_TASK.read_text().splitlines(keepends=True)
+    first_cot = next(i for i, line in enumerate(lines) if "/cot_synthesis_CC-high/74_text_document" in line)
+    lines = [line.replace(f"{BASE_DIR_EXPR}/Nemotron-CC", "${experiment.nemotron_dir}/Nemotron-CC") for line in lines]
+    lines[first_cot] = lines[first_cot].replace(BASE_DIR_EXPR, "${experiment.extra_dir}")
+    task = exp_dir / "train" / OPENSEEK_TASK.name
+    task.write_text("".join(lines))
+
+    original = baseline().mixture
+    expected = {
+        ("/data/extra/" + k if k == "cot_synthesis_CC-high/74_text_document" else k): w for k, w in original.items()
+    }
+    for path in (exp_dir / OPENSEEK_EXPERIMENT.name, task):
+        doc = read_mixture(path)
+        assert dict(doc.mixture.items()) == expected
+        assert doc.base_dir == (tmp_path / "OpenSeek-Pretrain-100B").resolve()
+        assert doc.prefix_path("/data/extra/cot_synthesis_CC-high/74_text_document").is_absolute()
+
+    alone = tmp_path / "alone.yaml"
+    alone.write_text(task.read_text())
+    with pytest.raises(FormatError, match=r"alone\.yaml:\d+ data\.data_path\[1\]: \$\{experiment\.nemotron_dir\}"):
+        read_mixture(alone)
