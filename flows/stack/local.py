@@ -29,7 +29,7 @@ import psutil
 
 from mixture_search.errors import MixSweepError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 QUIET_ENV = {
     "DO_NOT_TRACK": "1",
