@@ -314,6 +314,7 @@ def evaluate(
         batch_size=options.batch_size,
         max_samples=options.max_samples,
         seed=options.seed,
+        jsonl_tasks=frozenset(t.name for t, _ in picked),
     )
     metrics = aggregate.flatten(raw.get("results", {}))
     aggs = (

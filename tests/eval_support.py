@@ -165,3 +165,19 @@ def make_corpus(out: Path) -> Path:
         progress=False,
     )
     return out
+
+
+def tiny_checkpoint(corpus: Path, out: Path) -> Path:
+    """A real training checkpoint, as a trial leaves it: `tiny_cpu` (seq 32) trained 2 steps with
+    Megatron-Core on an even mixture of `corpus`'s domains."""
+    from mixture_search.mixture import Mixture
+    from trainers.budget import TrainBudget
+    from trainers.data import Corpus
+    from trainers.presets import tiny_cpu
+    from trainers.train import train
+
+    domains = list(Corpus.load(corpus).domains)
+    budget = TrainBudget(steps=2, micro_batch=2, global_batch=2, eval_interval=2, eval_windows_per_domain=2)
+    result = train(Mixture(dict.fromkeys(domains, 1.0)), corpus, tiny_cpu(seq_len=32), budget, "megatron", out)
+    assert result.checkpoint is not None, result
+    return Path(result.checkpoint)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.evaluation import EvaluationFailed, evaluate_checkpoint
+from eval.isolated import EvaluationFailed, evaluate_checkpoint
 
 
 def test_a_missing_checkpoint_is_one_line_naming_it(sweep_corpus: Path, tmp_path: Path) -> None:
