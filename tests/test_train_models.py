@@ -82,3 +82,21 @@ def test_plain_model_has_megatron_names() -> None:
     assert "decoder.layers.1.mlp.experts.local_experts.7.linear_fc2.weight" in names
     assert "decoder.layers.1.mlp.shared_experts.linear_fc1.weight" in names
     assert "decoder.layers.3.self_attention.linear_qkv.weight" in names
+
+
+def test_a_deeper_moe_model_after_a_shallower_one_in_the_same_process() -> None:
+    """Megatron's aux-loss tracker is process-wide and sized by the first MoE model; closing an engine
+    must empty it, or a deeper model trained later in the process (a validate target after its
+    proxies, a long-lived worker) indexes past it."""
+    tokens = torch.randint(0, 256, (2, 33), generator=torch.Generator().manual_seed(1))
+    budget = TrainBudget(steps=1, micro_batch=2, global_batch=2)
+    for layers in (2, 4):
+        with process_group() as world:
+            engine = MegatronBackend().build(
+                moe_cpu(num_layers=layers, seq_len=32, vocab_size=256), budget, Parallelism(), world
+            )
+            try:
+                stats = engine.train_step([tokens], 1e-3)
+            finally:
+                engine.close()
+        assert stats.aux_loss > 0

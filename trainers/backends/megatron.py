@@ -461,9 +461,11 @@ class MegatronEngine:
 
     def close(self) -> None:
         # lazy: megatron-core (see the module docstring)
-        from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker
+        from megatron.core.transformer.moe.moe_utils import get_moe_layer_wise_logging_tracker
 
-        clear_aux_losses_tracker()
+        # Empty, not just zero (`clear_aux_losses_tracker`): the tracker is process-wide and sized by the
+        # first model's layer count, so a deeper model built later in this process would index past it.
+        get_moe_layer_wise_logging_tracker().clear()
         self._ps.destroy_model_parallel()
 
 
