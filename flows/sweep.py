@@ -34,13 +34,14 @@ from flows.steps.report import (
     plot_simplex,
     round_report,
 )
-from flows.steps.search import SearchState, cross_validate_cached, suggest_candidates
+from flows.steps.search import CrossValidation, SearchState, cross_validate_cached, suggest_candidates
 from flows.steps.spec import SweepSpec, load_spec
+from flows.steps.timing import Timings
 from flows.tracking.redact import redact_uri
 from flows.tracking.tracker import SweepTracker
 from flows.trials.faults import faults_for_round
 from flows.trials.result import TrialResult, trial_key
-from flows.trials.tune import RoundOptions, TrialPlan, run_round
+from flows.trials.tune import START_SECONDS, RoundOptions, TrialPlan, run_round
 from mixture_search.files import atomic_write_json
 from mixture_search.mixture import Mixture
 
@@ -104,11 +105,16 @@ def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker:
     return results
 
 
-@task(name="fit-surrogate")
-def fit_surrogate(
-    prepared: Prepared, results: list[TrialResult], round_: int, tracker: SweepTracker
-) -> dict[str, Any] | None:
-    cv = cross_validate_cached(prepared, results)
+@task(name="cross-validate-surrogate")
+def cross_validate(prepared: Prepared, results: list[TrialResult]) -> CrossValidation | None:
+    """The surrogate's CV on the finished trials: a figure of the round's report, which nothing else
+    waits for, so the flow runs it beside the next step (`.submit`)."""
+    return cross_validate_cached(prepared, results)
+
+
+def log_cv(prepared: Prepared, cv: CrossValidation | None, round_: int, tracker: SweepTracker) -> dict[str, Any] | None:
+    """The CV's figures and predicted-vs-actual plot to the sweep's MLflow run (in the flow's thread:
+    pyplot is not thread-safe)."""
     if cv is None:
         return None
     parent = tracker.parent_run()
@@ -171,8 +177,10 @@ def finish(prepared: Prepared, results: list[TrialResult], tracker: SweepTracker
 @flow(name="sweep", log_prints=True, validate_parameters=False)
 def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
     """Search the data mixture: `spec` is a SweepSpec as a mapping, a YAML file path, or YAML text."""
+    timings = Timings()
     parsed = load_spec(spec)
-    prepared = check_inputs(parsed)
+    with timings.stage("check"):
+        prepared = check_inputs(parsed)
     logger = get_run_logger()
     tracker = SweepTracker(
         prepared.tracking_uri, parsed.mlflow.experiment, sweep_name=parsed.name, sweep_key=prepared.sweep_key
@@ -186,38 +194,16 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
         }
     )
     tracker.log_artifact_text(parent, "spec.yaml", parsed.to_yaml())
-    known = tracker.finished_trials()
+    with timings.stage("resume"):
+        known = tracker.finished_trials()
     if known:
         logger.info("resuming: %d trials already final in MLflow", len(known))
     state = SearchState.load(parsed.out_dir / "search_state.json")
     results: dict[str, TrialResult] = dict(known)
     for r in range(parsed.search.rounds):
-        sampler_name, candidates = suggest(prepared, state, r, results)
-        plans = []
-        for m in candidates:
-            key = trial_key(
-                m,
-                proxy=prepared.proxy,
-                budget=prepared.budget,
-                data_hash=prepared.data_hash,
-                seed=parsed.seed,
-                extra={"backend": parsed.backend, "eval": parsed.eval.model_dump()},
-            )
-            if key in results:
-                continue
-            run_id = tracker.start_trial(
-                key,
-                m,
-                round_=r,
-                sampler=sampler_name,
-                params={
-                    "proxy": parsed.proxy.preset,
-                    "backend": parsed.backend,
-                    "data_hash": prepared.data_hash,
-                    "budget": prepared.budget.to_dict(),
-                },
-            )
-            plans.append(TrialPlan(key, m, run_id, r, sampler_name))
+        with timings.stage("suggest"):
+            sampler_name, candidates = suggest(prepared, state, r, results)
+            plans = [plan for m in candidates if (plan := _plan(prepared, tracker, m, r, sampler_name, results))]
         logger.info(
             "round %d/%d: %d candidates from %s, %d to train",
             r + 1,
@@ -226,36 +212,94 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
             sampler_name,
             len(plans),
         )
-        for res in run_trials(prepared, plans, r, tracker) if plans else []:
-            results[res.trial_key] = res
+        with timings.stage("trials"):
+            for res in run_trials(prepared, plans, r, tracker) if plans else []:
+                results[res.trial_key] = res
         round_results = list(results.values())
-        cv = fit_surrogate(prepared, round_results, r, tracker)
-        rows = leaderboard_rows(round_results, prepared.domains, maximize=parsed.objective.maximize)
-        create_table_artifact(
-            key=f"{_slug(parsed.name)}-leaderboard-round-{r + 1}",
-            table=rows,
-            description=f"leaderboard after round {r + 1}",
-        )
-        report = round_report(
-            sweep=parsed.name,
-            round_=r,
-            rounds=parsed.search.rounds,
-            results=round_results,
-            domains=prepared.domains,
-            objective=parsed.objective.metric,
-            maximize=parsed.objective.maximize,
-            cv=cv,
-            mlflow_url=_mlflow_url(prepared.tracking_uri, tracker),
-        )
-        create_markdown_artifact(
-            key=f"{_slug(parsed.name)}-round-{r + 1}", markdown=report, description=f"round {r + 1} report"
-        )
-        tracker.log_artifact_text(parent, f"reports/round_{r + 1}.md", report)
-    summary = finish(prepared, list(results.values()), tracker)
+        last = r == parsed.search.rounds - 1
+        cv_future = cross_validate.submit(prepared, round_results)
+        if last:  # the proposal does not need the CV: both run at once
+            with timings.stage("finish"):
+                summary = finish(prepared, round_results, tracker)
+        with timings.stage("cv"):
+            cv = log_cv(prepared, cv_future.result(), r, tracker)
+        with timings.stage("report"):
+            _round_report(prepared, tracker, parent, r, round_results, cv)
     tracker.finish_parent()
     summary["mlflow"] = _mlflow_url(prepared.tracking_uri, tracker)
+    summary["timings_s"] = timings.rounded()
+    summary["ray_start_s"] = round(START_SECONDS[-1], 2) if START_SECONDS else None
+    atomic_write_json(parsed.out_dir / "summary.json", summary, default=str)
     logger.info("recommended mixture: %s", summary["proposal"]["weights"])
     return summary
+
+
+def _plan(
+    prepared: Prepared,
+    tracker: SweepTracker,
+    mixture: Mixture,
+    round_: int,
+    sampler: str,
+    results: dict[str, TrialResult],
+) -> TrialPlan | None:
+    """The plan of a candidate (its MLflow child run started), or None when its trial is final already."""
+    spec = prepared.spec
+    key = trial_key(
+        mixture,
+        proxy=prepared.proxy,
+        budget=prepared.budget,
+        data_hash=prepared.data_hash,
+        seed=spec.seed,
+        extra={"backend": spec.backend, "eval": spec.eval.model_dump()},
+    )
+    if key in results:
+        return None
+    run_id = tracker.start_trial(
+        key,
+        mixture,
+        round_=round_,
+        sampler=sampler,
+        params={
+            "proxy": spec.proxy.preset,
+            "backend": spec.backend,
+            "data_hash": prepared.data_hash,
+            "budget": prepared.budget.to_dict(),
+        },
+    )
+    return TrialPlan(key, mixture, run_id, round_, sampler)
+
+
+def _round_report(
+    prepared: Prepared,
+    tracker: SweepTracker,
+    parent: str,
+    round_: int,
+    results: list[TrialResult],
+    cv: dict[str, Any] | None,
+) -> None:
+    """The round's leaderboard and markdown report, as Prefect artifacts and in MLflow."""
+    spec = prepared.spec
+    rows = leaderboard_rows(results, prepared.domains, maximize=spec.objective.maximize)
+    create_table_artifact(
+        key=f"{_slug(spec.name)}-leaderboard-round-{round_ + 1}",
+        table=rows,
+        description=f"leaderboard after round {round_ + 1}",
+    )
+    report = round_report(
+        sweep=spec.name,
+        round_=round_,
+        rounds=spec.search.rounds,
+        results=results,
+        domains=prepared.domains,
+        objective=spec.objective.metric,
+        maximize=spec.objective.maximize,
+        cv=cv,
+        mlflow_url=_mlflow_url(prepared.tracking_uri, tracker),
+    )
+    create_markdown_artifact(
+        key=f"{_slug(spec.name)}-round-{round_ + 1}", markdown=report, description=f"round {round_ + 1} report"
+    )
+    tracker.log_artifact_text(parent, f"reports/round_{round_ + 1}.md", report)
 
 
 def _slug(name: str) -> str:

@@ -284,8 +284,7 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
     """Run one Ray Tune experiment with one trial per plan; results in plan order."""
     if not plans:
         return []
-    if not ray.is_initialized():
-        ray_init(opts.ray_address)
+    ray_init(opts.ray_address)
     if ctx.resources.workers > 1 and opts.ray_address is None:
         _check_fits(ctx, ray.cluster_resources())
     points = [
@@ -350,11 +349,20 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
 
 def ray_init(address: str | None) -> None:
     """Connect to the Ray cluster at `address` (one line naming `ray_address` when that fails), or
-    start a local one. A local start is tried twice: Ray gives its raylet 30 s to register, which a
-    heavily loaded machine can exceed once."""
+    start a local one, unless this process is connected already. (In the thread that runs the trials:
+    Ray started from another thread made Ray Tune's run fail.)"""
+    if not ray.is_initialized():
+        _ray_init_now(address)
+
+
+def _ray_init_now(address: str | None) -> None:
+    """A local start is tried twice: Ray gives its raylet 30 s to register, which a heavily loaded
+    machine can exceed once. The seconds it took are kept in `START_SECONDS` (for the sweep's timings)."""
+    started = time.perf_counter()
     for attempt in (1, 2):
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            START_SECONDS.append(time.perf_counter() - started)
             return
         except Exception as exc:
             ray.shutdown()
@@ -364,6 +372,9 @@ def ray_init(address: str | None) -> None:
                 ) from None
             if attempt == 2:
                 raise
+
+
+START_SECONDS: list[float] = []
 
 
 def _check_fits(ctx: TrialContext, cluster: dict[str, float]) -> None:
