@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,8 +114,6 @@ def mlflow_requests(log: Path) -> int:
 def growth_per_100(samples: list[tuple[float, float, float, int]], column: int) -> float | None:
     """Least-squares slope of RSS (MB) against trials done over the second half of the trials, per 100
     trials: ~0 when memory stays flat (the first half includes start-up and imports)."""
-    import numpy as np
-
     last = samples[-1][3] if samples else 0
     pts = [(s[3], s[column]) for s in samples if s[3] >= last / 2 and s[3] > 0]
     if len({x for x, _ in pts}) < 3:
@@ -202,7 +201,7 @@ def main() -> None:
         work = Path(tmp)
         corpus = args.corpus
         if corpus is None:
-            from tests.data_support import build_tiny_corpus
+            from tests.data_support import build_tiny_corpus  # torch: only without --corpus; sweep.py imports us
 
             corpus = build_tiny_corpus(work / "corpus")
         own = args.stack_home is None

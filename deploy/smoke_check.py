@@ -7,6 +7,7 @@ loopback ports (in a throw-away state folder), waits until each answers, and sto
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -17,13 +18,18 @@ import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-QUIET_ENV = {
-    "DO_NOT_TRACK": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "HF_HUB_OFFLINE": "1",
-}
+
+
+def quiet_env() -> dict[str, str]:
+    """The package's one `QUIET_ENV`, read from its file: this script checks whether the package imports
+    (in `main`, with every engine), so it must not depend on that. `flows/stack/quiet_env.py` imports
+    nothing, so loading it by path runs no package code but its own, and needs no install."""
+    path = Path(__file__).resolve().parents[1] / "flows" / "stack" / "quiet_env.py"
+    spec = importlib.util.spec_from_file_location("_mixsweep_quiet_env", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.QUIET_ENV)
 
 
 def free_port() -> int:
@@ -65,12 +71,13 @@ def main() -> None:
         t = time.monotonic()
         m = importlib.import_module(mod)
         print(f"  import {mod:<14} {getattr(m, '__version__', ''):<12} {time.monotonic() - t:5.1f}s", flush=True)
-    import torch
+    import torch  # after the loop above, which names the engine that fails to import
 
     assert torch.__version__.startswith("2.13.0"), f"expected torch 2.13.0, found {torch.__version__}"
-    from megatron.core.models.gpt import GPTModel  # noqa: F401  (fails when megatron-core is half-installed)
+    # after the loop, like torch; fails when megatron-core is half-installed
+    from megatron.core.models.gpt import GPTModel  # noqa: F401
 
-    env = {**os.environ, **QUIET_ENV}
+    env = {**os.environ, **quiet_env()}
     with tempfile.TemporaryDirectory(prefix="mixsweep-smoke-") as tmp:
         pp, mp = free_port(), free_port()
         penv = {
@@ -89,7 +96,7 @@ def main() -> None:
             env=menv, stdout=open(f"{tmp}/mlflow.log", "w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            import ray
+            import ray  # after the loop above, like torch
 
             t = time.monotonic()
             for attempt in (1, 2):  # Ray gives its raylet 30 s to register; a loaded machine may need a second try

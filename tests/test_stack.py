@@ -1,18 +1,49 @@
-"""The local stack for real: Prefect server + worker and MLflow server on free loopback ports."""
+"""The local stack for real: Prefect server + worker and MLflow server on free loopback ports; and,
+without servers, its state file and its one copy of the quiet environment."""
 
 from __future__ import annotations
 
+import json
 import os
+import runpy
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from flows.stack.local import LocalStack, StackConfig, StackError, free_port
+from flows.stack.local import REPO, LocalStack, StackConfig, StackError, free_port
+from flows.stack.quiet_env import QUIET_ENV
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SMOKE_CHECK = REPO / "deploy" / "smoke_check.py"
+
+
+def test_quiet_env_is_one_copy() -> None:
+    """The stack's clients and the smoke check use the same variables (the CLI imports the same dict)."""
+    assert StackConfig().client_env().items() >= QUIET_ENV.items()
+    assert runpy.run_path(str(SMOKE_CHECK), run_name="smoke_check")["quiet_env"]() == QUIET_ENV
+
+
+def test_smoke_check_reads_quiet_env_without_importing_the_package() -> None:
+    """The smoke check runs before the package is known to import: it reads the file, imports nothing of ours."""
+    code = (
+        "import runpy, sys; env = runpy.run_path(sys.argv[1], run_name='smoke_check')['quiet_env'](); "
+        "ours = sorted(m for m in sys.modules if m.split('.')[0] in ('flows', 'mixture_search', 'trainers', 'eval')); "
+        "print(len(env), ours)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(SMOKE_CHECK)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(len(QUIET_ENV)), "[]"]
+
+
+def test_state_file_is_written_whole(tmp_path: Path) -> None:
+    stack = LocalStack(StackConfig(home=tmp_path / "stack"), log=lambda m: None)
+    stack._save({})
+    assert json.loads(stack.state_file.read_text())["processes"] == {}
+    assert stack._load() == {}
+    assert [p.name for p in stack.state_file.parent.iterdir()] == ["stack.json"]  # no temporary left behind
 
 
 def _postgres_up() -> bool:
@@ -36,6 +67,8 @@ def _drop_databases(cfg: StackConfig) -> None:
     conn.close()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_up_status_restart_stale_down(tmp_path: Path, database: str) -> None:
     if database == "postgres" and not _postgres_up():

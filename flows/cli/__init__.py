@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from flows.cli import data as data_cli
@@ -12,6 +14,7 @@ from flows.cli import train as train_cli
 from flows.cli import validate as validate_cli
 from flows.cli.mixture import mixture_app
 from flows.cli.search import register as register_search
+from flows.stack.quiet_env import QUIET_ENV
 
 app = typer.Typer(
     name="mixsweep",
@@ -35,10 +38,6 @@ validate_cli.register(app)
 
 
 def main() -> None:
-    import os
-
-    from flows.stack.local import QUIET_ENV
-
     for key, value in QUIET_ENV.items():  # offline and quiet unless the user says otherwise
         os.environ.setdefault(key, value)
     app()

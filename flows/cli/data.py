@@ -11,9 +11,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.table import Table
+from ruamel.yaml import YAML
 
 from flows.cli.common import console, user_errors
 from mixture_search.errors import MixSweepError, MixtureError
+from mixture_search.formats import read_mixture
 from mixture_search.mixture import Mixture
 from mixture_search.units import format_count, parse_count
 
@@ -67,16 +69,12 @@ def _load_mixture(mixture: Path | None, weights: str | None) -> Mixture | None:
     if weights is not None:
         return parse_weights(weights)
     if mixture is not None:
-        from mixture_search.formats import read_mixture
-
         return read_mixture(mixture).mixture
     return None
 
 
 def _load_schedule(path: Path) -> Any:
-    from ruamel.yaml import YAML
-
-    from trainers.data.schedule import WeightSchedule
+    from trainers.data.schedule import WeightSchedule  # torch (via trainers.data): only `data blend` needs it
 
     if not path.is_file():
         raise MixSweepError("schedule file not found", where=str(path))
@@ -136,9 +134,9 @@ def prepare_cmd(
     Documents are cleaned (ANSI codes, control characters and binary dropped), deduplicated, capped, split by
     content hash and tokenized in worker processes. A rerun with the same inputs and options does nothing.
     """
-    from trainers.data.demo import demo_sources
-    from trainers.data.prepare import PrepareConfig, prepare
-    from trainers.data.sources import source_for
+    from trainers.data.demo import demo_sources  # torch (via trainers.data): only `data` commands need it
+    from trainers.data.prepare import PrepareConfig, prepare  # torch, as above
+    from trainers.data.sources import source_for  # torch, as above
 
     if demo and inputs:
         raise MixSweepError("give inputs or --demo, not both", where="inputs")
@@ -213,8 +211,8 @@ def inspect_cmd(
 
     A truncated, corrupt or mismatched .idx/.bin fails with one line naming the file.
     """
-    from trainers.data.corpus import Corpus
-    from trainers.data.indexed import IndexFile
+    from trainers.data.corpus import Corpus  # torch (via trainers.data): only `data` commands need it
+    from trainers.data.indexed import IndexFile  # torch, as above
 
     prefix = None
     if path.suffix in (".idx", ".bin"):
@@ -296,9 +294,8 @@ def blend_cmd(
     that entry; Megatron's meaning) and, with a corpus, window_index.npy, plus summary.json; prints achieved vs
     target shares and the largest drift from the target over every prefix.
     """
-    # lazy: trainers.data imports torch (its datasets), which the other `mixsweep` commands start without
-    from trainers.data import BlendedSequenceDataset, Corpus
-    from trainers.data.report import dataset_report, stream_report
+    from trainers.data import BlendedSequenceDataset, Corpus  # torch (its datasets): only `data` commands need it
+    from trainers.data.report import dataset_report, stream_report  # torch, as above
 
     mix = _load_mixture(mixture, weights)
     sched = _load_schedule(schedule) if schedule else None
@@ -348,7 +345,6 @@ def blend_cmd(
 
 def within_unit_counts(unit: np.ndarray, k: int) -> np.ndarray:
     """Moved to `trainers.data.report`; kept here for callers of the old place."""
-    # lazy: trainers.data imports torch, which the other `mixsweep` commands start without
-    from trainers.data.report import within_unit_counts as counts
+    from trainers.data.report import within_unit_counts as counts  # torch (via trainers.data)
 
     return counts(unit, k)

@@ -46,7 +46,7 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex) (and Apex )?(are|is) not installed.*")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"megatron\..*")
-    import torch
+    import torch  # only convert/evaluate load models; imported after the warning filters above
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed otherwise logs its accelerator guess
@@ -56,7 +56,7 @@ def _tokenizer_dir(tokenizer: Path | None, corpus: Path | None) -> Path | None:
     if tokenizer is not None:
         return tokenizer
     if corpus is not None:
-        from trainers.data import Corpus
+        from trainers.data import Corpus  # torch (via trainers.data): only convert/evaluate need it
 
         return Path(str(Corpus.load(corpus).tokenizer_dir))
     return None
@@ -114,7 +114,7 @@ def _print_evaluation(result: Any) -> None:
 
 
 def _print_task_list() -> None:
-    from eval.tasks.openseek import BENCHMARKS, data_root
+    from eval.tasks.openseek import BENCHMARKS, data_root  # the eval package: only convert/evaluate load it
 
     out = console()
     table = Table(title=f"OpenSeek suite (data root: {data_root()})")
@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the conversion report as JSON.")] = False,
     ) -> None:
         _quiet()
-        from eval.convert import to_hf
+        from eval.convert import to_hf  # torch: only convert loads checkpoints; after `_quiet()`
 
         with console().status(f"converting {checkpoint} ..."):
             report = to_hf(
@@ -226,10 +226,10 @@ def register(app: typer.Typer) -> None:
         if list_tasks:
             _print_task_list()
             return
-        from eval.aggregate import load_spec, parse_objective
-        from eval.errors import EvalError
-        from eval.evaluate import EvalOptions, evaluate
-        from eval.tasks.local import LocalTaskOptions
+        from eval.aggregate import load_spec, parse_objective  # the eval package (~20 ms): only evaluate loads it
+        from eval.errors import EvalError  # eval, as above
+        from eval.evaluate import EvalOptions, evaluate  # eval, as above
+        from eval.tasks.local import LocalTaskOptions  # eval, as above
 
         if hf_dir is None:
             raise EvalError("missing HF_DIR (a model folder from `mixsweep convert`)", where="evaluate")

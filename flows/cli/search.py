@@ -14,7 +14,7 @@ from rich.table import Table
 
 from flows.cli.common import console, error_console, user_errors
 from mixture_search.errors import SearchError
-from mixture_search.formats import MixtureDoc, write_mixture
+from mixture_search.formats import MixtureDoc, read_mixture, write_mixture
 from mixture_search.offline import (
     FittedRuns,
     best_run,
@@ -416,8 +416,6 @@ def propose_cmd(
             raise SearchError("--to openseek needs --template (an OpenSeek task YAML)")
     tmpl = None
     if template is not None:
-        from mixture_search.formats import read_mixture
-
         tmpl = read_mixture(template)
     doc = MixtureDoc(mixture, fmt, None, name=f"proposed-{out.stem}", metadata=meta)
     written = write_mixture(doc, fmt, out, template=tmpl)

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         after `mixsweep up`) the run shows in the Prefect UI. A rerun of the same spec resumes and
         retrains nothing that finished.
         """
-        from flows.steps.prepare import prepare  # the corpus and search libraries: not for `--help`
+        from flows.steps.prepare import prepare  # torch, Ray and MLflow (corpus, trials): not for `--help`
 
         parsed = load_spec(spec)
         prepared = prepare(parsed)  # everything that can be wrong, before any training

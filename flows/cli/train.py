@@ -10,15 +10,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
+from ruamel.yaml import YAML
 
 from flows.cli.common import console, user_errors
 from mixture_search.errors import MixSweepError
+from mixture_search.formats import read_mixture
 from mixture_search.mixture import Mixture
 from mixture_search.units import format_count, parse_count
+from trainers.budget import TrainBudget
+from trainers.config import ProxyConfig
+from trainers.errors import ConfigError
+from trainers.presets import preset as make_preset
 
 if TYPE_CHECKING:
-    from trainers.budget import TrainBudget
-    from trainers.config import ProxyConfig
+    from trainers.loop import Progress as Step
     from trainers.result import TrainResult
 
 
@@ -47,8 +52,6 @@ HELP = (
 
 
 def _parse_value(raw: str) -> Any:
-    from ruamel.yaml import YAML
-
     try:
         return YAML(typ="safe").load(raw)
     except Exception:
@@ -57,9 +60,6 @@ def _parse_value(raw: str) -> Any:
 
 def apply_overrides(proxy: ProxyConfig, sets: list[str]) -> ProxyConfig:
     """`key=value` overrides, `moe.key=value` for MoE fields; values parsed as YAML scalars."""
-    from trainers.config import ProxyConfig
-    from trainers.errors import ConfigError
-
     data = proxy.to_dict()
     for item in sets:
         key, sep, raw = item.partition("=")
@@ -77,8 +77,6 @@ def apply_overrides(proxy: ProxyConfig, sets: list[str]) -> ProxyConfig:
 
 def _mixture(mixture: Path | None, weights: str | None, domains: list[str]) -> Mixture | None:
     """The mixture to train on; None when neither a file, weights nor a corpus says which."""
-    from mixture_search.formats import read_mixture
-
     if mixture is not None and weights is not None:
         raise MixSweepError("give --mixture or --weights, not both", where="--weights")
     if mixture is not None:
@@ -193,11 +191,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         # megatron-core warns on import that the GPU-only kernel libraries are absent; on CPU that is expected
         warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex) (and Apex )?(are|is) not installed.*")
-        from trainers import backends
-        from trainers.backends.deepspeed import DeepSpeedBackend
-        from trainers.budget import TrainBudget
-        from trainers.distributed import Parallelism, device_kind
-        from trainers.presets import preset as make_preset
+        from trainers import backends  # torch: only `train` needs it, after the warning filter above
+        from trainers.backends.deepspeed import DeepSpeedBackend  # torch, as above
+        from trainers.distributed import Parallelism, device_kind  # torch, as above
 
         proxy = apply_overrides(make_preset(preset), set_ or [])
         if tokens is None and steps is None:
@@ -218,7 +214,7 @@ def register(app: typer.Typer) -> None:
         chosen: Any = DeepSpeedBackend(zero_stage) if backend is BackendName.deepspeed else backend.value
         loaded = None
         if corpus is not None:
-            from trainers.train import load_corpus
+            from trainers.train import load_corpus  # torch, as above
 
             loaded = load_corpus(corpus)
             proxy = proxy.resolve_vocab(int(loaded.vocab_size))
@@ -232,7 +228,7 @@ def register(app: typer.Typer) -> None:
             )
             run_dir = None
             if loaded is not None and mix is not None:
-                from trainers.train import run_name
+                from trainers.train import run_name  # torch, as above
 
                 run_dir = out / run_name(mix, proxy, budget, str(loaded.data_hash), impl, parallel, nprocs)
             _print_plan(proxy, budget, mix, impl.name, reason, nprocs, run_dir)
@@ -260,7 +256,7 @@ def _run(
     *,
     quiet: bool,
 ) -> TrainResult:
-    from rich.progress import (
+    from rich.progress import (  # only a training draws a bar; `mixsweep --help` does not load rich.progress
         BarColumn,
         MofNCompleteColumn,
         Progress,
@@ -269,8 +265,7 @@ def _run(
         TimeRemainingColumn,
     )
 
-    from trainers.loop import Progress as Step
-    from trainers.train import train
+    from trainers.train import train  # torch: only `train` needs it
 
     total = budget.total_steps(proxy.seq_len)
     columns = (

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         writes a report with error bars and the proxy-vs-target rank agreement (HTML, JSON, MLflow).
         A rerun trains nothing that finished.
         """
-        from flows.steps.validate import load_validate_spec, prepare_validation  # corpus and search libraries
+        from flows.steps.validate import load_validate_spec, prepare_validation  # torch, Ray, MLflow: not for `--help`
 
         parsed = load_validate_spec(spec)
         plan = prepare_validation(parsed)

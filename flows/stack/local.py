@@ -27,18 +27,12 @@ from typing import Literal
 
 import psutil
 
+from flows.stack.quiet_env import QUIET_ENV
 from mixture_search.errors import MixSweepError
+from mixture_search.files import atomic_write
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-QUIET_ENV = {
-    "DO_NOT_TRACK": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}
 
 
 class StackError(MixSweepError):
@@ -201,11 +195,8 @@ class LocalStack:
         return cls(StackConfig(home=home), log=log)
 
     def _save(self, procs: dict[str, Proc]) -> None:
-        self.cfg.home.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
         payload = {"config": _config_to_dict(self.cfg), "processes": {n: asdict(p) for n, p in procs.items()}}
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, self.state_file)
+        atomic_write(self.state_file, json.dumps(payload, indent=2))
 
     # -- operations -------------------------------------------------------------------------------
     def status(self) -> list[dict[str, object]]:
@@ -378,8 +369,8 @@ def _config_from_dict(raw: dict[str, object]) -> StackConfig:
 
 def ensure_postgres_database(url: str) -> None:
     """Create the database named in `url` if it does not exist (needs CREATEDB on the server)."""
-    import psycopg2
-    from psycopg2 import sql
+    import psycopg2  # only `--database postgres` needs it; `mixsweep --help` imports this module
+    from psycopg2 import sql  # (the same)
 
     base, _, name = url.rpartition("/")
     try:

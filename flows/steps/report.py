@@ -95,10 +95,10 @@ def round_report(
 
 
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # ~0.3 s, only when a plot is drawn: `mixsweep --help` imports this module
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")  # before pyplot is imported: no display on servers and Ray workers
+    import matplotlib.pyplot as plt  # matplotlib, as above; after the backend is chosen
 
     return plt
 

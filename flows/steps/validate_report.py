@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from flows.steps.report import _plt, _save
+from flows.steps.report import _plt, _save, markdown_table
 from mixture_search.keys import metric_key
 
 Scale = Literal["proxy", "target"]
@@ -58,7 +58,7 @@ class Stat:
         mean = float(xs.mean())
         if xs.size == 1:
             return cls(mean, math.nan, 1, math.nan, math.nan)
-        from scipy import stats
+        from scipy import stats  # ~0.5 s, only for a report: `mixsweep --help` imports this module
 
         std = float(xs.std(ddof=1))
         half = float(stats.t.ppf(0.975, xs.size - 1)) * std / math.sqrt(xs.size)
@@ -80,7 +80,7 @@ class Stat:
 def lighteval_means(metrics: Mapping[str, float], domains: Sequence[str]) -> dict[str, float]:
     """Means over `domains` of LightEval's local tasks: `bpb` (bits per byte) and `cloze` (accuracy),
     each only when every domain has it."""
-    from eval.tasks.local import task_name
+    from eval.tasks.local import task_name  # the eval package, which `mixsweep --help` does not load otherwise
 
     out: dict[str, float] = {}
     for kind, metric in (("bpb", "bpb"), ("cloze", "acc")):
@@ -103,7 +103,7 @@ def rank_agreement(proxy: Mapping[str, float], target: Mapping[str, float]) -> d
     x = np.array([proxy[n] for n in names], dtype=float)
     y = np.array([target[n] for n in names], dtype=float)
     if len(names) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-        from scipy.stats import spearmanr
+        from scipy.stats import spearmanr  # scipy, as in `Stat.of`
 
         res = spearmanr(x, y)
         out["spearman"], out["p_value"] = float(res.statistic), float(res.pvalue)
@@ -372,8 +372,6 @@ def table_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def markdown_summary(doc: Mapping[str, Any]) -> str:
-    from flows.steps.report import markdown_table
-
     return f"# Validation `{doc.get('name', '')}`\n\n{doc['verdict']}\n\n" + markdown_table(table_rows(doc))
 
 

@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from flows.tracking.redact import redact_params, redact_text, redact_uri
 from flows.trials.result import TrialResult
 from mixture_search.errors import MixSweepError
+from mixture_search.formats import MixtureDoc, render
 from mixture_search.keys import metric_key
 from mixture_search.mixture import Mixture
 
@@ -198,8 +199,6 @@ class SweepTracker:
     def _log_trial_files(self, run_id: str, result: TrialResult) -> None:
         """The trial's mixture as our YAML, LightEval's JSON, and the Hugging Face model folder (or,
         above `HF_ARTIFACT_LIMIT` bytes, its path as the `hf_dir` tag)."""
-        from mixture_search.formats import MixtureDoc, render
-
         doc = MixtureDoc(result.mixture, "yaml", name=f"trial-{result.trial_key}")
         self.log_artifact_text(run_id, "mixture.yaml", render(doc, "yaml"))
         eval_json = Path(result.paths.get("eval_json", ""))
