@@ -318,13 +318,16 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         trial_name_creator=lambda t: f"trial_{t.config['trial_key'][:8]}",
         trial_dirname_creator=lambda t: f"trial_{t.config['trial_key'][:8]}",
     )
+    # Under Ray Client (`ray://`) `Tuner.fit` runs on the cluster's head, and so would a Tune callback:
+    # away from this process's Prefect and MLflow clients. There each trial is reported when the round ends.
+    client = ray.util.client.ray.is_connected()
     run_config = RunConfig(
         name=_fresh_name(Path(opts.storage).resolve(), opts.name),
         storage_path=str(Path(opts.storage).resolve()),
         failure_config=FailureConfig(max_failures=opts.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=1),
         verbose=0,
-        callbacks=[_done_callback(plans, opts.on_trial_done)] if opts.on_trial_done else None,
+        callbacks=[_done_callback(plans, opts.on_trial_done)] if opts.on_trial_done and not client else None,
     )
     # A rerun starts a new experiment (Tuner.restore would bring back the old trial list and callbacks);
     # what was computed is kept anyway: finished trials are skipped by the caller and each unfinished
@@ -338,6 +341,8 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         plan = by_plan.get(str((res.config or {}).get("trial_key")))
         if plan is not None:
             by_key[plan.key] = to_trial_result(plan, res.metrics or {}, res.error)
+            if client and opts.on_trial_done:
+                opts.on_trial_done(by_key[plan.key])
     return [
         by_key.get(p.key)
         or TrialResult(
