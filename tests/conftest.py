@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from flows.stack.quiet_env import QUIET_ENV
+
 # Reproducible property tests: the same examples on every run (a failure in CI replays locally), and
 # no per-example deadline (a loaded 2-core machine must not turn slowness into failures).
 settings.register_profile("mixsweep", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -22,14 +24,8 @@ OPENSEEK_TASK = OPENSEEK / "OpenSeek-Small-v1-Baseline" / "train" / "train_deeps
 OPENSEEK_TOKENS = OPENSEEK / "pretrain_100B_files_tokens.csv"
 BAD_INPUTS = TESTS / "bad_inputs"
 
-# Quiet, offline defaults for every engine a test may start.
-for key, value in {
-    "DO_NOT_TRACK": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}.items():
+# Quiet, offline defaults for every engine a test may start (the CLI's and the stack's own).
+for key, value in QUIET_ENV.items():
     os.environ.setdefault(key, value)
 
 

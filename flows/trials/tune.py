@@ -33,6 +33,7 @@ from mixture_search.mixture import Mixture
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
 from trainers.errors import TrainingDiverged
+from trainers.result import TrainResult
 
 #: the key of a trial's last report to Ray Tune that holds its `TrialReport` (JSON)
 REPORT_KEY = "trial_report"
@@ -211,8 +212,6 @@ def train_on_ray_train(mixture: Mixture, ctx: TrialContext, budget: TrainBudget,
     from ray.train import ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from trainers.result import TrainResult
-
     res = ctx.resources
     storage = Path(ctx.trials_dir).resolve() / "ray_train"
     pointer = storage / f"train_{trial_key[:8]}.json"
@@ -243,7 +242,7 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: `train()` in the initialised process group; rank 0 writes the pointer."""
     import torch.distributed as dist  # torch: imported in the worker process only
 
-    from trainers.train import RESULT_FILE, train
+    from trainers.train import RESULT_FILE, train  # torch, as above
 
     ctx: TrialContext = config["ctx"]
     client = MlflowClient(ctx.tracking_uri)
