@@ -24,17 +24,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval import aggregate
+from eval import aggregate, runner
 from eval.errors import EvalError
 from eval.tasks import heldout as heldout_sources
 from eval.tasks import local as local_tasks
 from eval.tasks import openseek
+from mixture_search.files import atomic_write_json
+from mixture_search.keys import content_key
 
 CONTEXT_MARGIN = 4  # tokens kept free of the model's context: BOS and re-tokenisation at the split
 
@@ -205,11 +206,8 @@ def _tokenizer_dir(hf: Path, tokenizer: Path | str | None, corpus: Any) -> Path:
 
 
 def _tokenizer_stamp(folder: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (folder / name).exists():
-            h.update((folder / name).read_bytes())
-    return h.hexdigest()[:16]
+    names = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+    return content_key(b"".join((folder / name).read_bytes() for name in names if (folder / name).exists()))
 
 
 def _heldout(
@@ -264,13 +262,13 @@ def evaluate(
     root = openseek.check_available(bench_names, data_dir) if bench_names else None
 
     if isinstance(corpus, (str, Path)):
-        from trainers.data import Corpus
+        from trainers.data import Corpus  # lazy: trainers.data imports torch (seconds)
 
         corpus = Corpus.load(Path(corpus))
     tok_dir = _tokenizer_dir(hf, tokenizer, corpus)
     picked: list[tuple[local_tasks.LocalTask, int]] = []
     if selection.needs_local:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # lazy: transformers takes seconds to import
 
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
         max_tokens = int(config.get("max_position_embeddings") or 2048) - CONTEXT_MARGIN
@@ -293,7 +291,7 @@ def evaluate(
         "aggregates": [dataclasses.asdict(a) for a in aggregates or []],
         "objective": objective,
     }
-    key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:16]
+    key = content_key(key_payload)
     results_path = out / f"results-{key}.json"
     if not force:
         previous = EvalResult.load(results_path)
@@ -304,8 +302,6 @@ def evaluate(
     if bench_names:
         assert root is not None
         configs += openseek.lighteval_configs(bench_names, root)
-    from eval import runner
-
     raw = runner.run(
         hf,
         configs,
@@ -342,8 +338,5 @@ def evaluate(
         results_path=str(results_path),
         seconds=round(time.perf_counter() - t0, 2),
     )
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = results_path.with_name(f".{results_path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, results_path)
+    atomic_write_json(results_path, result.to_dict(), ensure_ascii=False)
     return result

@@ -20,16 +20,18 @@ that content hash, so a rerun reuses it and a different held-out split never rea
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eval.errors import EvalError
+from mixture_search.files import atomic_write, atomic_write_json
+from mixture_search.keys import content_key
 
 MANIFEST = "manifest.json"
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -52,8 +54,9 @@ class HeldOut:
 
     @property
     def key(self) -> str:
-        payload = json.dumps({"passages": self.passages, "groups": self.groups}, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return content_key(
+            json.dumps({"passages": self.passages, "groups": self.groups}, sort_keys=True, ensure_ascii=False)
+        )
 
 
 @dataclass(frozen=True)
@@ -132,19 +135,14 @@ def _cloze_docs(texts: list[str], opts: LocalTaskOptions, rng: random.Random, wh
 
 
 def _write_jsonl(folder: Path, rows: list[dict[str, Any]]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".test.jsonl.tmp{os.getpid()}"
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, folder / "test.jsonl")
+    atomic_write(folder / "test.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def write_local_tasks(heldout: HeldOut, root: Path | str, opts: LocalTaskOptions | None = None) -> list[LocalTask]:
     """Write the bpb and cloze JSONL files of every domain under `root/<content key>/` (reused when
     present) and return the task list."""
     opts = opts or LocalTaskOptions()
-    key = hashlib.sha256(f"{heldout.key}:{json.dumps(asdict(opts), sort_keys=True)}".encode()).hexdigest()[:16]
+    key = content_key(f"{heldout.key}:{json.dumps(asdict(opts), sort_keys=True)}")
     folder = Path(root) / key
     manifest = folder / MANIFEST
     if manifest.exists():
@@ -171,20 +169,20 @@ def write_local_tasks(heldout: HeldOut, root: Path | str, opts: LocalTaskOptions
             _write_jsonl(path, rows)
             tasks.append(LocalTask(name=name, kind=kind, domain=domain, group=group, path=str(path), docs=len(rows)))
     payload = {"source": heldout.source, "options": asdict(opts), "tasks": [asdict(t) for t in tasks]}
-    tmp = folder / f".{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, manifest)
+    atomic_write_json(manifest, payload, ensure_ascii=False)
     return tasks
 
 
 # -- LightEval side (imported only when an evaluation runs) -------------------------------------------
 def bpb_prompt(line: dict[str, Any], task_name: str) -> Any:
+    # lazy: LightEval takes ~10 s to import; only an evaluation run needs it
     from lighteval.tasks.requests import Doc
 
     return Doc(task_name=task_name, query=line["context"], choices=[line["continuation"]], gold_index=0)
 
 
 def cloze_prompt(line: dict[str, Any], task_name: str) -> Any:
+    # lazy: LightEval takes ~10 s to import; only an evaluation run needs it
     from lighteval.tasks.requests import Doc
 
     return Doc(task_name=task_name, query=line["context"], choices=list(line["choices"]), gold_index=int(line["gold"]))
@@ -193,6 +191,7 @@ def cloze_prompt(line: dict[str, Any], task_name: str) -> Any:
 def bpb_metric() -> Any:
     """Bits per byte of the continuations from loglikelihood requests (LightEval's own PERPLEXITY
     request path does not run with its transformers backend; this one does)."""
+    # lazy: LightEval takes ~10 s to import; only an evaluation run needs it
     from lighteval.metrics.metrics_corpus import CorpusLevelPerplexityMetric
     from lighteval.metrics.sample_preparator import TargetPerplexityPreparator
     from lighteval.metrics.utils.metric_utils import CorpusLevelMetric
@@ -208,7 +207,7 @@ def bpb_metric() -> Any:
 
 
 def accuracy_metrics() -> list[Any]:
-    import numpy as np
+    # lazy: LightEval takes ~10 s to import; only an evaluation run needs it
     from lighteval.metrics.metrics import Metrics
     from lighteval.metrics.metrics_sample import LoglikelihoodAcc
     from lighteval.metrics.normalizations import LogProbCharNorm
@@ -226,6 +225,7 @@ def accuracy_metrics() -> list[Any]:
 
 
 def lighteval_configs(tasks: list[LocalTask]) -> list[Any]:
+    # lazy: LightEval takes ~10 s to import; only an evaluation run needs it
     from lighteval.tasks.lighteval_task import LightevalTaskConfig
 
     configs = []
