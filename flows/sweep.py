@@ -41,7 +41,7 @@ from flows.tracking.redact import redact_uri
 from flows.tracking.tracker import SweepTracker
 from flows.trials.faults import faults_for_round
 from flows.trials.result import TrialResult, trial_key
-from flows.trials.tune import START_SECONDS, RoundOptions, TrialPlan, run_round
+from flows.trials.tune import START_SECONDS, RoundOptions, TrialPlan, end_trials, run_round
 from mixture_search.files import atomic_write_json
 from mixture_search.mixture import Mixture
 
@@ -200,31 +200,34 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
         logger.info("resuming: %d trials already final in MLflow", len(known))
     state = SearchState.load(parsed.out_dir / "search_state.json")
     results: dict[str, TrialResult] = dict(known)
-    for r in range(parsed.search.rounds):
-        with timings.stage("suggest"):
-            sampler_name, candidates = suggest(prepared, state, r, results)
-            plans = [plan for m in candidates if (plan := _plan(prepared, tracker, m, r, sampler_name, results))]
-        logger.info(
-            "round %d/%d: %d candidates from %s, %d to train",
-            r + 1,
-            parsed.search.rounds,
-            len(candidates),
-            sampler_name,
-            len(plans),
-        )
-        with timings.stage("trials"):
-            for res in run_trials(prepared, plans, r, tracker) if plans else []:
-                results[res.trial_key] = res
-        round_results = list(results.values())
-        last = r == parsed.search.rounds - 1
-        cv_future = cross_validate.submit(prepared, round_results)
-        if last:  # the proposal does not need the CV: both run at once
-            with timings.stage("finish"):
-                summary = finish(prepared, round_results, tracker)
-        with timings.stage("cv"):
-            cv = log_cv(prepared, cv_future.result(), r, tracker)
-        with timings.stage("report"):
-            _round_report(prepared, tracker, parent, r, round_results, cv)
+    try:
+        for r in range(parsed.search.rounds):
+            with timings.stage("suggest"):
+                sampler_name, candidates = suggest(prepared, state, r, results)
+                plans = [plan for m in candidates if (plan := _plan(prepared, tracker, m, r, sampler_name, results))]
+            logger.info(
+                "round %d/%d: %d candidates from %s, %d to train",
+                r + 1,
+                parsed.search.rounds,
+                len(candidates),
+                sampler_name,
+                len(plans),
+            )
+            with timings.stage("trials"):
+                for res in run_trials(prepared, plans, r, tracker) if plans else []:
+                    results[res.trial_key] = res
+            round_results = list(results.values())
+            last = r == parsed.search.rounds - 1
+            cv_future = cross_validate.submit(prepared, round_results)
+            if last:  # the proposal does not need the CV: both run at once
+                with timings.stage("finish"):
+                    summary = finish(prepared, round_results, tracker)
+            with timings.stage("cv"):
+                cv = log_cv(prepared, cv_future.result(), r, tracker)
+            with timings.stage("report"):
+                _round_report(prepared, tracker, parent, r, round_results, cv)
+    finally:
+        end_trials()  # each node's evaluation worker ends with the sweep
     tracker.finish_parent()
     summary["mlflow"] = _mlflow_url(prepared.tracking_uri, tracker)
     summary["timings_s"] = timings.rounded()

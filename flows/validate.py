@@ -55,7 +55,7 @@ from flows.steps.validate_report import (
 from flows.sweep import sweep
 from flows.tracking.tracker import SweepTracker
 from flows.trials.result import TrialResult
-from flows.trials.tune import RoundOptions, TrialPlan, run_round
+from flows.trials.tune import RoundOptions, TrialPlan, end_trials, run_round
 from mixture_search.files import atomic_write, atomic_write_json
 
 # ------------------------------------------------------------------------------------------------
@@ -257,9 +257,12 @@ def validate(spec: dict[str, Any] | str) -> dict[str, Any]:
     parent = tracker.parent_run({"spec": parsed.model_dump(mode="json"), "sweep_key": plan.sweep.sweep_key})
     tracker.set_tags(parent, {"mixsweep.kind": "validate", "sweep": plan.sweep_spec.name})
     records: list[RunRecord] = []
-    for scale in ("proxy", "target"):
-        for seed in parsed.seeds:
-            records += train_mixtures(plan, candidates, scale, seed, tracker)
+    try:
+        for scale in ("proxy", "target"):
+            for seed in parsed.seeds:
+                records += train_mixtures(plan, candidates, scale, seed, tracker)
+    finally:
+        end_trials()  # each node's evaluation worker ends with the trainings
     doc = report(plan, candidates, records, summary, tracker, time.perf_counter() - started)
     tracker.finish_parent()
     get_run_logger().info("%s", doc["verdict"])

@@ -1,4 +1,4 @@
-"""One evaluation worker per Ray node (`flows.eval_service`): trials on a node share it (one start,
+"""One evaluation worker per Ray node (`flows.trials.eval_service`): trials on a node share it (one start,
 one process, many evaluations), its errors stay one line, the driver's cleanup ends it, and without
 Ray a local worker answers instead."""
 
@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from eval.isolated import EvaluationFailed
-from flows import eval_service
+from flows.trials import eval_service
 from tests import eval_support as support
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -25,7 +25,9 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
+from eval.isolated import EvaluationFailed
 from flows.steps.spec import EvalSpec, ObjectiveSpec, ResourcesSpec, SpecError
+from flows.trials.eval_service import evaluate_on_node, stop_node_services
 from flows.trials.faults import NO_FAULT, TrialHook, disk_full
 from flows.trials.result import TrialReport, TrialResult
 from mixture_search.keys import metric_key
@@ -178,10 +180,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, hooks: Mapping[str, Tri
     metrics["train.loss.final"] = float(result.loss_curve[-1]) if result.loss_curve else float("nan")
     paths = {"run_dir": result.run_dir, "checkpoint": result.checkpoint or ""}
     if ctx.eval.tasks and result.checkpoint:
-        from flows.evaluation import EvaluationFailed, evaluate_checkpoint  # LightEval: only trials that evaluate
-
-        try:
-            scores, eval_paths = evaluate_checkpoint(
+        try:  # in the node's long-lived evaluation worker: LightEval is imported once per node
+            scores, eval_paths = evaluate_on_node(
                 Path(result.checkpoint), ctx.corpus, ctx.eval.tasks, max_docs=ctx.eval.max_docs
             )
         except EvaluationFailed as exc:  # trained fine, evaluation did not: failed, with the training kept
@@ -349,6 +349,13 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         )
         for p in plans
     ]
+
+
+def end_trials() -> None:
+    """What the trials of a sweep leave running on the cluster (each node's evaluation worker) ends
+    with the sweep: its driver calls this once its last round is done."""
+    if ray.is_initialized():
+        stop_node_services()
 
 
 def ray_init(address: str | None) -> None:
