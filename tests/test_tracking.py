@@ -11,6 +11,10 @@ from mixture_search.formats import read_mixture
 from mixture_search.keys import metric_key
 from mixture_search.mixture import Mixture
 from tests.conftest import OPENSEEK_EXPERIMENT
+from trainers.budget import TrainBudget
+from trainers.presets import tiny_cpu
+
+PROXY, BUDGET = tiny_cpu(), TrainBudget(steps=3)
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +32,7 @@ def test_one_child_per_trial_and_resume(mlflow_server: str) -> None:
     assert SweepTracker(mlflow_server, "tracking-test", sweep_name="s", sweep_key="k1").parent_run() == parent
 
     m = Mixture({"code": 1.0, "Reasoning&Instruct": 2.0})
-    key = trial_key(m, proxy={"preset": "tiny"}, budget={"steps": 3}, data_hash="d", seed=0)
+    key = trial_key(m, proxy=PROXY, budget=BUDGET, data_hash="d", seed=0)
     run = t.start_trial(key, m, round_=0, sampler="grid", params={"proxy": {"preset": "tiny"}})
     assert t.start_trial(key, m, round_=0, sampler="grid", params={}) == run  # a retry reuses the run
     t.log_history(run, {"val.loss.code": [(1, 3.0), (2, 2.5)], "val.loss.Reasoning&Instruct": [(2, 2.9)]})
@@ -40,7 +44,7 @@ def test_one_child_per_trial_and_resume(mlflow_server: str) -> None:
     t.end_trial(run, result)
 
     failed_m = Mixture({"code": 1.0, "Reasoning&Instruct": 0.0})
-    fkey = trial_key(failed_m, proxy={}, budget={}, data_hash="d", seed=0)
+    fkey = trial_key(failed_m, proxy=PROXY, budget=BUDGET, data_hash="d", seed=0)
     frun = t.start_trial(fkey, failed_m, round_=1, sampler="grid", params={})
     t.end_trial(frun, TrialResult(fkey, failed_m, "failed", error="loss became NaN at step 7"))
 
@@ -61,7 +65,7 @@ def test_one_child_per_trial_and_resume(mlflow_server: str) -> None:
 def test_large_results_fall_back_to_the_artifact(mlflow_server: str) -> None:
     m = read_mixture(OPENSEEK_EXPERIMENT).mixture  # 84 long names: too big for a tag
     t = SweepTracker(mlflow_server, "tracking-test", sweep_name="big", sweep_key="k2")
-    key = trial_key(m, proxy={}, budget={}, data_hash="d", seed=1)
+    key = trial_key(m, proxy=PROXY, budget=BUDGET, data_hash="d", seed=1)
     run = t.start_trial(key, m, round_=0, sampler="x", params={})
     metrics = {f"val.loss.{n}": 1.0 + i / 100 for i, n in enumerate(m)}
     t.end_trial(run, TrialResult(key, m, "finished", objective=1.5, metrics=metrics))

@@ -127,8 +127,9 @@ def prefect_pages(driver: webdriver.Chrome, prefect: str, flow_run_id: str, slug
     driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", tab)
     driver.save_screenshot(shots / "prefect-flow-run-artifacts.png")
 
-    # the final leaderboard: a table artifact with one row per trial and a column per domain
-    clickable(driver, By.XPATH, f"//*[normalize-space()='{slug}-leaderboard']").click()
+    # the final leaderboard: a table artifact with one row per trial and a column per domain. Its key's
+    # page is opened by address (a click on the artifact list can land while the list re-renders)
+    driver.get(f"{prefect}/v2/artifacts/key/{slug}-leaderboard")
     clickable(driver, By.CSS_SELECTOR, "a[href*='/artifacts/artifact/']").click()  # its latest version
     wait_for(driver, "the leaderboard table", lambda d: len(d.find_elements(By.CSS_SELECTOR, "table tbody tr")) == 2)
     header = driver.find_element(By.CSS_SELECTOR, "table thead").text.split()
@@ -136,8 +137,7 @@ def prefect_pages(driver: webdriver.Chrome, prefect: str, flow_run_id: str, slug
     driver.save_screenshot(shots / "prefect-leaderboard-artifact.png")
 
     # the recommended mixture: a markdown artifact holding the exported YAML
-    driver.get(f"{prefect}/v2/runs/flow-run/{flow_run_id}?tab=Artifacts")
-    clickable(driver, By.XPATH, f"//*[normalize-space()='{slug}-recommended']").click()
+    driver.get(f"{prefect}/v2/artifacts/key/{slug}-recommended")
     clickable(driver, By.CSS_SELECTOR, "a[href*='/artifacts/artifact/']").click()
     wait_texts(driver, f"Recommended mixture for {slug}", *DOMAINS)
     driver.save_screenshot(shots / "prefect-recommended-artifact.png")
