@@ -86,9 +86,11 @@ def prepare(spec: SweepSpec) -> Prepared:
             pinned=dict(spec.space.pinned),
             prior=None if spec.space.prior == "tokens" else [1.0] * len(domains),
         )
-        SAMPLERS.build(spec.search.sampler, space=space, seed=spec.seed, **spec.search.options)
+        direction = {"maximize": spec.objective.maximize}
+        SAMPLERS.build(spec.search.sampler, space=space, seed=spec.seed, **{**spec.search.options, **direction})
         if spec.search.adaptive and spec.search.rounds > 1:
-            SAMPLERS.build(spec.search.adaptive, space=space, seed=spec.seed, **spec.search.adaptive_options)
+            options = {**spec.search.adaptive_options, **direction}
+            SAMPLERS.build(spec.search.adaptive, space=space, seed=spec.seed, **options)
     except SearchError as exc:
         if str(exc).startswith("search space is empty"):
             raise SpecError(str(exc), where="space") from None

@@ -60,12 +60,13 @@ def suggest_candidates(
 def sampler_for(
     prepared: Prepared, state: SearchState, round_: int, results: dict[str, TrialResult]
 ) -> tuple[str, Sampler]:
-    """The sampler of this round, restored from its saved state and told about every new result."""
+    """The sampler of this round, restored from its saved state and told about every new result. It
+    knows the objective's direction (an adaptive sampler moves toward higher values when maximizing)."""
     spec = prepared.spec.search
     adaptive = round_ > 0 and spec.adaptive is not None
     name = spec.adaptive if adaptive else spec.sampler
     assert name is not None
-    options = spec.adaptive_options if adaptive else spec.options
+    options = {**(spec.adaptive_options if adaptive else spec.options), "maximize": prepared.spec.objective.maximize}
     sampler = SAMPLERS.build(name, space=prepared.space, seed=prepared.spec.seed, **options)
     saved = state.samplers.get(name)
     if saved:
