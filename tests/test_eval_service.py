@@ -5,6 +5,7 @@ Ray a local worker answers instead."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,7 +68,14 @@ def test_trials_on_a_node_share_one_worker(
     assert info["pid"] is not None
 
     assert eval_service.stop_node_services() == [eval_service.actor_name(node)]
-    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("mixsweep-eval-")]
+
+    def left() -> list[dict[str, str]]:
+        return [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("mixsweep-eval-")]
+
+    deadline = time.monotonic() + 30  # ray.kill is asynchronous: the name goes once the actor is dead
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left()
 
 
 def test_without_ray_a_local_worker_answers(sweep_corpus: Path, tmp_path: Path) -> None:
