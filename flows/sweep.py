@@ -40,8 +40,8 @@ from flows.steps.timing import Timings
 from flows.tracking.redact import redact_uri
 from flows.tracking.tracker import SweepTracker
 from flows.trials.faults import faults_for_round
-from flows.trials.result import TrialResult, trial_key
-from flows.trials.tune import START_SECONDS, RoundOptions, TrialPlan, end_trials, run_round
+from flows.trials.result import TrialPlan, TrialResult, trial_key
+from flows.trials.tune import START_SECONDS, RoundOptions, end_trials, run_round
 from mixture_search.files import atomic_write_json
 from mixture_search.mixture import Mixture
 

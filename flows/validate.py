@@ -54,8 +54,8 @@ from flows.steps.validate_report import (
 )
 from flows.sweep import sweep
 from flows.tracking.tracker import SweepTracker
-from flows.trials.result import TrialResult
-from flows.trials.tune import RoundOptions, TrialPlan, end_trials, run_round
+from flows.trials.result import TrialPlan, TrialResult
+from flows.trials.tune import RoundOptions, end_trials, run_round
 from mixture_search.files import atomic_write, atomic_write_json
 
 # ------------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 from flows.steps.prepare import prepare
 from flows.steps.spec import EvalSpec, ObjectiveSpec, load_spec
 from flows.steps.timing import Timings
-from flows.trials.result import TrialReport, trial_key
-from flows.trials.tune import REPORT_KEY, TrialPlan, objective_of, to_trial_result
+from flows.trials.result import TrialPlan, TrialReport, trial_key
+from flows.trials.tune import REPORT_KEY, objective_of, to_trial_result
 from mixture_search.mixture import Mixture
 from tests.sweep_helpers import smoke_spec
 from trainers.budget import TrainBudget

@@ -9,7 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.steps.spec import ResourcesSpec
-from flows.trials.tune import RoundOptions, TrialContext, TrialPlan, run_round
+from flows.trials.result import TrialContext, TrialPlan
+from flows.trials.tune import RoundOptions, run_round
 from mixture_search.mixture import Mixture
 from trainers.budget import TrainBudget
 from trainers.data import Corpus

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flows.steps.checks import check_corpus_paths, check_mlflow, check_names, check_objective, check_ray_address
 from flows.steps.spec import SpecError, SweepSpec
-from flows.trials.tune import TrialContext
+from flows.trials.result import TrialContext
 from mixture_search import SAMPLERS, SURROGATES
 from mixture_search.catalog import DomainCatalog, load_catalog
 from mixture_search.errors import SearchError

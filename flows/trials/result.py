@@ -1,5 +1,5 @@
-"""The trial boundary: `trial_key` (what makes a trial the same trial), `TrialReport` (what a trial
-returns to the driver) and `TrialResult` (the report with its plan: mixture, round, run id). They cross
+"""The trial boundary: `trial_key` (what makes a trial the same trial), `TrialContext` and `TrialPlan`
+(what a round and each trial get), `TrialReport` (what a trial returns to the driver) and `TrialResult` (the report with its plan: mixture, round, run id). They cross
 Ray, Prefect and MLflow, so they are plain values with an exact JSON form (weights as given, floats
 unrounded)."""
 
@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from flows.steps.spec import EvalSpec, ObjectiveSpec, ResourcesSpec
 from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
 from trainers.budget import TrainBudget
@@ -39,6 +40,34 @@ def trial_key(
             "extra": extra or {},
         }
     )
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a round shares (shipped once through Ray's object store), typed end to end:
+    the proxy and budget as the trainers' own configs, the objective, evaluation and resources as the
+    spec's sections."""
+
+    corpus: str
+    domains: tuple[str, ...]
+    proxy: ProxyConfig
+    budget: TrainBudget
+    backend: str
+    trials_dir: str
+    tracking_uri: str
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    early_stop_metric: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    key: str
+    mixture: Mixture
+    run_id: str
+    round: int
+    sampler: str
 
 
 @dataclass(frozen=True)

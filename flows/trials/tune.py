@@ -26,14 +26,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from eval.isolated import EvaluationFailed
-from flows.steps.spec import EvalSpec, ObjectiveSpec, ResourcesSpec, SpecError
+from flows.steps.spec import ObjectiveSpec, SpecError
 from flows.trials.eval_service import evaluate_on_node, stop_node_services
 from flows.trials.faults import NO_FAULT, TrialHook, disk_full
-from flows.trials.result import TrialReport, TrialResult
+from flows.trials.result import TrialContext, TrialPlan, TrialReport, TrialResult
 from mixture_search.keys import metric_key
 from mixture_search.mixture import Mixture
 from trainers.budget import TrainBudget
-from trainers.config import ProxyConfig
 from trainers.errors import TrainingDiverged
 from trainers.result import TrainResult
 
@@ -43,34 +42,6 @@ REPORT_KEY = "trial_report"
 
 def weight_key(domain: str) -> str:
     return f"w.{metric_key(domain)}"
-
-
-@dataclass(frozen=True)
-class TrialContext:
-    """What every trial of a round shares (shipped once through Ray's object store), typed end to end:
-    the proxy and budget as the trainers' own configs, the objective, evaluation and resources as the
-    spec's sections."""
-
-    corpus: str
-    domains: tuple[str, ...]
-    proxy: ProxyConfig
-    budget: TrainBudget
-    backend: str
-    trials_dir: str
-    tracking_uri: str
-    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
-    eval: EvalSpec = field(default_factory=EvalSpec)
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    early_stop_metric: str | None = None
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    key: str
-    mixture: Mixture
-    run_id: str
-    round: int
-    sampler: str
 
 
 @dataclass
