@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from eval.convert.sources import PROBE_SEED, Source
 from eval.convert.targets import target_for
 from eval.convert.tensors import TensorTaker
 from eval.errors import ConversionError, VerificationError
+from mixture_search.files import atomic_save
 
 REPORT_FILE = "conversion.json"
 DEFAULT_TOLERANCE = 1e-4
@@ -163,15 +162,6 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move `tmp` to `final`, replacing a previous conversion there only once the new one exists."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def convert(
     source: Source,
     out_dir: Path | str,
@@ -218,10 +208,9 @@ def _convert(
         return dataclasses.replace(previous, reused=True)
     tok = _tokenizer(tok_path, source.proxy.vocab)
     chosen, model = _build(source, target, tok)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    written: list[ConversionReport] = []
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(str(tmp))
         if tok is not None:
             tok.save_pretrained(str(tmp))
@@ -250,7 +239,8 @@ def _convert(
             seconds=round(time.perf_counter() - t0, 3),
         )
         (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return report
+        written.append(report)
+
+    # the folder appears whole, and replaces a previous conversion only once the new one is complete
+    atomic_save(out, write)
+    return written[0]
