@@ -24,15 +24,10 @@ def content_key(payload: Any, *, length: int = KEY_LENGTH, sort_keys: bool = Tru
     return hashlib.sha256(data).hexdigest()[:length]
 
 
-def combine_keys(*keys: str, length: int = KEY_LENGTH) -> str:
-    """One key from the components' own keys (order matters)."""
-    return content_key("|".join(keys), length=length)
-
-
 def metric_key(name: str) -> str:
     """A metric or param name trackers accept: MLflow allows [A-Za-z0-9_-. /] in keys, so anything
     else (e.g. `Reasoning&Instruct`) becomes `_`."""
     return _NOT_IN_METRIC_KEY.sub("_", name)
 
 
-__all__ = ["KEY_LENGTH", "combine_keys", "content_key", "metric_key"]
+__all__ = ["KEY_LENGTH", "content_key", "metric_key"]

@@ -18,7 +18,7 @@ import pytest
 
 from mixture_search.catalog import DomainCatalog
 from mixture_search.files import atomic_save, atomic_write, atomic_write_json, temp_path
-from mixture_search.keys import combine_keys, content_key, metric_key
+from mixture_search.keys import content_key, metric_key
 from mixture_search.mixture import Mixture
 from mixture_search.space import SearchSpace
 from trainers import backends
@@ -136,12 +136,6 @@ def test_content_key_matches_the_hand_written_hash() -> None:
     assert content_key("already built") == sha(b"already built").hexdigest()[:16]
     assert content_key(b"\x00") == sha(b"\x00").hexdigest()[:16]
     assert content_key({"p": Path("a")}) == content_key({"p": "a"})  # values JSON cannot write: their str
-
-
-def test_combine_keys_depends_on_order() -> None:
-    assert combine_keys("a", "b") == content_key("a|b")
-    assert combine_keys("a", "b") != combine_keys("b", "a")
-    assert len(combine_keys("a", length=8)) == 8
 
 
 def test_metric_key_replaces_what_trackers_refuse() -> None:
