@@ -112,6 +112,31 @@ class SearchSpec(_Strict):
     per_round: int = Field(4, ge=1)
     surrogate: str = "auto"
     proposal_samples: int = Field(100_000, ge=1000)
+    trust_region: float | None = Field(
+        0.5,
+        ge=0,
+        description="The proposal stays within this L1 distance of one of the best observed trials "
+        "(0..2; null: anywhere in the space).",
+    )
+    extrapolate: float | None = Field(
+        0.1,
+        ge=0,
+        description="No domain's share leaves the range the trials covered by more than this "
+        "(null: the space's own bounds).",
+    )
+    uncertainty: float = Field(
+        1.0,
+        ge=0,
+        description="The proposal optimises the surrogate's mean plus this many predicted standard deviations "
+        "(against the objective's direction); 0: the mean alone.",
+    )
+
+
+class ConfirmSpec(_Strict):
+    enabled: bool = Field(
+        True, description="After the last round, train the proposal and the best trial again with new seeds."
+    )
+    seeds: int = Field(2, ge=1, description="New seeds per mixture in the confirmation.")
 
 
 class ProxySpec(_Strict):
@@ -208,6 +233,7 @@ class SweepSpec(_Strict):
     corpus: Path
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
     proxy: ProxySpec = Field(default_factory=ProxySpec)
     budget: Budget = Field(
         default_factory=_default_budget,
