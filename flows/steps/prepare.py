@@ -4,17 +4,19 @@ failure is one line naming the field or file (`flows.steps.checks` holds the ind
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from flows.steps.checks import check_corpus_paths, check_mlflow, check_names, check_objective, check_ray_address
 from flows.steps.spec import SpecError, SweepSpec
-from flows.trials.result import TrialContext
+from flows.trials.result import TrialContext, trial_key
 from mixture_search import SAMPLERS, SURROGATES
 from mixture_search.catalog import DomainCatalog, load_catalog
 from mixture_search.errors import SearchError
 from mixture_search.formats import read_mixture
+from mixture_search.mixture import Mixture
 from mixture_search.space import SearchSpace
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
@@ -54,6 +56,23 @@ class Prepared:
             eval=spec.eval,
             resources=spec.resources,
             early_stop_metric=spec.early_stopping.metric if spec.early_stopping.enabled else None,
+        )
+
+    def trial_key(self, mixture: Mixture, *, seed: int | None = None, stage: str | None = None) -> str:
+        """The key of a training of `mixture` in this sweep: a sweep trial (no `seed`, no `stage`), or a
+        run of another stage (`stage="confirm"`) trained with `seed` instead of the budget's. The stage
+        is part of the key, so such a run never takes a trial's place."""
+        spec = self.spec
+        extra: dict[str, object] = {"backend": spec.backend, "eval": spec.eval.model_dump()}
+        if stage is not None:
+            extra["stage"] = stage
+        return trial_key(
+            mixture,
+            proxy=self.proxy,
+            budget=self.budget if seed is None else dataclasses.replace(self.budget, seed=seed),
+            data_hash=self.data_hash,
+            seed=spec.seed if seed is None else seed,
+            extra=extra,
         )
 
 
