@@ -62,6 +62,24 @@ def test_one_child_per_trial_and_resume(mlflow_server: str) -> None:
     assert len(t.children()) == 2
 
 
+def test_confirmation_runs_are_children_but_not_trials(mlflow_server: str) -> None:
+    t = SweepTracker(mlflow_server, "tracking-test", sweep_name="c", sweep_key="k3")
+    m = Mixture({"code": 1.0, "web": 1.0})
+    key = trial_key(m, proxy=PROXY, budget=BUDGET, data_hash="d", seed=0)
+    ckey = trial_key(m, proxy=PROXY, budget=BUDGET, data_hash="d", seed=1, extra={"stage": "confirm"})
+    run = t.start_trial(key, m, round_=0, sampler="grid", params={})
+    crun = t.start_trial(ckey, m, round_=1, sampler="proposal", params={"seed": 1}, stage="confirm")
+    assert t.start_trial(ckey, m, round_=1, sampler="proposal", params={}, stage="confirm") == crun
+    t.end_trial(run, TrialResult(key, m, "finished", objective=2.0))
+    t.end_trial(crun, TrialResult(ckey, m, "finished", objective=1.9, sampler="proposal"))
+    again = SweepTracker(mlflow_server, "tracking-test", sweep_name="c", sweep_key="k3")
+    assert set(again.finished_trials()) == {key}  # never ranked or fed to a sampler
+    assert set(again.finished_trials(stage="confirm")) == {ckey}  # but found on a rerun
+    tags = MlflowClient(mlflow_server).get_run(crun).data.tags
+    assert tags["stage"] == "confirm" and tags["mixsweep.role"] == "confirm"
+    assert MlflowClient(mlflow_server).get_run(run).data.tags["stage"] == "trial"
+
+
 def test_large_results_fall_back_to_the_artifact(mlflow_server: str) -> None:
     m = read_mixture(OPENSEEK_EXPERIMENT).mixture  # 84 long names: too big for a tag
     t = SweepTracker(mlflow_server, "tracking-test", sweep_name="big", sweep_key="k2")

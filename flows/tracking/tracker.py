@@ -2,7 +2,8 @@
 
 Children carry the mixture as params `w.<domain>` (so MLflow's compare view and parallel-coordinates
 chart show weights), the proxy/budget/backend/data hash/trial key, metrics with step history, and tags
-(round, sampler, status, rank). A child is found again by its trial key, so a rerun reuses it: there is
+(round, sampler, status, rank, stage: `trial`, or `confirm` for the confirmation stage's runs, which
+are not trials). A child is found again by its trial key, so a rerun reuses it: there is
 exactly one child run per trial, and a finished one is never trained again.
 
 Params, tags and text artifacts pass through `flows.tracking.redact` first (no passwords or tokens in MLflow).
@@ -35,6 +36,7 @@ TAG_SWEEP = "mixsweep.sweep_key"
 TAG_TRIAL = "mixsweep.trial_key"
 TAG_STATUS = "mixsweep.status"
 PARENT = "mlflow.parentRunId"
+TRIAL_STAGE = "trial"  # a child run's `stage` (and role): a sweep trial, unless another stage says so
 HF_ARTIFACT_LIMIT = 64 * 2**20  # a converted proxy up to this size is stored in MLflow, a bigger one by path
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 
@@ -117,13 +119,17 @@ class SweepTracker:
             if not token:
                 return runs
 
-    def finished_trials(self) -> dict[str, TrialResult]:
-        """Trials of this sweep that finished (or failed for a reason that a rerun would repeat), by key.
+    def finished_trials(self, stage: str = TRIAL_STAGE) -> dict[str, TrialResult]:
+        """Trainings of this sweep's `stage` that finished (or failed for a reason that a rerun would
+        repeat), by key: the sweep's trials, or (`stage="confirm"`) its confirmation runs, which are
+        never counted as trials (nothing ranks them or feeds them to a sampler).
 
         Results come back exactly (mixture, objective, metrics, paths) without their step history, which
         stays in MLflow's metric history."""
         out: dict[str, TrialResult] = {}
         for run in self.children():
+            if run.data.tags.get(TAG_ROLE, TRIAL_STAGE) != stage:
+                continue
             # final = everything was stored; a failed trial is final too (its cause would repeat)
             if run.data.tags.get("mixsweep.final") == "1" and run.info.status in ("FINISHED", "FAILED"):
                 result_json = run.data.tags.get("mixsweep.result")
@@ -136,8 +142,18 @@ class SweepTracker:
                 out[result.trial_key] = result
         return out
 
-    def start_trial(self, key: str, mixture: Mixture, *, round_: int, sampler: str, params: dict[str, Any]) -> str:
-        """The child run of a trial: the same run again if this trial key was started before."""
+    def start_trial(
+        self,
+        key: str,
+        mixture: Mixture,
+        *,
+        round_: int,
+        sampler: str,
+        params: dict[str, Any],
+        stage: str = TRIAL_STAGE,
+    ) -> str:
+        """The child run of a training: the same run again if this key was started before. `stage`
+        (`trial`, or `confirm` for a confirmation run) is its `stage` tag and its role."""
         parent = self.parent_run()
         existing = self.client.search_runs(
             [self.experiment_id], f"tags.`{PARENT}` = '{parent}' and tags.`{TAG_TRIAL}` = '{key}'", max_results=1
@@ -147,7 +163,8 @@ class SweepTracker:
             TAG_STATUS: "running",
             "round": str(round_),
             "sampler": sampler,
-            TAG_ROLE: "trial",
+            "stage": stage,
+            TAG_ROLE: stage,
             "mixsweep.final": "0",
         }
         if existing:
@@ -155,7 +172,8 @@ class SweepTracker:
             self.client.update_run(run_id, status="RUNNING")
             self._log(run_id, tags=tags)
             return str(run_id)
-        run = self.client.create_run(self.experiment_id, run_name=f"r{round_}-{key[:8]}", tags={PARENT: parent, **tags})
+        name = f"r{round_}-{key[:8]}" if stage == TRIAL_STAGE else f"{stage}-{sampler}-{key[:8]}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={PARENT: parent, **tags})
         self._log(run.info.run_id, params={**weight_params(mixture), **_flat_params(params), "trial_key": key})
         return str(run.info.run_id)
 

@@ -68,6 +68,7 @@ class TrialPlan:
     run_id: str
     round: int
     sampler: str
+    seed: int | None = None  # trains with this seed instead of the context budget's (a confirmation run)
 
 
 @dataclass(frozen=True)

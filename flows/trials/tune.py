@@ -9,6 +9,7 @@ trial's MLflow child run, which the driver created before launching it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -94,7 +95,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, hooks: Mapping[str, Tri
     run_id, key = str(config["run_id"]), str(config["trial_key"])
     client = MlflowClient(ctx.tracking_uri)
     hook = hooks.get(key, NO_FAULT)
-    budget = hook.budget(ctx.budget)
+    budget = hook.budget(dataclasses.replace(ctx.budget, seed=int(config.get("seed", ctx.budget.seed))))
     node = ray.get_runtime_context().get_node_id()
     trained: list[int] = []  # first and last step trained in this attempt (the first tells whether it resumed)
     started = time.perf_counter()
@@ -258,12 +259,18 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
     if ctx.resources.workers > 1 and opts.ray_address is None:
         _check_fits(ctx, ray.cluster_resources())
     points = [
-        {**{weight_key(d): p.mixture.share(d) for d in ctx.domains}, "trial_key": p.key, "run_id": p.run_id}
+        {
+            **{weight_key(d): p.mixture.share(d) for d in ctx.domains},
+            "trial_key": p.key,
+            "run_id": p.run_id,
+            "seed": ctx.budget.seed if p.seed is None else p.seed,
+        }
         for p in plans
     ]
     space: dict[str, Any] = {weight_key(d): tune.uniform(0.0, 1.0) for d in ctx.domains}
     space["trial_key"] = tune.choice([p.key for p in plans])
     space["run_id"] = tune.choice([p.run_id for p in plans])
+    space["seed"] = tune.choice([point["seed"] for point in points])
     # a multi-worker trial is a light driver; its Ray Train workers ask for the CPUs/GPUs themselves
     resources: dict[str, float] = {"cpu": 0.01} if ctx.resources.workers > 1 else {"cpu": opts.cpus, "gpu": opts.gpus}
     hooks = {p.key: opts.hooks[p.key] for p in plans if p.key in opts.hooks}
@@ -339,7 +346,9 @@ def ray_init(address: str | None) -> None:
 
 def _ray_init_now(address: str | None) -> None:
     """A local start is tried twice: Ray gives its raylet 30 s to register, which a heavily loaded
-    machine can exceed once. The seconds it took are kept in `START_SECONDS` (for the sweep's timings)."""
+    machine can exceed once. So is a Ray Client connection whose per-client server failed to start
+    (`ConnectionError`; seen once on a loaded 2-core machine). The seconds it took are kept in
+    `START_SECONDS` (for the sweep's timings)."""
     started = time.perf_counter()
     for attempt in (1, 2):
         try:
@@ -348,6 +357,9 @@ def _ray_init_now(address: str | None) -> None:
             return
         except Exception as exc:
             ray.shutdown()
+            if address is not None and attempt == 1 and isinstance(exc, ConnectionError):
+                time.sleep(2)
+                continue
             if address is not None:
                 raise SpecError(
                     f"cannot connect to Ray at {address!r}: {' '.join(str(exc).split())[:200]}", where="ray_address"
