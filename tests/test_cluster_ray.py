@@ -158,13 +158,25 @@ def _ray_start(args: list[str], temp_dir: Path, resource: str, env: dict[str, st
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _probe(address: str, env: dict[str, str]) -> dict[str, list[str]]:
-    """The cluster's alive nodes (node id -> resource names) as a driver at `address` sees them."""
-    out = subprocess.run([sys.executable, "-c", PROBE, address], env=env, capture_output=True, text=True, timeout=120)
-    lines = out.stdout.strip().splitlines()
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"cannot connect to Ray at {address}: {out.stderr.strip()[-1500:]}")
-    return dict(json.loads(lines[-1]))
+def _probe(address: str, env: dict[str, str], *, logs: Path | None = None) -> dict[str, list[str]]:
+    """The cluster's alive nodes (node id -> resource names) as a driver at `address` sees them.
+
+    Through Ray Client the head starts a server process per client; on a loaded 2-core machine that
+    start has failed once (CI), so a Ray Client connection is tried three times, as a driver would
+    reconnect. A failure carries the end of the head's client-server logs (under `logs`)."""
+    attempts = 3 if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE, address], env=env, capture_output=True, text=True, timeout=120
+        )
+        lines = out.stdout.strip().splitlines()
+        if out.returncode == 0 and lines:
+            return dict(json.loads(lines[-1]))
+        if attempt < attempts:
+            time.sleep(5)
+    server_logs = sorted(logs.glob("**/logs/ray_client_server*")) if logs is not None else []
+    tails = "\n".join(f"--- {f.name}:\n{f.read_text(errors='replace')[-800:]}" for f in server_logs[-3:])
+    raise RuntimeError(f"cannot connect to Ray at {address}: {out.stderr.strip()[-1500:]}\n{tails}")
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -223,7 +235,7 @@ def ray_cluster(ray_auth: dict[str, str], cluster_stack: LocalStack) -> Iterator
             time.sleep(2)
         client = f"ray://127.0.0.1:{client_port}" if client_port is not None else None
         if client is not None:  # the same two nodes through Ray Client
-            assert set(_probe(client, env)) == set(node_ids.values())
+            assert set(_probe(client, env, logs=root / "a")) == set(node_ids.values())
         yield RayCluster(gcs_address=gcs, client_address=client, node_ids=node_ids)
     finally:
         for proc in reversed(procs):  # the worker node first, then the head
