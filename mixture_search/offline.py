@@ -16,7 +16,15 @@ import numpy as np
 from mixture_search.errors import SearchError
 from mixture_search.mixture import Mixture
 from mixture_search.observation import Observation
-from mixture_search.proposal import Proposal, pareto_front, propose
+from mixture_search.proposal import (
+    DEFAULT_EXTRAPOLATE,
+    DEFAULT_TRUST_REGION,
+    DEFAULT_UNCERTAINTY,
+    Proposal,
+    TrustRegion,
+    pareto_front,
+    propose,
+)
 from mixture_search.runs import RunsTable
 from mixture_search.samplers import SAMPLERS
 from mixture_search.samplers.adaptive import expected_improvement, pick_diverse
@@ -216,12 +224,35 @@ def suggest_runs(
 
 
 def propose_runs(
-    fitted: FittedRuns, space: SearchSpace, *, n_samples: int = 100_000, top_k: int = 100, seed: int = 0
+    fitted: FittedRuns,
+    space: SearchSpace,
+    *,
+    n_samples: int = 100_000,
+    top_k: int = 100,
+    seed: int = 0,
+    trust_region: float | None = DEFAULT_TRUST_REGION,
+    extrapolate: float | None = DEFAULT_EXTRAPOLATE,
+    uncertainty: float = DEFAULT_UNCERTAINTY,
 ) -> Proposal:
+    """The proposal, kept near the runs that have an objective (see `mixture_search.proposal`)."""
     cv = fitted.objective_cv
     noise = cv.rmse if cv is not None and np.isfinite(cv.rmse) else None
+    region = None
+    if trust_region is not None or extrapolate is not None:
+        cols = [list(fitted.domains).index(d) for d in space.domains]
+        region = TrustRegion.around(
+            space, fitted.X[:, cols], fitted.y, maximize=fitted.maximize, radius=trust_region, extrapolate=extrapolate
+        )
     return propose(
-        fitted.model, space, n_samples=n_samples, top_k=top_k, seed=seed, maximize=fitted.maximize, noise_std=noise
+        fitted.model,
+        space,
+        n_samples=n_samples,
+        top_k=top_k,
+        seed=seed,
+        maximize=fitted.maximize,
+        noise_std=noise,
+        region=region,
+        uncertainty=uncertainty,
     )
 
 

@@ -10,6 +10,12 @@ RegMix's recipe, then a local refinement:
    onto the space, the step halving when nothing improves), never more than `radius` (L1) from it,
    so the answer does not run off to where the surrogate has no data.
 
+Kept near the evidence (`TrustRegion`, given the observed runs): no share leaves the range the runs
+covered by more than `extrapolate`, and the answer lies within `trust_region` (L1) of one of the best
+observed runs. The score is pessimistic by `uncertainty` predicted standard deviations (a confidence
+bound, not the mean), so a mixture the model knows little about has to be predicted much better to
+win. The proposal records which constraint, if any, it ended on (`bound_by`).
+
 The interval is mean +- z * sqrt(std^2 + noise^2) at the chosen level, where noise is the cross-
 validated RMSE when the model was chosen by CV (`auto`), or the `noise_std` given: an interval for
 what a run at that mixture would measure, not only for the model's mean.
@@ -17,6 +23,7 @@ what a run at that mixture would measure, not only for the model's mean.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +39,13 @@ from mixture_search.surrogates.multi import MultiTarget, pareto_mask
 
 LADDER = np.logspace(-1, np.log10(5.0), 15)  # RegMix's Dirichlet strengths
 
+#: defaults of the sweep (`search.*`) and of `mixsweep propose`: the proposal stays within this L1 distance
+#: of one of the best runs, no share leaves the runs' range by more than this, and the score is the mean
+#: plus this many predicted standard deviations against the objective's direction
+DEFAULT_TRUST_REGION: float | None = 1.0
+DEFAULT_EXTRAPOLATE: float | None = 0.25
+DEFAULT_UNCERTAINTY = 0.5
+
 
 @dataclass(frozen=True)
 class Proposal:
@@ -46,6 +60,10 @@ class Proposal:
     n_samples: int
     refine_steps: int
     noise_std: float
+    uncertainty: float = 0.0  # predicted standard deviations added against the objective's direction
+    region: dict[str, Any] | None = None  # the trust region's settings, None without observed runs
+    bound_by: tuple[str, ...] = ()  # the constraints the answer ended on: "trust_region", "extrapolate"
+    nearest_run_l1: float | None = None  # L1 distance to the nearest observed run
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,7 +78,91 @@ class Proposal:
             "top_k": self.top_k,
             "n_samples": self.n_samples,
             "refine_steps": self.refine_steps,
+            "uncertainty": self.uncertainty,
+            "trust_region": self.region,
+            "bound_by": list(self.bound_by),
+            "nearest_run_l1": self.nearest_run_l1,
         }
+
+
+@dataclass(frozen=True)
+class TrustRegion:
+    """Where the proposal may go, given the observed runs: `inner` is the search space with every free
+    share's range cut to the runs' range widened by `extrapolate`; `admits` keeps points within
+    `radius` (L1) of one of the `anchors` (the best observed runs). A run outside the space (e.g. from
+    before a cap was set) counts at its nearest feasible mixture."""
+
+    inner: SearchSpace
+    anchors: np.ndarray  # (k, m)
+    radius: float | None
+    extrapolate: float | None
+    narrowed: np.ndarray  # (m, 2) bool: the lower/upper bound is tighter than the space's own
+
+    @classmethod
+    def around(
+        cls,
+        space: SearchSpace,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        maximize: bool = False,
+        radius: float | None = 0.5,
+        extrapolate: float | None = 0.1,
+        anchors: int = 3,
+    ) -> TrustRegion:
+        X, y = np.atleast_2d(np.asarray(X, dtype=np.float64)), np.asarray(y, dtype=np.float64)
+        ok = np.isfinite(y)
+        if not ok.any():
+            raise SearchError(
+                f"none of the {len(y)} observed runs has an objective, so there is no region to propose in"
+            )
+        X, y = X[ok], y[ok]
+        outside = ~np.asarray(space.contains(X), dtype=bool).reshape(-1)
+        if outside.any():  # runs from before a bound or cap was set stand at their nearest feasible mixture
+            X = X.copy()
+            X[outside] = space.project(X[outside])
+        lo, hi = space.lower, space.upper
+        inner = space
+        narrowed = np.zeros((space.size, 2), dtype=bool)
+        if extrapolate is not None:
+            new_lo = np.maximum(lo, X.min(axis=0) - extrapolate)
+            new_hi = np.minimum(hi, X.max(axis=0) + extrapolate)
+            pinned = set(space.pinned)
+            bounds = {d: (float(new_lo[i]), float(new_hi[i])) for i, d in enumerate(space.domains) if d not in pinned}
+            inner = dataclasses.replace(space, bounds=bounds)
+            narrowed = np.column_stack([inner.lower > lo + 1e-9, inner.upper < hi - 1e-9])
+        order = np.argsort(-y if maximize else y, kind="stable")
+        return cls(inner, X[order[: max(1, anchors)]], radius, extrapolate, narrowed)
+
+    def distance(self, X: np.ndarray) -> np.ndarray:
+        """L1 distance of each row to its nearest anchor."""
+        X = np.atleast_2d(X)
+        return np.abs(X[:, None, :] - self.anchors[None, :, :]).sum(axis=2).min(axis=1)
+
+    def admits(self, X: np.ndarray) -> np.ndarray:
+        if self.radius is None:
+            return np.ones(len(np.atleast_2d(X)), dtype=bool)
+        return self.distance(X) <= self.radius + 1e-9
+
+    def local(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n points around the anchors (within the inner space), at several step sizes."""
+        per = -(-n // len(self.anchors))
+        steps = np.array([0.05, 0.1, 0.2, 0.4, 0.8])
+        out = [perturb(self.inner, a, float(s), rng, -(-per // len(steps))) for a in self.anchors for s in steps]
+        return np.vstack(out)[:n]
+
+    def bound_by(self, x: np.ndarray) -> tuple[str, ...]:
+        bound: list[str] = []
+        if self.radius is not None and self.distance(x)[0] >= self.radius - 1e-3:
+            bound.append("trust_region")
+        at_lo = (np.abs(x - self.inner.lower) <= 1e-4) & self.narrowed[:, 0]
+        at_hi = (np.abs(x - self.inner.upper) <= 1e-4) & self.narrowed[:, 1]
+        if (at_lo | at_hi).any():
+            bound.append("extrapolate")
+        return tuple(bound)
+
+    def describe(self) -> dict[str, Any]:
+        return {"radius": self.radius, "extrapolate": self.extrapolate, "anchors": len(self.anchors)}
 
 
 def scorer(model: Any, space: SearchSpace) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -113,8 +215,11 @@ def propose(
     level: float = 0.95,
     noise_std: float | None = None,
     chunk: int = 20_000,
+    region: TrustRegion | None = None,
+    uncertainty: float = 0.0,
 ) -> Proposal:
-    """The best mixture under a fitted surrogate (see the module docstring for how)."""
+    """The best mixture under a fitted surrogate (see the module docstring for how): inside `region`
+    when given, scored by the mean plus `uncertainty` standard deviations against the direction."""
     # lazy: scipy.stats costs ~1 s to import and the CLI imports this module for every command
     from scipy.stats import norm
 
@@ -122,30 +227,51 @@ def propose(
         raise SearchError(f"need 1 <= top_k ({top_k}) <= n_samples ({n_samples})")
     if not 0 < level < 1:
         raise SearchError(f"interval level {level} must be between 0 and 1")
+    if uncertainty < 0 or not np.isfinite(uncertainty):
+        raise SearchError(f"uncertainty {uncertainty} must be a number >= 0")
     predict = scorer(model, space)
-    score = mean_scorer(model, space)
     sign = -1.0 if maximize else 1.0
+    if uncertainty > 0:
+
+        def score(X: np.ndarray) -> np.ndarray:
+            mean, std = predict(X)
+            return sign * mean + uncertainty * std  # pessimistic either way
+
+    else:
+        fast = mean_scorer(model, space)
+
+        def score(X: np.ndarray) -> np.ndarray:
+            return sign * fast(X)
+
+    inner = region.inner if region is not None else space
+    admits = region.admits if region is not None else (lambda X: np.ones(len(X), dtype=bool))
     rng = np.random.default_rng(seed)
-    best_X = np.zeros((0, space.size))
-    best_f = np.zeros(0)
+    best_X = np.zeros((0, space.size)) if region is None else region.anchors.copy()
+    best_f = np.zeros(0) if region is None else score(best_X)
     done = 0
     while done < n_samples:
-        X = candidates(space, min(chunk, n_samples - done), rng)
-        f = sign * score(X)
-        best_X, best_f = np.vstack([best_X, X]), np.concatenate([best_f, f])
+        size = min(chunk, n_samples - done)
+        X = candidates(inner, size, rng)
+        if region is not None:  # a third near the best runs, where the region has most of its volume
+            X = np.vstack([X[: size - size // 3], region.local(rng, size // 3)])
+        done += len(X)
+        X = X[admits(X)]
+        if not len(X):
+            continue
+        best_X, best_f = np.vstack([best_X, X]), np.concatenate([best_f, score(X)])
         keep = np.argsort(best_f, kind="stable")[:top_k]
         best_X, best_f = best_X[keep], best_f[keep]
-        done += len(X)
-    averaged = np.asarray(space.project(best_X.mean(axis=0)))
-    x, fx = averaged, float(sign * score(averaged)[0])
-    averaged_f = fx
+    averaged = np.asarray(inner.project(best_X.mean(axis=0)))
+    if not admits(averaged[None, :])[0]:  # the top-k straddle several anchors: start from the best one
+        averaged = best_X[int(np.argmin(best_f))]
+    x, fx = averaged, float(score(averaged[None, :])[0])
     steps = 0
     if refine:
         step = 0.1
         for _ in range(60):
-            cand = perturb(space, x, step, rng, 64)
-            cand = cand[np.abs(cand - averaged).sum(axis=1) <= radius]
-            f = sign * score(cand) if len(cand) else np.zeros(0)
+            cand = perturb(inner, x, step, rng, 64)
+            cand = cand[(np.abs(cand - averaged).sum(axis=1) <= radius) & admits(cand)]
+            f = score(cand) if len(cand) else np.zeros(0)
             if len(f) and f.min() < fx - 1e-12 * max(1.0, abs(fx)):
                 j = int(np.argmin(f))
                 x, fx = cand[j], float(f[j])
@@ -158,6 +284,7 @@ def propose(
     noise = noise_std if noise_std is not None else _cv_rmse(model)
     z = float(norm.ppf(0.5 + level / 2))
     half = z * float(np.sqrt(std[0] ** 2 + noise**2))
+    averaged_mean = float(predict(averaged[None, :])[0][0])
     return Proposal(
         mixture=space.to_mixture(x),
         predicted=float(mean[0]),
@@ -165,11 +292,15 @@ def propose(
         interval=(float(mean[0]) - half, float(mean[0]) + half),
         level=level,
         averaged=space.to_mixture(averaged),
-        averaged_predicted=sign * averaged_f,
+        averaged_predicted=averaged_mean,
         top_k=top_k,
         n_samples=n_samples,
         refine_steps=steps,
         noise_std=float(noise),
+        uncertainty=float(uncertainty),
+        region=None if region is None else region.describe(),
+        bound_by=() if region is None else region.bound_by(x),
+        nearest_run_l1=None if region is None else round(float(region.distance(x)[0]), 6),
     )
 
 

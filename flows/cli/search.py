@@ -25,6 +25,7 @@ from mixture_search.offline import (
     propose_runs,
     suggest_runs,
 )
+from mixture_search.proposal import DEFAULT_EXTRAPOLATE, DEFAULT_TRUST_REGION, DEFAULT_UNCERTAINTY
 from mixture_search.runs import read_like, read_runs, read_tokens, write_csv
 from mixture_search.samplers import SAMPLERS
 from mixture_search.space import SearchSpace
@@ -380,6 +381,27 @@ def propose_cmd(
         int, typer.Option("--samples", help="Mixtures scored by the surrogate (RegMix: 100k+).")
     ] = 100_000,
     top_k: Annotated[int, typer.Option("--top-k", help="Best-scored mixtures averaged before refining.")] = 100,
+    trust_region: Annotated[
+        float,
+        typer.Option(
+            "--trust-region",
+            help="Stay within this L1 distance (0..2) of one of the 3 best runs; a negative value: anywhere.",
+        ),
+    ] = DEFAULT_TRUST_REGION if DEFAULT_TRUST_REGION is not None else -1.0,
+    extrapolate: Annotated[
+        float,
+        typer.Option(
+            "--extrapolate",
+            help="No share leaves the range the runs covered by more than this; a negative value: no limit.",
+        ),
+    ] = DEFAULT_EXTRAPOLATE if DEFAULT_EXTRAPOLATE is not None else -1.0,
+    uncertainty: Annotated[
+        float,
+        typer.Option(
+            "--uncertainty",
+            help="Optimise the predicted mean plus this many standard deviations against the direction (0: the mean).",
+        ),
+    ] = DEFAULT_UNCERTAINTY,
     pareto: Annotated[
         Path | None, typer.Option("--pareto", help="With several targets: also write their Pareto front (CSV).")
     ] = None,
@@ -388,12 +410,24 @@ def propose_cmd(
     """Recommend the mixture for the target run, with its predicted objective and interval.
 
     Scores --samples feasible mixtures with the surrogate, averages the --top-k best (RegMix), then
-    refines locally within the bounds and caps.
+    refines locally within the bounds and caps. The answer stays near the evidence: within
+    --trust-region of one of the best runs, no share more than --extrapolate outside the runs' range,
+    scored pessimistically by --uncertainty standard deviations. The table's last line says which of
+    these limits the answer ended on.
     """
     fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed)
     space, catalog = _space(fitted, prior, target_tokens, max_epochs, mins, maxs, pins)
     with _status(f"scoring {samples:,} mixtures ..."):
-        proposal = propose_runs(fitted, space, n_samples=samples, top_k=top_k, seed=seed)
+        proposal = propose_runs(
+            fitted,
+            space,
+            n_samples=samples,
+            top_k=top_k,
+            seed=seed,
+            trust_region=trust_region if trust_region >= 0 else None,
+            extrapolate=extrapolate if extrapolate >= 0 else None,
+            uncertainty=uncertainty,
+        )
     best = best_run(fitted)
     cv = fitted.objective_cv
     fmt = (to.value if to else None) or ("json" if out.suffix == ".json" else "yaml")
@@ -404,6 +438,7 @@ def propose_cmd(
         "predicted": round(proposal.predicted, 6),
         "interval": [round(v, 6) for v in proposal.interval],
         "interval_level": proposal.level,
+        "bound_by": list(proposal.bound_by),
         "surrogate": (cv.surrogate if cv else surrogate),
         "cv_spearman": None if cv is None or not np.isfinite(cv.spearman) else round(cv.spearman, 4),
         "runs": int(np.isfinite(fitted.y).sum()),
@@ -456,6 +491,9 @@ def _print_proposal(
     cv = fitted.objective_cv
     if cv is not None:
         out.print(f"surrogate {cv.surrogate}: cross-validated Spearman {cv.spearman:.3f} over {cv.n} runs")
+    if proposal.region is not None:
+        limits = ", ".join(proposal.bound_by) or "none (an interior optimum)"
+        out.print(f"L1 distance to the nearest run {proposal.nearest_run_l1:.3f}; limits it ended on: {limits}")
 
 
 def register(app: typer.Typer) -> None:

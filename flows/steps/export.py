@@ -4,18 +4,21 @@ corpus files, an OpenSeek task YAML from a template)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from flows.steps.prepare import Prepared
 from flows.steps.report import rank
 from flows.steps.search import observations
-from flows.steps.spec import SpecError
+from flows.steps.spec import ObjectiveSpec, SpecError
 from flows.trials.result import TrialResult
-from mixture_search import SURROGATES, propose
 from mixture_search.catalog import load_catalog
 from mixture_search.formats import MixtureDoc, read_mixture, write_mixture
 from mixture_search.mixture import Mixture
+from mixture_search.recommend import recommend_mixture
 
 #: a surrogate is fitted for the proposal from this many finished trials on; below it the best trial wins
 MIN_TRIALS_TO_PROPOSE = 4
@@ -46,16 +49,24 @@ def recommend(prepared: Prepared, results: list[TrialResult]) -> tuple[list[Tria
     }
     if len(ok) >= MIN_TRIALS_TO_PROPOSE:
         X, y = observations(prepared, results)
-        model = SURROGATES.build(spec.search.surrogate).fit(X, y)
-        proposal = propose(
-            model,
+        search = spec.search
+        parts = objective_parts(spec.objective, ok)
+        recommendation = recommend_mixture(
             prepared.space,
-            n_samples=spec.search.proposal_samples,
-            seed=spec.seed,
+            X,
+            y,
+            parts=parts[0] if parts else None,
+            part_weights=parts[1] if parts else None,
+            surrogate=search.surrogate,
             maximize=spec.objective.maximize,
+            seed=spec.seed,
+            n_samples=search.proposal_samples,
+            trust_region=search.trust_region,
+            extrapolate=search.extrapolate,
+            uncertainty=search.uncertainty,
         )
-        recommended = proposal.mixture
-        summary["proposal"] = proposal.to_dict()
+        recommended = recommendation.proposal.mixture
+        summary["proposal"] = recommendation.to_dict()
     else:
         recommended = best.mixture
         summary["proposal"] = {
@@ -64,6 +75,27 @@ def recommend(prepared: Prepared, results: list[TrialResult]) -> tuple[list[Tria
         }
     summary["proxy"], summary["budget"] = prepared.proxy.to_dict(), prepared.budget.to_dict()
     return ranked, recommended, summary
+
+
+def objective_parts(
+    objective: ObjectiveSpec, results: list[TrialResult]
+) -> tuple[dict[str, np.ndarray], dict[str, float]] | None:
+    """(metric columns, weights) when the objective is a weighted sum of metrics every trial reports:
+    `objective.weights`, or `val.<loss|bpb>.mean` as the mean of the per-domain values. None otherwise."""
+    if objective.weights:
+        weights = dict(objective.weights)
+    else:
+        mean = re.fullmatch(r"val\.(loss|bpb)\.mean", objective.metric)
+        if mean is None or not results:
+            return None
+        prefix = f"val.{mean.group(1)}."
+        names = sorted(set.intersection(*(set(r.metrics) for r in results)))
+        names = [n for n in names if n.startswith(prefix) and n != objective.metric]
+        if len(names) < 2:
+            return None
+        weights = {n: 1.0 / len(names) for n in names}
+    columns = {n: np.array([r.metrics.get(n, np.nan) for r in results], dtype=np.float64) for n in weights}
+    return columns, weights
 
 
 def export(prepared: Prepared, mixture: Mixture, folder: Path) -> list[Path]:
@@ -96,4 +128,4 @@ def export(prepared: Prepared, mixture: Mixture, folder: Path) -> list[Path]:
     return written
 
 
-__all__ = ["MIN_TRIALS_TO_PROPOSE", "export", "recommend"]
+__all__ = ["MIN_TRIALS_TO_PROPOSE", "export", "objective_parts", "recommend"]

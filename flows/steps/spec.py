@@ -31,6 +31,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from mixture_search.errors import MixSweepError
 from mixture_search.keys import content_key
+from mixture_search.proposal import DEFAULT_EXTRAPOLATE, DEFAULT_TRUST_REGION, DEFAULT_UNCERTAINTY
 from mixture_search.units import parse_count
 from trainers.budget import TrainBudget
 
@@ -113,19 +114,19 @@ class SearchSpec(_Strict):
     surrogate: str = "auto"
     proposal_samples: int = Field(100_000, ge=1000)
     trust_region: float | None = Field(
-        0.5,
+        DEFAULT_TRUST_REGION,
         ge=0,
         description="The proposal stays within this L1 distance of one of the best observed trials "
         "(0..2; null: anywhere in the space).",
     )
     extrapolate: float | None = Field(
-        0.1,
+        DEFAULT_EXTRAPOLATE,
         ge=0,
         description="No domain's share leaves the range the trials covered by more than this "
         "(null: the space's own bounds).",
     )
     uncertainty: float = Field(
-        1.0,
+        DEFAULT_UNCERTAINTY,
         ge=0,
         description="The proposal optimises the surrogate's mean plus this many predicted standard deviations "
         "(against the objective's direction); 0: the mean alone.",
