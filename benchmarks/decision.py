@@ -393,6 +393,12 @@ def run(grid: Grid, progress: Progress | None = None) -> list[dict[str, Any]]:
                     rows.append(decide(truth, objective, n, grid.n_samples))
                     if progress is not None and task is not None:
                         progress.advance(task)
+            if progress is not None:  # a line per problem, which a log file keeps too
+                done = rows[-len(grid.objectives) * len(grid.ns) :]
+                progress.console.log(
+                    f"m={m} seed={seed}: {len(rows)}/{total} decisions, recommendation "
+                    f"{np.mean([r['seconds']['recommendation'] for r in done]):.1f} s each"
+                )
     return rows
 
 
