@@ -68,6 +68,7 @@ def load_spec(name: str, corpus: Path, out: Path, mixtures: int, rounds: int) ->
         "budget": TINY_BUDGET,
         "backend": "megatron",
         "max_concurrent": 2,
+        "confirm": {"enabled": False},  # the sweep's machinery at scale, not a confirmation
         "mlflow": {"experiment": f"load-{name}"},
         "output_dir": str(out),
     }

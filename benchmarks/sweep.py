@@ -77,6 +77,7 @@ def spec(corpus: Path, out: Path, trials: int, steps: int, parallel: int) -> dic
         "backend": "megatron",
         "resources": {"cpus": 1},
         "max_concurrent": parallel,
+        "confirm": {"enabled": False},  # the same trainings on both sides: no confirmation stage
         "mlflow": {"experiment": "bench-overhead"},
         "output_dir": str(out),
     }  # fmt: skip

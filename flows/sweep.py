@@ -1,10 +1,12 @@
 """The Prefect flow `sweep`: rounds of suggest -> train/evaluate on Ray Tune -> observe + fit, then
-propose, rank, report and export.
+propose, confirm (the proposal and the best trial trained again with new seeds), rank, report and
+export the better of the two.
 
 The flow is wiring: Prefect tasks around plain steps. The steps are in `flows.steps` (prepare and
 check, search state, export), the trials run on Ray Tune through `flows.trials.tune`, and
 `flows.tracking.tracker` keeps MLflow's books. A rerun of the same spec resumes: finished trials are found in
-MLflow by their trial key and never retrained, candidate lists and sampler states are read back from
+MLflow by their trial key and never retrained (confirmation runs likewise, by their own keys, and never
+counted as trials), candidate lists and sampler states are read back from
 `<output_dir>/search_state.json`.
 """
 
@@ -23,6 +25,14 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from flows.steps.confirm import (
+    CONFIRM_STAGE,
+    Confirmation,
+    ConfirmRun,
+    confirmation,
+    confirmation_markdown,
+    plan_confirmation,
+)
 from flows.steps.export import export, recommend
 from flows.steps.prepare import Prepared, prepare
 from flows.steps.report import (
@@ -38,9 +48,9 @@ from flows.steps.search import CrossValidation, SearchState, cross_validate_cach
 from flows.steps.spec import SweepSpec, load_spec
 from flows.steps.timing import Timings
 from flows.tracking.redact import redact_uri
-from flows.tracking.tracker import SweepTracker
+from flows.tracking.tracker import TRIAL_STAGE, SweepTracker
 from flows.trials.faults import faults_for_round
-from flows.trials.result import TrialPlan, TrialResult, trial_key
+from flows.trials.result import TrialPlan, TrialResult
 from flows.trials.tune import START_SECONDS, RoundOptions, end_trials, run_round
 from mixture_search.files import atomic_write_json
 from mixture_search.mixture import Mixture
@@ -62,11 +72,18 @@ def suggest(
 
 
 @task(name="run-trials", retries=1, retry_delay_seconds=5)
-def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker: SweepTracker) -> list[TrialResult]:
+def run_trials(
+    prepared: Prepared, plans: list[TrialPlan], round_: int, tracker: SweepTracker, stage: str = TRIAL_STAGE
+) -> list[TrialResult]:
+    """A round of trainings on Ray Tune: the trials of round `round_`, or (`stage="confirm"`) the
+    confirmation runs, with the same resources and MLflow books but never stopped early."""
     spec = prepared.spec
     logger = get_run_logger()
+    confirming = stage == CONFIRM_STAGE
     progress_id = create_progress_artifact(
-        progress=0.0, key=f"{_slug(spec.name)}-progress", description=f"round {round_ + 1}: trials finished"
+        progress=0.0,
+        key=f"{_slug(spec.name)}-progress",
+        description="confirmation: runs finished" if confirming else f"round {round_ + 1}: trials finished",
     )
     ended: dict[str, TrialResult] = {}
 
@@ -75,7 +92,12 @@ def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker:
         tracker.end_trial(result.run_id or "", result)
         ended[result.trial_key] = result
         logger.info(
-            "trial %s %s: objective %s %s", result.trial_key[:8], result.status, result.objective, result.error or ""
+            "%s %s %s: objective %s %s",
+            stage,
+            result.trial_key[:8],
+            result.status,
+            result.objective,
+            result.error or "",
         )
         update_progress_artifact(artifact_id=progress_id, progress=100.0 * len(ended) / len(plans))  # type: ignore[arg-type]
 
@@ -85,15 +107,15 @@ def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker:
         gpus=spec.resources.gpus,
         max_concurrent=spec.max_concurrent,
         max_failures=spec.max_failures,
-        asha={
+        asha={  # a confirmation run always trains its whole budget: it is compared, not searched
             "grace_period": spec.early_stopping.grace_period,
             "reduction_factor": spec.early_stopping.reduction_factor,
         }
-        if spec.early_stopping.enabled
+        if spec.early_stopping.enabled and not confirming
         else None,
         ray_address=spec.ray_address,
         storage=spec.out_dir / "ray",
-        name=f"round_{round_}",
+        name=CONFIRM_STAGE if confirming else f"round_{round_}",
         on_trial_done=on_done,
         hooks={plans[i].key: hook for i, hook in faults.items() if i < len(plans)},
     )
@@ -130,16 +152,59 @@ def log_cv(prepared: Prepared, cv: CrossValidation | None, round_: int, tracker:
     return cv.table
 
 
-@task(name="propose-rank-export")
-def finish(prepared: Prepared, results: list[TrialResult], tracker: SweepTracker) -> dict[str, Any]:
+@task(name="propose")
+def propose(prepared: Prepared, results: list[TrialResult]) -> tuple[list[TrialResult], Mixture, dict[str, Any]]:
+    return recommend(prepared, results)
+
+
+def confirm(prepared: Prepared, tracker: SweepTracker, ranked: list[TrialResult], proposal: Mixture) -> Confirmation:
+    """Train the proposal and the best trial with new seeds (what a rerun finds final in MLflow is not
+    trained again) and compare them."""
+    spec = prepared.spec
+    logger = get_run_logger()
+    plan = plan_confirmation(prepared, ranked, proposal)
+    results: dict[str, TrialResult] = {}
+    if plan.runs:
+        results = tracker.finished_trials(stage=CONFIRM_STAGE)
+        plans = [
+            TrialPlan(
+                run.key, run.mixture, _start_confirm_run(prepared, tracker, run), spec.search.rounds, run.role, run.seed
+            )
+            for run in plan.runs
+            if run.key not in results
+        ]
+        logger.info(
+            "confirmation: the proposal and the best trial with seeds %s, %d runs to train",
+            list(plan.seeds),
+            len(plans),
+        )
+        for res in run_trials(prepared, plans, spec.search.rounds, tracker, CONFIRM_STAGE) if plans else []:
+            results[res.trial_key] = res
+    return confirmation(plan, results, maximize=spec.objective.maximize)
+
+
+@task(name="rank-report-export")
+def finish(
+    prepared: Prepared,
+    results: list[TrialResult],
+    tracker: SweepTracker,
+    proposed: tuple[list[TrialResult], Mixture, dict[str, Any]],
+    confirmed: Confirmation | None,
+) -> dict[str, Any]:
     spec = prepared.spec
     out = spec.out_dir
     parent = tracker.parent_run()
-    ranked, recommended, summary = recommend(prepared, results)
+    ranked, recommended, summary = proposed
     for i, r in enumerate(ranked, start=1):
         if r.run_id:
             tracker.set_tags(r.run_id, {"rank": str(i)})
-    summary["exports"] = [str(p) for p in export(prepared, recommended, out / "recommended")]
+    exported, source = recommended, "the proposal"
+    if confirmed is not None:
+        summary["confirm"] = confirmed.to_dict()
+        _log_confirmation(prepared, tracker, parent, confirmed)
+        if confirmed.exported == "best_trial":
+            exported, source = ranked[0].mixture, f"the best trial (confirmation: {confirmed.verdict})"
+    summary["exports"] = [str(p) for p in export(prepared, exported, out / "recommended")]
     for p in summary["exports"]:
         tracker.log_artifact(parent, Path(p), "recommended")
     plots = out / "plots"
@@ -161,7 +226,7 @@ def finish(prepared: Prepared, results: list[TrialResult], tracker: SweepTracker
     yaml_text = Path(summary["exports"][0]).read_text()
     create_markdown_artifact(
         key=f"{_slug(spec.name)}-recommended",
-        markdown=f"# Recommended mixture for `{spec.name}`\n\n```yaml\n{yaml_text}```\n",
+        markdown=f"# Recommended mixture for `{spec.name}`\n\nExported: {source}.\n\n```yaml\n{yaml_text}```\n",
         description="recommended mixture",
     )
     atomic_write_json(out / "results.json", [r.to_dict() for r in results], default=str)
@@ -219,9 +284,19 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
             round_results = list(results.values())
             last = r == parsed.search.rounds - 1
             cv_future = cross_validate.submit(prepared, round_results)
-            if last:  # the proposal does not need the CV: both run at once
+            if last:  # the proposal and its confirmation do not need the CV: they run beside it
                 with timings.stage("finish"):
-                    summary = finish(prepared, round_results, tracker)
+                    proposed = propose(prepared, round_results)
+                confirmed = None
+                if parsed.confirm.enabled:
+                    with timings.stage("confirm"):
+                        confirmed = confirm(prepared, tracker, proposed[0], proposed[1])
+                    if confirmed.exported == "best_trial":
+                        logger.warning("%s", confirmed.verdict)  # the export is not the proposal: say so
+                    else:
+                        logger.info("%s", confirmed.verdict)
+                with timings.stage("finish"):
+                    summary = finish(prepared, round_results, tracker, proposed, confirmed)
             with timings.stage("cv"):
                 cv = log_cv(prepared, cv_future.result(), r, tracker)
             with timings.stage("report"):
@@ -233,7 +308,9 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
     summary["timings_s"] = timings.rounded()
     summary["ray_start_s"] = round(START_SECONDS[-1], 2) if START_SECONDS else None
     atomic_write_json(parsed.out_dir / "summary.json", summary, default=str)
-    logger.info("recommended mixture: %s", summary["proposal"]["weights"])
+    exported = summary.get("confirm", {}).get("exported", "proposal")
+    weights = summary["best"]["weights"] if exported == "best_trial" else summary["proposal"]["weights"]
+    logger.info("recommended mixture (the %s): %s", exported.replace("_", " "), weights)
     return summary
 
 
@@ -247,14 +324,7 @@ def _plan(
 ) -> TrialPlan | None:
     """The plan of a candidate (its MLflow child run started), or None when its trial is final already."""
     spec = prepared.spec
-    key = trial_key(
-        mixture,
-        proxy=prepared.proxy,
-        budget=prepared.budget,
-        data_hash=prepared.data_hash,
-        seed=spec.seed,
-        extra={"backend": spec.backend, "eval": spec.eval.model_dump()},
-    )
+    key = prepared.trial_key(mixture)
     if key in results:
         return None
     run_id = tracker.start_trial(
@@ -270,6 +340,47 @@ def _plan(
         },
     )
     return TrialPlan(key, mixture, run_id, round_, sampler)
+
+
+def _start_confirm_run(prepared: Prepared, tracker: SweepTracker, run: ConfirmRun) -> str:
+    """The MLflow child run of a confirmation run (tagged `stage=confirm`; not a trial)."""
+    spec = prepared.spec
+    return tracker.start_trial(
+        run.key,
+        run.mixture,
+        round_=spec.search.rounds,
+        sampler=run.role,
+        params={
+            "proxy": spec.proxy.preset,
+            "backend": spec.backend,
+            "data_hash": prepared.data_hash,
+            "budget": {**prepared.budget.to_dict(), "seed": run.seed},
+            "seed": run.seed,
+        },
+        stage=CONFIRM_STAGE,
+    )
+
+
+def _log_confirmation(prepared: Prepared, tracker: SweepTracker, parent: str, c: Confirmation) -> None:
+    """The confirmation's figures (`confirm.*`) and verdict on the sweep's MLflow run, and its report
+    as a Prefect artifact."""
+    spec = prepared.spec
+    figures = {
+        "confirm.diff": c.diff,
+        "confirm.lo": c.lo,
+        "confirm.hi": c.hi,
+        "confirm.proposal_mean": c.proposal_mean,
+        "confirm.best_mean": c.best_mean,
+        "confirm.seeds": float(len(c.seeds)),
+        "confirm.pairs": float(c.pairs),
+    }
+    tracker.log_metrics(parent, {k: v for k, v in figures.items() if v is not None})
+    tracker.set_tags(
+        parent, {"confirm.verdict": c.verdict, "confirm.outcome": c.outcome, "confirm.exported": c.exported}
+    )
+    report = confirmation_markdown(c, sweep=spec.name, objective=str(spec.objective.weights or spec.objective.metric))
+    tracker.log_artifact_text(parent, "reports/confirmation.md", report)
+    create_markdown_artifact(key=f"{_slug(spec.name)}-confirmation", markdown=report, description="confirmation")
 
 
 def _round_report(

@@ -39,9 +39,17 @@ def stack_env(stack: LocalStack) -> dict[str, str]:
 
 
 def smoke_spec(
-    corpus: Path, out: Path, name: str, *, rounds: int = 2, per_round: int = 2, steps: int = 4
+    corpus: Path,
+    out: Path,
+    name: str,
+    *,
+    rounds: int = 2,
+    per_round: int = 2,
+    steps: int = 4,
+    confirm: bool = False,
 ) -> dict[str, Any]:
-    """A SweepSpec (as the dict `prefect deployment run --params` takes) that finishes in a minute or two."""
+    """A SweepSpec (as the dict `prefect deployment run --params` takes) that finishes in a minute or two.
+    The confirmation stage is off unless asked for (`confirm=True`): it trains 2 x `seeds` more proxies."""
     return {
         "name": name,
         "corpus": str(corpus),
@@ -62,6 +70,7 @@ def smoke_spec(
         },
         "backend": "megatron",
         "max_concurrent": 2,
+        "confirm": {"enabled": confirm},
         "mlflow": {"experiment": f"e2e-{name}"},
         "output_dir": str(out),
     }

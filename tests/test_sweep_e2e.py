@@ -83,9 +83,12 @@ def test_smoke_deployment_through_prefect(sweep_stack: LocalStack, sweep_corpus:
 
 
 def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_corpus: Path, tmp_path: Path) -> None:
+    """Killed in its first round, the sweep resumes and then confirms: the proposal and the best trial
+    trained again with 2 new seeds, as child runs tagged stage=confirm that are not trials. A third run
+    trains nothing, confirmation runs included."""
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(
-        json.dumps(smoke_spec(sweep_corpus, tmp_path / "out", "killed", rounds=2, per_round=3, steps=4))
+        json.dumps(smoke_spec(sweep_corpus, tmp_path / "out", "killed", rounds=2, per_round=3, steps=4, confirm=True))
     )
     client = MlflowClient(sweep_stack.cfg.mlflow_uri)
     cmd = [str(BIN / "mixsweep"), "sweep", str(spec_path)]
@@ -127,3 +130,35 @@ def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_
             assert t.info.end_time == before[key]
     for path, mtime in completed.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was trained again"
+
+    # the confirmation: 2 seeds x (proposal, best trial), in summary.json, MLflow and `mixsweep results`
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    confirm = summary["confirm"]
+    print("confirmation:", confirm["verdict"], "timings:", summary["timings_s"])
+    assert confirm["seeds"] == [1, 2] and confirm["pairs"] == 2 and confirm["exported"] in ("proposal", "best_trial")
+    assert confirm["best_trial"] == summary["best"]["trial"] and confirm["lo"] <= confirm["diff"] <= confirm["hi"]
+    assert "confirmation: " + confirm["verdict"][:40] in " ".join(rerun.stdout.split())
+    exp = client.get_experiment_by_name("e2e-killed")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    confirm_runs = [r for r in runs if r.data.tags.get("stage") == "confirm"]
+    assert sorted(r.data.tags["mixsweep.trial_key"] for r in confirm_runs) == sorted(
+        r["trial_key"] for r in confirm["runs"]
+    )
+    assert len(confirm_runs) == 4 and all(r.info.status == "FINISHED" for r in confirm_runs)
+    assert not set(keys) & {r.data.tags["mixsweep.trial_key"] for r in confirm_runs}  # not trials
+    assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 6
+    (parent,) = [r for r in runs if r.data.tags.get("mixsweep.role") == "sweep"]
+    assert parent.data.tags["confirm.verdict"] == confirm["verdict"]
+    assert parent.data.metrics["confirm.diff"] == pytest.approx(confirm["diff"])
+    assert parent.data.metrics["confirm.seeds"] == 2
+
+    # a third run trains nothing: no new child run, none ended again, no training folder touched
+    ended = {r.info.run_id: r.info.end_time for r in runs if r.data.tags.get("mixsweep.role") != "sweep"}
+    trained = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "trials").glob("*/result.json")}
+    assert len(trained) == 10  # 6 trials + 4 confirmation runs
+    again = subprocess.run(cmd, env=stack_env(sweep_stack), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert {r.info.run_id: r.info.end_time for r in runs if r.data.tags.get("mixsweep.role") != "sweep"} == ended
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "trials").glob("*/result.json")} == trained
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["confirm"]["diff"] == confirm["diff"]

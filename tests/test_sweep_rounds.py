@@ -1,6 +1,7 @@
 """The sweep's round logic without Prefect or Ray: candidates of a round are planned once and replanned
 identically after an interruption, the adaptive sampler is told every result once and knows the
-objective's direction, the CV is cached by its inputs, and `recommend` ranks and proposes."""
+objective's direction, the CV is cached by its inputs, `recommend` ranks and proposes, and the
+confirmation trains the proposal and the best trial with new seeds and exports the better one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from flows.steps.confirm import confirmation, plan_confirmation
 from flows.steps.export import recommend
 from flows.steps.prepare import Prepared, prepare
 from flows.steps.search import SearchState, cross_validate_cached, sampler_for, suggest_candidates
@@ -92,3 +94,31 @@ def test_the_cv_is_cached_by_its_inputs_and_recommend_ranks(sweep_corpus: Path, 
     assert summary["best"]["trial"] == ranked[0].trial_key
     assert summary["finished"] == len(results) and "predicted" in summary["proposal"]
     assert set(recommended.names) == set(prepared.domains)
+
+
+@pytest.mark.usefixtures("no_mlflow_env")
+@pytest.mark.parametrize("proposal_wins", [True, False])
+def test_after_the_last_round_the_proposal_is_confirmed_against_the_best_trial(
+    sweep_corpus: Path, tmp_path: Path, proposal_wins: bool
+) -> None:
+    prepared = _prepared(sweep_corpus, tmp_path / "out", search={"surrogate": "linear", "proposal_samples": 1000})
+    state = SearchState.load(tmp_path / "out" / "search_state.json")
+    _, candidates = suggest_candidates(prepared, state, 0, {})
+    _, more = suggest_candidates(prepared, state, 1, {})
+    trials = list(_results([*candidates, *more], lambda m: 3.0 + m.share("code") - m.share("zh")).values())
+    ranked, proposal, _ = recommend(prepared, trials)
+    plan = plan_confirmation(prepared, ranked, proposal)
+    assert len(plan.runs) == 2 * prepared.spec.confirm.seeds and plan.best_trial == ranked[0].trial_key
+    assert not {r.key for r in plan.runs} & {t.trial_key for t in trials}
+
+    def trained(mixture: Mixture, seed: int) -> float:  # a stub training: the mixture's score plus seed noise
+        bonus = -0.1 if (mixture.key == proposal.key) == proposal_wins else 0.0
+        return 3.0 + bonus + 0.01 * seed
+
+    results = {
+        r.key: TrialResult(r.key, r.mixture, "finished", objective=trained(r.mixture, r.seed)) for r in plan.runs
+    }
+    c = confirmation(plan, results, maximize=False)
+    assert c.pairs == prepared.spec.confirm.seeds and c.diff == pytest.approx(-0.1 if proposal_wins else 0.1)
+    assert c.exported == ("proposal" if proposal_wins else "best_trial")
+    assert c.outcome == c.exported  # the same difference with every seed: the interval excludes 0

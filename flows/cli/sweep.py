@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flows.cli.common import console, user_errors
@@ -121,8 +122,11 @@ def print_results(folder: Path, *, top: int = 15) -> None:
         table.add_row(str(i) if r.ok else "-", r.trial_key[:8], str(r.round + 1), objective, *shares)
     out.print(table)
     proposal = summary.get("proposal", {})
-    weights = proposal.get("weights", {})
-    rec = Table(title="recommended mixture", title_justify="left", show_header=False)
+    confirm = summary.get("confirm")
+    from_best = bool(confirm) and confirm.get("exported") == "best_trial"
+    weights = summary.get("best", {}).get("weights", {}) if from_best else proposal.get("weights", {})
+    title = "recommended mixture" + (" (the best trial: it beat the proposal in the confirmation)" if from_best else "")
+    rec = Table(title=title, title_justify="left", show_header=False)
     for d, w in sorted(weights.items(), key=lambda kv: -kv[1]):
         rec.add_row(d, f"{w:.4f}")
     out.print(rec)
@@ -130,6 +134,28 @@ def print_results(folder: Path, *, top: int = 15) -> None:
         low, high = proposal.get("interval", [None, None])
         interval = f" (interval {low:.4f} to {high:.4f})" if low is not None and high is not None else ""
         best = summary.get("best", {}).get("objective")
-        out.print(f"predicted objective {proposal['predicted']:.4f}{interval}; best trial {best:.4f}")
+        out.print(f"the proposal's predicted objective {proposal['predicted']:.4f}{interval}; best trial {best:.4f}")
+    if confirm:
+        print_confirmation(confirm)
     for path in summary.get("exports", []):
         out.print(f"[dim]exported[/] {path}")
+
+
+def print_confirmation(confirm: dict[str, Any]) -> None:
+    """A few lines on the confirmation stage of `summary.json`: the verdict, both means and the paired
+    difference with its interval."""
+    out = console()
+    out.print(f"[bold]confirmation[/]: {escape(confirm['verdict'])}")
+    if confirm.get("diff") is None:
+        return
+    seeds = ", ".join(str(s) for s in confirm["seeds"])
+    out.print(
+        f"  seeds {seeds}: proposal {confirm['proposal_mean']:.4f}, best trial {confirm['best_mean']:.4f} "
+        f"(means over {confirm['pairs']} paired seeds; {'higher' if confirm['maximize'] else 'lower'} is better)"
+    )
+    interval = (
+        f"95% interval [{confirm['lo']:+.4f}, {confirm['hi']:+.4f}]"
+        if confirm.get("lo") is not None
+        else "no interval from one seed"
+    )
+    out.print(f"  proposal - best trial {confirm['diff']:+.4f}, {interval}")
