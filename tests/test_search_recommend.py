@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flows.steps.export import objective_parts
-from flows.steps.spec import ObjectiveSpec
+from flows.steps.spec import ObjectiveSpec, SweepSpec
 from flows.trials.result import TrialResult
 from mixture_search import SearchSpace, propose
 from mixture_search.errors import SearchError
@@ -128,3 +128,17 @@ def test_objective_parts_of_a_mean_and_of_weights() -> None:
     )
     assert weights == {"val.bpb.a": 0.7, "val.loss.a": 0.3}
     assert objective_parts(ObjectiveSpec(metric="val.bpb.a"), results) is None
+
+
+def test_proposal_and_confirmation_settings_keep_the_sweep_key() -> None:
+    """Changing only how the end of a sweep proposes or confirms reuses its MLflow runs; the search does not."""
+    base = SweepSpec(name="s", corpus="/data/c")
+    same = SweepSpec(
+        name="s",
+        corpus="/data/c",
+        confirm={"seeds": 3},
+        search={"trust_region": None, "extrapolate": 0.5, "uncertainty": 0.0, "proposal_samples": 5000},
+    )
+    other = SweepSpec(name="s", corpus="/data/c", search={"per_round": 5})
+    assert base.sweep_key("h") == same.sweep_key("h")
+    assert base.sweep_key("h") != other.sweep_key("h")

@@ -279,10 +279,21 @@ class SweepSpec(_Strict):
         return (self.output_dir or Path("runs/sweeps") / self.name).resolve()
 
     def sweep_key(self, data_hash: str) -> str:
-        """Identifies a sweep across reruns: same spec (minus where it runs) and data -> same key."""
+        """Identifies a sweep across reruns: same spec and data -> same key. Where it runs, and what only
+        shapes the end (the proposal's limits, the confirmation), are left out: changing them reuses the
+        sweep's MLflow runs and re-proposes from the same trials."""
         payload = self.model_dump(
             mode="json",
-            exclude={"ray_address", "mlflow", "output_dir", "max_concurrent", "max_failures", "data_root"},
+            exclude={
+                "ray_address": True,
+                "mlflow": True,
+                "output_dir": True,
+                "max_concurrent": True,
+                "max_failures": True,
+                "data_root": True,
+                "confirm": True,
+                "search": {"trust_region", "extrapolate", "uncertainty", "proposal_samples"},
+            },
         )
         return content_key([payload, data_hash])
 
