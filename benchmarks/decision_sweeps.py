@@ -1,0 +1,263 @@
+"""Is the recommendation worth training? Real CPU sweeps, each checked by training its answer.
+
+For each case (a corpus and an objective), a real sweep (`mixsweep sweep`: Prefect in-process, Ray Tune,
+MLflow in a SQLite file) picks a mixture; then four mixtures are trained again with fresh seeds at the
+sweep's proxy and budget: the exported recommendation, the sweep's best trial, natural (token shares)
+and uniform. Each is scored by the case's objective. Reported per case: the mean objective of each
+with its seeds, and the paired differences recommendation - other with a 95% t-interval over seeds,
+with a verdict ("better", "worse" or "within noise").
+
+Cases:
+- `system-code`: a corpus assembled from what a Debian machine with a compiler, Perl and Node.js holds
+  (C headers, Perl modules, JavaScript packages, English man pages as troff), unlike the demo corpus
+  in kind. Objective: a weighted pair, 0.5 bpb of C + 0.5 bpb of man pages (the shape of a user's
+  report of a recommendation that starved half its objective).
+- `demo-mean`: the demo corpus, the mean bpb over its 8 domains.
+- `demo-one`: the demo corpus, one domain (Chinese).
+
+    .venv/bin/python benchmarks/decision_sweeps.py --case system-code   # ~10 min on 2 cores
+    .venv/bin/python benchmarks/decision_sweeps.py                      # every case
+
+Results are merged into benchmarks/results/decision_sweeps.json (one entry per case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results" / "decision_sweeps.json"
+BIN = Path(sys.executable).parent
+WORK = REPO / "runs" / "bench-decision"
+
+#: domain -> (folder, file suffixes) of the system-code corpus
+SYSTEM_SOURCES = {
+    "c": ("/usr/include", (".h",)),
+    "perl": ("/usr/share/perl", (".pm",)),
+    "js": ("/usr/lib/node_modules", (".js",)),
+    "man": ("/usr/share/man/man1", (".1.gz", ".1")),
+}
+
+CASES: dict[str, dict[str, Any]] = {
+    "system-code": {
+        "corpus": "system-code",
+        "objective": {"metric": "val.bpb.c", "weights": {"val.bpb.c": 0.5, "val.bpb.man": 0.5}},
+    },
+    "demo-mean": {"corpus": "demo", "objective": {"metric": "val.bpb.mean"}},
+    "demo-one": {"corpus": "demo", "objective": {"metric": "val.bpb.zh-poetry"}},
+}
+
+
+def _docs(folder: str, suffixes: tuple[str, ...], cap_bytes: int) -> list[str]:
+    """Text documents (one per file, sorted paths) from a system folder, up to `cap_bytes`."""
+    out, total = [], 0
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_file() or not path.name.endswith(suffixes):
+            continue
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        text = raw.decode("utf-8", errors="ignore")
+        if len(text) < 200:
+            continue
+        out.append(text[:20_000])
+        total += len(out[-1])
+        if total >= cap_bytes:
+            break
+    return out
+
+
+def prepare_corpus(name: str) -> Path:
+    """The case's prepared corpus (`mixsweep data prepare`, which does nothing when up to date)."""
+    if name == "demo":
+        subprocess.run([str(BIN / "mixsweep"), "data", "prepare", "--demo"], cwd=REPO, check=True)
+        return REPO / "runs" / "data" / "demo"
+    raw = WORK / "raw" / name
+    inputs = []
+    for domain, (folder, suffixes) in SYSTEM_SOURCES.items():
+        target = raw / f"{domain}.jsonl"
+        if not target.exists():
+            docs = _docs(folder, suffixes, 3_000_000)
+            if not docs:
+                raise SystemExit(f"no text found for domain {domain} under {folder}")
+            raw.mkdir(parents=True, exist_ok=True)
+            target.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+        inputs.append(f"{domain}={target}")
+    out = WORK / "data" / name
+    subprocess.run(
+        [str(BIN / "mixsweep"), "data", "prepare", *inputs, "--out", str(out), "--vocab-size", "4096"],
+        cwd=REPO,
+        check=True,
+    )
+    return out
+
+
+def sweep_spec(case: str, corpus: Path, out: Path, steps: int) -> dict[str, Any]:
+    return {
+        "name": f"decision-{case}",
+        "corpus": str(corpus),
+        "search": {"rounds": 2, "per_round": 4},
+        "proxy": {"preset": "tiny_cpu", "overrides": {"seq_len": 128}},
+        "budget": {"steps": steps, "micro_batch": 4, "global_batch": 8, "eval_interval": steps,
+                   "eval_windows_per_domain": 16},
+        "backend": "megatron",
+        "objective": CASES[case]["objective"],
+        "resources": {"cpus": 1},
+        "max_concurrent": 2,
+        "mlflow": {"experiment": f"decision-{case}", "tracking_uri": f"sqlite:///{out}/mlflow.db"},
+        "output_dir": str(out),
+    }  # fmt: skip
+
+
+def _train_one(args: tuple[dict[str, float], str, dict[str, Any], dict[str, Any], str]) -> dict[str, float]:
+    """One training (in a pool worker) -> its final per-domain bpb as val.bpb.<domain> metrics."""
+    warnings.filterwarnings("ignore")
+    from mixture_search.mixture import Mixture  # worker only: the driver stays free of torch
+    from trainers.budget import TrainBudget  # worker only, as above
+    from trainers.config import ProxyConfig  # worker only, as above
+    from trainers.train import train  # torch: worker only, as above
+
+    weights, corpus, proxy, budget, out = args
+    import torch  # loaded by trainers.train already; worker only
+
+    torch.set_num_threads(1)
+    result = train(
+        Mixture.from_dict(weights),
+        corpus,
+        ProxyConfig.from_dict(proxy),
+        TrainBudget.from_dict(budget),
+        "megatron",
+        out,
+    )
+    assert result.final is not None
+    metrics = {f"val.bpb.{d}": float(v) for d, v in result.final.bpb.items()}
+    metrics["val.bpb.mean"] = float(result.final.mean_bpb)
+    return metrics
+
+
+def objective(metrics: dict[str, float], spec: dict[str, Any]) -> float:
+    weights = spec.get("weights")
+    if weights:
+        return float(sum(w * metrics[k] for k, w in weights.items()))
+    return float(metrics[spec["metric"]])
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Mean of a - b over seeds with a 95% t-interval, and a verdict (lower objective is better)."""
+    from scipy.stats import t  # scipy: only where the interval is computed
+
+    d = np.asarray(a) - np.asarray(b)
+    mean = float(d.mean())
+    half = float(t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    lo, hi = mean - half, mean + half
+    verdict = "within noise" if not lo > 0 and not hi < 0 else ("better" if hi < 0 else "worse")
+    return {"diff": round(mean, 5), "ci95": [round(lo, 5), round(hi, 5)], "verdict": verdict}
+
+
+def run_case(case: str, steps: int, seeds: list[int]) -> dict[str, Any]:
+    started = time.perf_counter()
+    corpus = prepare_corpus(CASES[case]["corpus"])
+    out = WORK / "sweeps" / case
+    out.mkdir(parents=True, exist_ok=True)
+    spec = sweep_spec(case, corpus, out, steps)
+    (out / "spec.json").write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    print(f"[{case}] sweep: 2 rounds of 4 trials x {steps} steps", flush=True)
+    subprocess.run([str(BIN / "mixsweep"), "sweep", str(out / "spec.json")], cwd=REPO, env=env, check=True)
+    sweep_s = time.perf_counter() - started
+    summary = json.loads((out / "summary.json").read_text())
+    corpus_info = json.loads((corpus / "corpus.json").read_text())
+    domains = list(summary["best"]["weights"])
+    train_tokens = {d["name"]: sum(f["tokens"] for f in d["train"]) for d in corpus_info["domains"]}
+    tokens = {d: float(train_tokens[d]) for d in domains}
+    total = sum(tokens.values())
+    mixtures = {
+        "recommended": _exported(out),
+        "best_trial": summary["best"]["weights"],
+        "natural": {d: tokens[d] / total for d in domains},
+        "uniform": {d: 1.0 / len(domains) for d in domains},
+    }
+    jobs = [
+        (w, str(corpus), summary["proxy"], {**summary["budget"], "seed": s}, str(out / "check"))
+        for w in mixtures.values()
+        for s in seeds
+    ]
+    print(f"[{case}] checking: {len(mixtures)} mixtures x {len(seeds)} seeds", flush=True)
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        metrics = list(pool.map(_train_one, jobs))
+    scores = np.array([objective(m, CASES[case]["objective"]) for m in metrics]).reshape(len(mixtures), len(seeds))
+    by_name = dict(zip(mixtures, scores))
+    rec = by_name["recommended"]
+    return {
+        "corpus": CASES[case]["corpus"],
+        "objective": CASES[case]["objective"],
+        "steps": steps,
+        "seeds": seeds,
+        "mixtures": {n: {k: round(v, 4) for k, v in w.items()} for n, w in mixtures.items()},
+        "objective_by_seed": {n: [round(float(v), 5) for v in s] for n, s in by_name.items()},
+        "mean": {n: round(float(s.mean()), 5) for n, s in by_name.items()},
+        "seed_std": {n: round(float(s.std(ddof=1)), 5) for n, s in by_name.items()},
+        "spread_between_mixtures": round(float(scores.mean(axis=1).max() - scores.mean(axis=1).min()), 5),
+        "recommended_vs": {n: paired(rec, s) for n, s in by_name.items() if n != "recommended"},
+        "sweep_predicted": summary.get("proposal", {}).get("predicted"),
+        "sweep_proposal": {k: summary.get("proposal", {}).get(k) for k in ("model", "bound_by", "nearest_run_l1")},
+        "sweep_confirm": summary.get("confirm"),
+        "sweep_s": round(sweep_s, 1),
+        "total_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def _exported(out: Path) -> dict[str, float]:
+    """The exported recommendation (after the sweep's confirmation, when it ran)."""
+    from ruamel.yaml import YAML  # only where the export is read
+
+    doc = YAML(typ="safe").load((out / "recommended" / "mixture.yaml").read_text())
+    weights = doc["weights"] if "weights" in doc else doc["mixture"]
+    total = sum(float(v) for v in weights.values())
+    return {str(k): float(v) / total for k, v in weights.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", action="append", choices=sorted(CASES), help="a case to run (repeatable; default all)")
+    ap.add_argument("--steps", type=int, default=150, help="training steps of every proxy")
+    ap.add_argument("--seeds", default="101,102,103", help="seeds of the check trainings")
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"cases": {}}
+    for case in args.case or sorted(CASES):
+        results["cases"][case] = run_case(case, args.steps, seeds)
+        cases = results["cases"].values()
+        verdicts = [c["recommended_vs"] for c in cases]
+        results["goals"] = {
+            "never_worse_than_best_trial_beyond_noise": {
+                "figure": sum(v["best_trial"]["verdict"] == "worse" for v in verdicts),
+                "met": all(v["best_trial"]["verdict"] != "worse" for v in verdicts),
+            },
+            "beats_natural_and_uniform_in_90pct": {
+                "figure": round(
+                    float(np.mean([v[b]["verdict"] == "better" for v in verdicts for b in ("natural", "uniform")])), 3
+                ),
+                "met": float(np.mean([v[b]["verdict"] == "better" for v in verdicts for b in ("natural", "uniform")]))
+                >= 0.9,
+            },
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        print(json.dumps(results["cases"][case]["recommended_vs"], indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    main()
