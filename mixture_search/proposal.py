@@ -231,23 +231,23 @@ def propose(
         raise SearchError(f"uncertainty {uncertainty} must be a number >= 0")
     predict = scorer(model, space)
     sign = -1.0 if maximize else 1.0
-    if uncertainty > 0:
+    fast = mean_scorer(model, space)
 
-        def score(X: np.ndarray) -> np.ndarray:
-            mean, std = predict(X)
-            return sign * mean + uncertainty * std  # pessimistic either way
-
-    else:
-        fast = mean_scorer(model, space)
-
-        def score(X: np.ndarray) -> np.ndarray:
+    def score(X: np.ndarray) -> np.ndarray:
+        """What the proposal minimises: the mean, pessimistic by `uncertainty` std either way."""
+        if uncertainty == 0:
             return sign * fast(X)
+        mean, std = predict(X)
+        return sign * mean + uncertainty * std
 
     inner = region.inner if region is not None else space
     admits = region.admits if region is not None else (lambda X: np.ones(len(X), dtype=bool))
     rng = np.random.default_rng(seed)
+    # the many candidates are ranked by the mean (the fast path: no std); with a penalty, a pool of the
+    # best by the mean is ranked again by the penalised score
+    pool = top_k if uncertainty == 0 else max(top_k, 20 * top_k)
     best_X = np.zeros((0, space.size)) if region is None else region.anchors.copy()
-    best_f = np.zeros(0) if region is None else score(best_X)
+    best_f = np.zeros(0) if region is None else sign * fast(best_X)
     done = 0
     while done < n_samples:
         size = min(chunk, n_samples - done)
@@ -258,7 +258,11 @@ def propose(
         X = X[admits(X)]
         if not len(X):
             continue
-        best_X, best_f = np.vstack([best_X, X]), np.concatenate([best_f, score(X)])
+        best_X, best_f = np.vstack([best_X, X]), np.concatenate([best_f, sign * fast(X)])
+        keep = np.argsort(best_f, kind="stable")[:pool]
+        best_X, best_f = best_X[keep], best_f[keep]
+    if uncertainty > 0:
+        best_f = score(best_X)
         keep = np.argsort(best_f, kind="stable")[:top_k]
         best_X, best_f = best_X[keep], best_f[keep]
     averaged = np.asarray(inner.project(best_X.mean(axis=0)))

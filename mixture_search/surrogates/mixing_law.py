@@ -75,14 +75,16 @@ class MixingLawSurrogate(BaseSurrogate):
                 c0 = z.min() - offset * span if sign > 0 else z.max() + offset * span
                 log_gap = np.log(sign * (z - c0))
                 t0 = np.linalg.solve(X.T @ X + (lam**2 + 1e-8) * np.eye(m), X.T @ log_gap)
-                # Levenberg-Marquardt: a start of the wrong sign never converges, so cap its evaluations
+                # Levenberg-Marquardt: a start of the wrong sign never converges, so every start gets a
+                # short run and only the best is run to convergence below
                 fit = least_squares(
-                    residuals, np.r_[c0, t0], jac=jacobian, args=(sign,), method="lm", max_nfev=100 * (m + 2)
+                    residuals, np.r_[c0, t0], jac=jacobian, args=(sign,), method="lm", max_nfev=20 * (m + 2)
                 )
                 if best is None or fit.cost < best[0] - 1e-12:
                     best = (float(fit.cost), sign, fit.x)
         assert best is not None
         _, self._sign, theta = best
+        theta = least_squares(residuals, theta, jac=jacobian, args=(self._sign,), method="lm", max_nfev=100 * (m + 2)).x
         self._c, self._t = float(theta[0]), theta[1:].copy()
         J = jacobian(theta, self._sign)
         resid = residuals(theta, self._sign)[:n]
