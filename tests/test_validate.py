@@ -227,6 +227,18 @@ def test_choose_mixtures_skips_duplicates() -> None:
     assert [c.name for c in chosen] == ["recommended"]  # uniform, best and the one trial all equal it
 
 
+def test_the_recommendation_is_what_the_sweep_exported() -> None:
+    """When the sweep's confirmation found the proposal worse, it exported the best trial: validate that."""
+    summary = {
+        "best": {"weights": {"code": 0.25, "en": 0.25, "zh": 0.5}},
+        "proposal": {"weights": {"code": 0.2, "en": 0.5, "zh": 0.3}},
+        "confirm": {"exported": "best_trial"},
+    }
+    chosen = choose_mixtures(_plan(["uniform"], 3), summary, [])
+    assert chosen[0].name == "recommended"
+    assert chosen[0].mixture.normalized == pytest.approx((0.25, 0.25, 0.5))
+
+
 def test_target_preset_is_four_times_the_demo_proxy() -> None:
     from trainers.presets import preset
 

@@ -225,7 +225,10 @@ def choose_mixtures(plan: ValidatePlan, summary: dict[str, Any], results: list[T
         "natural": Mixture([(d, float(tokens[d])) for d in domains]),
         "best": of(summary["best"]["weights"]),
     }
-    chosen = [Candidate("recommended", "recommended", of(summary["proposal"]["weights"]))]
+    # what the sweep exported: the best trial when its confirmation found the proposal worse
+    exported = (summary.get("confirm") or {}).get("exported")
+    recommended = summary["best"]["weights"] if exported == "best_trial" else summary["proposal"]["weights"]
+    chosen = [Candidate("recommended", "recommended", of(recommended))]
     for name in plan.spec.baselines:
         chosen.append(Candidate(name, "baseline", pool[name]))
     out: list[Candidate] = []
