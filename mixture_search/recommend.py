@@ -10,7 +10,8 @@ Two models of the objective compete by cross-validation on the same folds:
   domain raises that domain's loss, which a scalar model fitted on a handful of runs does not.
 
 The model with the better out-of-fold Spearman proposes (ties go to parts); its out-of-fold RMSE is
-the run noise of the proposal's interval. The proposal is kept near the evidence (see
+the run noise of the proposal's interval, unless a measured noise is given (`noise_std`: the spread
+between seeds of the same mixture, when a sweep replicates its top trials). The proposal is kept near the evidence (see
 `mixture_search.proposal`): a trust region around the best runs, a cap on extrapolating any share,
 and a pessimistic score.
 """
@@ -73,10 +74,12 @@ def recommend_mixture(
     extrapolate: float | None = DEFAULT_EXTRAPOLATE,
     uncertainty: float = DEFAULT_UNCERTAINTY,
     folds: int = 5,
+    noise_std: float | None = None,
 ) -> Recommendation:
     """The proposal of the better-validated model (see the module docstring), from runs `X` (n, m) in the
     space's domain order with objectives `y`; `parts` are the metric columns the objective sums with
-    `part_weights` (equal weights when not given)."""
+    `part_weights` (equal weights when not given). `noise_std`, when given (e.g. measured between seeds
+    of the same mixture), is the run noise of the proposal's interval instead of the CV RMSE."""
     X, y = np.atleast_2d(np.asarray(X, dtype=np.float64)), np.asarray(y, dtype=np.float64)
     ok = np.isfinite(y)
     if ok.sum() < 3:
@@ -105,7 +108,7 @@ def recommend_mixture(
     region = None
     if trust_region is not None or extrapolate is not None:
         region = TrustRegion.around(space, X, y, maximize=maximize, radius=trust_region, extrapolate=extrapolate)
-    noise = float(cv.rmse) if np.isfinite(cv.rmse) else None
+    noise = noise_std if noise_std is not None else float(cv.rmse) if np.isfinite(cv.rmse) else None
     proposal = propose(
         model,
         space,

@@ -171,6 +171,7 @@ CASES: list[tuple[str, str | None, list[str]]] = [
     ("seed_negative.yaml", None, ["seed", "greater than or equal to 0"]),
     ("early_stop_no_eval.yaml", None, ["early_stopping needs budget.eval_interval > 0"]),
     ("confirm_seeds_zero.yaml", None, ["confirm.seeds", "greater than or equal to 1"]),
+    ("replicates_over_trials.yaml", None, ["search.replicates: 5 is more than the sweep's 4 trials"]),
     # budgets
     ("budget_zero_steps.yaml", None, ["budget.steps", "positive integer, got 0"]),
     ("budget_zero_tokens.yaml", None, ["budget.tokens", "positive integer, got 0"]),

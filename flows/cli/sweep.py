@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -54,7 +55,12 @@ def register(app: typer.Typer) -> None:
             (
                 "search",
                 f"{parsed.search.rounds} rounds x {parsed.search.per_round}: {parsed.search.sampler}"
-                + (f", then {parsed.search.adaptive}" if parsed.search.adaptive and parsed.search.rounds > 1 else ""),
+                + (f", then {parsed.search.adaptive}" if parsed.search.adaptive and parsed.search.rounds > 1 else "")
+                + (
+                    f"; the top {parsed.search.replicates} trained again with a new seed (ranked by the mean)"
+                    if parsed.search.replicates
+                    else ""
+                ),
             ),
             ("proxy", f"{parsed.proxy.preset} {parsed.proxy.overrides or ''}: {prepared.params:,} parameters"),
             ("budget", f"{prepared.total_steps} steps; " + json.dumps(_given(parsed.budget.to_dict()))),
@@ -107,6 +113,12 @@ def print_results(folder: Path, *, top: int = 15) -> None:
     results = [TrialResult.from_dict(r) for r in json.loads(results_file.read_text(encoding="utf-8"))]
     summary = json.loads(summary_file.read_text(encoding="utf-8"))
     maximize = bool(summary.get("maximize", False))
+    replicates = summary.get("replicates")
+    seeds: dict[str, int] = {}
+    if replicates:  # ranked by each mixture's mean over its seeds, as the sweep ranked them
+        seeds = replicates["seeds_per_mixture"]
+        means = replicates["means"]
+        results = [dataclasses.replace(r, objective=means[r.trial_key]) if r.trial_key in means else r for r in results]
     ranked = rank(results, maximize=maximize)
     out = console()
     domains = list(dict.fromkeys(d for r in results for d in r.mixture.names))
@@ -114,13 +126,20 @@ def print_results(folder: Path, *, top: int = 15) -> None:
         title=f"leaderboard of {summary['sweep']}: {summary['finished']} of {summary['trials']} trials finished",
         title_justify="left",
     )
-    for col in ("rank", "trial", "round", "objective", *domains):
+    for col in ("rank", "trial", "round", "objective", *(["seeds"] if replicates else []), *domains):
         table.add_column(col, justify="right" if col not in ("trial",) else "left", no_wrap=True)
     for i, r in enumerate(ranked[:top], start=1):
         objective = f"{r.objective:.4f}" if r.objective is not None else f"[red]{r.status}[/]"
         shares = [f"{r.mixture.share(d):.3f}" if d in r.mixture else "-" for d in domains]
-        table.add_row(str(i) if r.ok else "-", r.trial_key[:8], str(r.round + 1), objective, *shares)
+        count = [str(seeds.get(r.trial_key, "-"))] if replicates else []
+        table.add_row(str(i) if r.ok else "-", r.trial_key[:8], str(r.round + 1), objective, *count, *shares)
     out.print(table)
+    if replicates:
+        std = replicates.get("seed_std")
+        out.print(
+            f"objectives are means over seeds: the top {len(replicates['replicated'])} trained again with seed "
+            f"{replicates['seed']}; seed noise (pooled std) {f'{std:.4f}' if std is not None else 'not measured'}"
+        )
     proposal = summary.get("proposal", {})
     confirm = summary.get("confirm")
     from_best = bool(confirm) and confirm.get("exported") == "best_trial"

@@ -24,8 +24,12 @@ from mixture_search.recommend import recommend_mixture
 MIN_TRIALS_TO_PROPOSE = 4
 
 
-def recommend(prepared: Prepared, results: list[TrialResult]) -> tuple[list[TrialResult], Mixture, dict[str, Any]]:
-    """(finished trials best first, the recommended mixture, the sweep's summary)."""
+def recommend(
+    prepared: Prepared, results: list[TrialResult], *, noise_std: float | None = None
+) -> tuple[list[TrialResult], Mixture, dict[str, Any]]:
+    """(finished trials best first, the recommended mixture, the sweep's summary). `results` are one
+    observation per mixture (with replicates: the means over seeds, `flows.steps.replicates`), and
+    `noise_std` the measured seed noise, the run noise of the proposal's interval (None: the CV RMSE)."""
     spec = prepared.spec
     ok = [r for r in results if r.ok]
     ranked = rank(ok, maximize=spec.objective.maximize)
@@ -64,6 +68,7 @@ def recommend(prepared: Prepared, results: list[TrialResult]) -> tuple[list[Tria
             trust_region=search.trust_region,
             extrapolate=search.extrapolate,
             uncertainty=search.uncertainty,
+            noise_std=noise_std,
         )
         recommended = recommendation.proposal.mixture
         summary["proposal"] = recommendation.to_dict()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,16 @@ def rank(results: Sequence[TrialResult], *, maximize: bool = False) -> list[Tria
 
 
 def leaderboard_rows(
-    results: Sequence[TrialResult], domains: Sequence[str], *, maximize: bool = False, extra: Sequence[str] = ()
+    results: Sequence[TrialResult],
+    domains: Sequence[str],
+    *,
+    maximize: bool = False,
+    extra: Sequence[str] = (),
+    seeds: Mapping[str, Sequence[float]] | None = None,
 ) -> list[dict[str, Any]]:
+    """One row per trial, best first. With `seeds` (trial key -> its mixture's objective per seed, when
+    the sweep replicated its top trials; `results` then hold the means) a `seeds` column and, for a
+    mixture with more than one, the standard deviation between its seeds (`seed_std`)."""
     rows = []
     for i, r in enumerate(rank(results, maximize=maximize), start=1):
         row: dict[str, Any] = {
@@ -35,6 +44,10 @@ def leaderboard_rows(
             "status": r.status,
             "objective": None if r.objective is None else round(float(r.objective), 5),
         }
+        if seeds is not None:
+            values = seeds.get(r.trial_key, [])
+            row["seeds"] = len(values)
+            row["seed_std"] = round(statistics.stdev(values), 5) if len(values) > 1 else None
         for d in domains:
             row[d] = round(r.mixture.share(d), 4) if d in r.mixture else 0.0
         for k in extra:
@@ -69,6 +82,7 @@ def round_report(
     maximize: bool,
     cv: dict[str, Any] | None,
     mlflow_url: str | None,
+    seeds: Mapping[str, Sequence[float]] | None = None,
 ) -> str:
     done = [r for r in results if r.ok]
     failed = [r for r in results if r.status == "failed"]
@@ -86,7 +100,12 @@ def round_report(
         lines += ["", "**Failed trials**:", ""] + [f"- `{r.trial_key[:8]}`: {r.error}" for r in failed]
     if mlflow_url:
         lines += ["", f"Compare the mixtures in MLflow: {mlflow_url}"]
-    lines += ["", "## Leaderboard", "", markdown_table(leaderboard_rows(results, domains, maximize=maximize))]
+    lines += [
+        "",
+        "## Leaderboard",
+        "",
+        markdown_table(leaderboard_rows(results, domains, maximize=maximize, seeds=seeds)),
+    ]
     return "\n".join(lines)
 
 

@@ -131,6 +131,22 @@ class SearchSpec(_Strict):
         description="The proposal optimises the surrogate's mean plus this many predicted standard deviations "
         "(against the objective's direction); 0: the mean alone.",
     )
+    replicates: int = Field(
+        0,
+        ge=0,
+        description="After the last round, train the top this many trials again with a new seed; the ranking, "
+        "the surrogate and the proposal use each mixture's mean over its seeds (0: off).",
+    )
+
+    @model_validator(mode="after")
+    def _replicates(self) -> SearchSpec:
+        trials = self.rounds * self.per_round
+        if self.replicates > trials:
+            raise SpecError(
+                f"{self.replicates} is more than the sweep's {trials} trials (search.rounds x search.per_round)",
+                where="search.replicates",
+            )
+        return self
 
 
 class ConfirmSpec(_Strict):
@@ -280,8 +296,10 @@ class SweepSpec(_Strict):
 
     def sweep_key(self, data_hash: str) -> str:
         """Identifies a sweep across reruns: same spec and data -> same key. Where it runs, and what only
-        shapes the end (the proposal's limits, the confirmation), are left out: changing them reuses the
-        sweep's MLflow runs and re-proposes from the same trials."""
+        shapes the end (the proposal's limits, the replicates, the confirmation), are left out: changing
+        them reuses the sweep's MLflow runs and re-proposes from the same trials. Replicate and
+        confirmation runs are not trials: they train after the last round, under keys of their own (seed
+        and stage), so raising `search.replicates` on a finished sweep trains only the new replicates."""
         payload = self.model_dump(
             mode="json",
             exclude={
@@ -292,7 +310,7 @@ class SweepSpec(_Strict):
                 "max_failures": True,
                 "data_root": True,
                 "confirm": True,
-                "search": {"trust_region", "extrapolate", "uncertainty", "proposal_samples"},
+                "search": {"trust_region", "extrapolate", "uncertainty", "proposal_samples", "replicates"},
             },
         )
         return content_key([payload, data_hash])
