@@ -1,12 +1,13 @@
 """The Prefect flow `sweep`: rounds of suggest -> train/evaluate on Ray Tune -> observe + fit, then
-propose, confirm (the proposal and the best trial trained again with new seeds), rank, report and
-export the better of the two.
+replicate (with `search.replicates`, the top trials trained again with a new seed: each mixture is
+judged by its mean over seeds), propose, confirm (the proposal and the best trial trained again with
+new seeds), rank, report and export the better of the two.
 
 The flow is wiring: Prefect tasks around plain steps. The steps are in `flows.steps` (prepare and
 check, search state, export), the trials run on Ray Tune through `flows.trials.tune`, and
 `flows.tracking.tracker` keeps MLflow's books. A rerun of the same spec resumes: finished trials are found in
-MLflow by their trial key and never retrained (confirmation runs likewise, by their own keys, and never
-counted as trials), candidate lists and sampler states are read back from
+MLflow by their trial key and never retrained (replicate and confirmation runs likewise, by their own
+keys, and never counted as trials), candidate lists and sampler states are read back from
 `<output_dir>/search_state.json`.
 """
 
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -28,13 +30,13 @@ from prefect.artifacts import (
 from flows.steps.confirm import (
     CONFIRM_STAGE,
     Confirmation,
-    ConfirmRun,
     confirmation,
     confirmation_markdown,
     plan_confirmation,
 )
 from flows.steps.export import export, recommend
 from flows.steps.prepare import Prepared, prepare
+from flows.steps.replicates import REPLICATE_STAGE, SeedMeans, plan_replicates, replicate_seed, seed_means
 from flows.steps.report import (
     leaderboard_rows,
     plot_leaderboard,
@@ -54,6 +56,8 @@ from flows.trials.result import TrialPlan, TrialResult
 from flows.trials.tune import START_SECONDS, RoundOptions, end_trials, run_round
 from mixture_search.files import atomic_write_json
 from mixture_search.mixture import Mixture
+
+_STAGE_NAMES = {CONFIRM_STAGE: "confirmation", REPLICATE_STAGE: "replicates"}  # progress bars' words
 
 # ------------------------------------------------------------------------------------------------
 # tasks
@@ -75,15 +79,16 @@ def suggest(
 def run_trials(
     prepared: Prepared, plans: list[TrialPlan], round_: int, tracker: SweepTracker, stage: str = TRIAL_STAGE
 ) -> list[TrialResult]:
-    """A round of trainings on Ray Tune: the trials of round `round_`, or (`stage="confirm"`) the
-    confirmation runs, with the same resources and MLflow books but never stopped early."""
+    """A round of trainings on Ray Tune: the trials of round `round_`, or (`stage="replicate"` or
+    `"confirm"`) the replicate or confirmation runs, with the same resources and MLflow books but never
+    stopped early."""
     spec = prepared.spec
     logger = get_run_logger()
-    confirming = stage == CONFIRM_STAGE
+    searching = stage == TRIAL_STAGE
     progress_id = create_progress_artifact(
         progress=0.0,
         key=f"{_slug(spec.name)}-progress",
-        description="confirmation: runs finished" if confirming else f"round {round_ + 1}: trials finished",
+        description=f"round {round_ + 1}: trials finished" if searching else f"{_STAGE_NAMES[stage]}: runs finished",
     )
     ended: dict[str, TrialResult] = {}
 
@@ -107,15 +112,15 @@ def run_trials(
         gpus=spec.resources.gpus,
         max_concurrent=spec.max_concurrent,
         max_failures=spec.max_failures,
-        asha={  # a confirmation run always trains its whole budget: it is compared, not searched
+        asha={  # a replicate or confirmation run always trains its whole budget: it is compared, not searched
             "grace_period": spec.early_stopping.grace_period,
             "reduction_factor": spec.early_stopping.reduction_factor,
         }
-        if spec.early_stopping.enabled and not confirming
+        if spec.early_stopping.enabled and searching
         else None,
         ray_address=spec.ray_address,
         storage=spec.out_dir / "ray",
-        name=CONFIRM_STAGE if confirming else f"round_{round_}",
+        name=f"round_{round_}" if searching else stage,
         on_trial_done=on_done,
         hooks={plans[i].key: hook for i, hook in faults.items() if i < len(plans)},
     )
@@ -153,8 +158,28 @@ def log_cv(prepared: Prepared, cv: CrossValidation | None, round_: int, tracker:
 
 
 @task(name="propose")
-def propose(prepared: Prepared, results: list[TrialResult]) -> tuple[list[TrialResult], Mixture, dict[str, Any]]:
-    return recommend(prepared, results)
+def propose(
+    prepared: Prepared, results: list[TrialResult], noise_std: float | None = None
+) -> tuple[list[TrialResult], Mixture, dict[str, Any]]:
+    return recommend(prepared, results, noise_std=noise_std)
+
+
+def replicate(prepared: Prepared, tracker: SweepTracker, trials: list[TrialResult]) -> SeedMeans:
+    """Train the top `search.replicates` trials again with the replicate seed (what a rerun finds final
+    in MLflow is not trained again) and average each mixture over its seeds."""
+    spec = prepared.spec
+    logger = get_run_logger()
+    runs = plan_replicates(prepared, trials)
+    results, plans = _plan_again(prepared, tracker, REPLICATE_STAGE, runs)
+    logger.info(
+        "replicates: the top %d trials with seed %d, %d runs to train",
+        len(runs),
+        replicate_seed(prepared),
+        len(plans),
+    )
+    for res in run_trials(prepared, plans, spec.search.rounds, tracker, REPLICATE_STAGE) if plans else []:
+        results[res.trial_key] = res
+    return seed_means(trials, [results[run.key] for run in runs if run.key in results])
 
 
 def confirm(prepared: Prepared, tracker: SweepTracker, ranked: list[TrialResult], proposal: Mixture) -> Confirmation:
@@ -165,14 +190,7 @@ def confirm(prepared: Prepared, tracker: SweepTracker, ranked: list[TrialResult]
     plan = plan_confirmation(prepared, ranked, proposal)
     results: dict[str, TrialResult] = {}
     if plan.runs:
-        results = tracker.finished_trials(stage=CONFIRM_STAGE)
-        plans = [
-            TrialPlan(
-                run.key, run.mixture, _start_confirm_run(prepared, tracker, run), spec.search.rounds, run.role, run.seed
-            )
-            for run in plan.runs
-            if run.key not in results
-        ]
+        results, plans = _plan_again(prepared, tracker, CONFIRM_STAGE, plan.runs)
         logger.info(
             "confirmation: the proposal and the best trial with seeds %s, %d runs to train",
             list(plan.seeds),
@@ -190,14 +208,26 @@ def finish(
     tracker: SweepTracker,
     proposed: tuple[list[TrialResult], Mixture, dict[str, Any]],
     confirmed: Confirmation | None,
+    means: SeedMeans | None = None,
 ) -> dict[str, Any]:
+    """Rank (by the mean over seeds when the top trials were replicated: `means`), plot, report and
+    export; `results` (the trials as trained) go to results.json."""
     spec = prepared.spec
     out = spec.out_dir
     parent = tracker.parent_run()
     ranked, recommended, summary = proposed
+    observed = means.results if means is not None else results
     for i, r in enumerate(ranked, start=1):
         if r.run_id:
             tracker.set_tags(r.run_id, {"rank": str(i)})
+    if means is not None:
+        summary["replicates"] = {
+            "requested": spec.search.replicates,
+            "seed": replicate_seed(prepared),
+            **means.to_dict(),
+        }
+        if means.seed_std is not None:
+            tracker.log_metrics(parent, {"replicates.seed_std": means.seed_std})
     exported, source = recommended, "the proposal"
     if confirmed is not None:
         summary["confirm"] = confirmed.to_dict()
@@ -209,16 +239,21 @@ def finish(
         tracker.log_artifact(parent, Path(p), "recommended")
     plots = out / "plots"
     for path in (
-        plot_objective_vs_weights(results, prepared.domains, spec.objective.metric, plots / "objective_vs_weights.png")
+        plot_objective_vs_weights(observed, prepared.domains, spec.objective.metric, plots / "objective_vs_weights.png")
         if ranked
         else None,
-        plot_loss_curves(results, plots / "loss_curves.png"),
-        plot_leaderboard(results, plots / "leaderboard.png", maximize=spec.objective.maximize),
-        plot_simplex(results, prepared.domains, plots / "simplex.png", proposal=recommended),
+        plot_loss_curves(observed, plots / "loss_curves.png"),
+        plot_leaderboard(observed, plots / "leaderboard.png", maximize=spec.objective.maximize),
+        plot_simplex(observed, prepared.domains, plots / "simplex.png", proposal=recommended),
     ):
         if path is not None:
             tracker.log_artifact(parent, path, "plots")
-    rows = leaderboard_rows(results, prepared.domains, maximize=spec.objective.maximize)
+    rows = leaderboard_rows(
+        observed,
+        prepared.domains,
+        maximize=spec.objective.maximize,
+        seeds=means.objectives if means is not None else None,
+    )
     tracker.log_artifact_text(parent, "leaderboard.json", json.dumps(rows, indent=1))
     create_table_artifact(
         key=f"{_slug(spec.name)}-leaderboard", table=rows, description=f"final leaderboard of {spec.name}"
@@ -283,10 +318,20 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
                     results[res.trial_key] = res
             round_results = list(results.values())
             last = r == parsed.search.rounds - 1
-            cv_future = cross_validate.submit(prepared, round_results)
+            means = None
+            if last and parsed.search.replicates:
+                with timings.stage("replicate"):
+                    means = replicate(prepared, tracker, round_results)
+                logger.info(
+                    "seed noise (pooled std over %d replicated mixtures): %s",
+                    len(means.replicated),
+                    means.seed_std,
+                )
+            observed = means.results if means is not None else round_results  # one observation per mixture
+            cv_future = cross_validate.submit(prepared, observed)
             if last:  # the proposal and its confirmation do not need the CV: they run beside it
                 with timings.stage("finish"):
-                    proposed = propose(prepared, round_results)
+                    proposed = propose(prepared, observed, means.seed_std if means is not None else None)
                 confirmed = None
                 if parsed.confirm.enabled:
                     with timings.stage("confirm"):
@@ -296,11 +341,11 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
                     else:
                         logger.info("%s", confirmed.verdict)
                 with timings.stage("finish"):
-                    summary = finish(prepared, round_results, tracker, proposed, confirmed)
+                    summary = finish(prepared, round_results, tracker, proposed, confirmed, means)
             with timings.stage("cv"):
                 cv = log_cv(prepared, cv_future.result(), r, tracker)
             with timings.stage("report"):
-                _round_report(prepared, tracker, parent, r, round_results, cv)
+                _round_report(prepared, tracker, parent, r, observed, cv, means)
     finally:
         end_trials()  # each node's evaluation worker ends with the sweep
     tracker.finish_parent()
@@ -342,8 +387,43 @@ def _plan(
     return TrialPlan(key, mixture, run_id, round_, sampler)
 
 
-def _start_confirm_run(prepared: Prepared, tracker: SweepTracker, run: ConfirmRun) -> str:
-    """The MLflow child run of a confirmation run (tagged `stage=confirm`; not a trial)."""
+class StageRun(Protocol):
+    """A training after the last round (`ConfirmRun`, `ReplicateRun`): a mixture with its own seed."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def mixture(self) -> Mixture: ...
+
+
+def _plan_again(
+    prepared: Prepared, tracker: SweepTracker, stage: str, runs: Sequence[StageRun]
+) -> tuple[dict[str, TrialResult], list[TrialPlan]]:
+    """(the runs of `stage` already final in MLflow by key, the plans of the rest with their child runs
+    started): a rerun trains none of them twice."""
+    spec = prepared.spec
+    found = tracker.finished_trials(stage=stage)
+    plans = [
+        TrialPlan(
+            run.key,
+            run.mixture,
+            _start_stage_run(prepared, tracker, run, stage),
+            spec.search.rounds,
+            run.role,
+            run.seed,
+        )
+        for run in runs
+        if run.key not in found
+    ]
+    return found, plans
+
+
+def _start_stage_run(prepared: Prepared, tracker: SweepTracker, run: StageRun, stage: str) -> str:
+    """The MLflow child run of a replicate or confirmation run (tagged `stage=<stage>`; not a trial)."""
     spec = prepared.spec
     return tracker.start_trial(
         run.key,
@@ -357,7 +437,7 @@ def _start_confirm_run(prepared: Prepared, tracker: SweepTracker, run: ConfirmRu
             "budget": {**prepared.budget.to_dict(), "seed": run.seed},
             "seed": run.seed,
         },
-        stage=CONFIRM_STAGE,
+        stage=stage,
     )
 
 
@@ -390,10 +470,13 @@ def _round_report(
     round_: int,
     results: list[TrialResult],
     cv: dict[str, Any] | None,
+    means: SeedMeans | None = None,
 ) -> None:
-    """The round's leaderboard and markdown report, as Prefect artifacts and in MLflow."""
+    """The round's leaderboard and markdown report, as Prefect artifacts and in MLflow (`results` with
+    the means over seeds and `means` after the last round of a sweep that replicates)."""
     spec = prepared.spec
-    rows = leaderboard_rows(results, prepared.domains, maximize=spec.objective.maximize)
+    seeds = means.objectives if means is not None else None
+    rows = leaderboard_rows(results, prepared.domains, maximize=spec.objective.maximize, seeds=seeds)
     create_table_artifact(
         key=f"{_slug(spec.name)}-leaderboard-round-{round_ + 1}",
         table=rows,
@@ -409,6 +492,7 @@ def _round_report(
         maximize=spec.objective.maximize,
         cv=cv,
         mlflow_url=_mlflow_url(prepared.tracking_uri, tracker),
+        seeds=seeds,
     )
     create_markdown_artifact(
         key=f"{_slug(spec.name)}-round-{round_ + 1}", markdown=report, description=f"round {round_ + 1} report"

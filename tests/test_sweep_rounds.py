@@ -1,22 +1,28 @@
 """The sweep's round logic without Prefect or Ray: candidates of a round are planned once and replanned
 identically after an interruption, the adaptive sampler is told every result once and knows the
-objective's direction, the CV is cached by its inputs, `recommend` ranks and proposes, and the
+objective's direction, the CV is cached by its inputs, `recommend` ranks and proposes, the top trials
+are replicated with a new seed (keyed apart, trained once, ranked and proposed by their means), and the
 confirmation trains the proposal and the best trial with new seeds and exports the better one."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flows.steps.confirm import confirmation, plan_confirmation
+from flows import sweep as sweep_module
+from flows.steps.confirm import confirm_seeds, confirmation, plan_confirmation
 from flows.steps.export import recommend
 from flows.steps.prepare import Prepared, prepare
+from flows.steps.replicates import REPLICATE_STAGE, plan_replicates, replicate_seed
+from flows.steps.report import rank
 from flows.steps.search import SearchState, cross_validate_cached, sampler_for, suggest_candidates
 from flows.steps.spec import load_spec
-from flows.trials.result import TrialResult
+from flows.trials.result import TrialPlan, TrialResult
 from mixture_search.mixture import Mixture
 from tests.sweep_helpers import smoke_spec
 
@@ -122,3 +128,105 @@ def test_after_the_last_round_the_proposal_is_confirmed_against_the_best_trial(
     assert c.pairs == prepared.spec.confirm.seeds and c.diff == pytest.approx(-0.1 if proposal_wins else 0.1)
     assert c.exported == ("proposal" if proposal_wins else "best_trial")
     assert c.outcome == c.exported  # the same difference with every seed: the interval excludes 0
+
+
+# -- replicates: the top trials again with a new seed, through the flow's own steps (training stubbed) ----
+
+
+class _Tracker:
+    """The MLflow books the flow's replicate step uses: runs final per stage, child runs started."""
+
+    def __init__(self) -> None:
+        self.final: dict[str, dict[str, TrialResult]] = {}
+        self.started: list[tuple[str, str, int]] = []  # (key, stage, seed)
+
+    def finished_trials(self, stage: str = "trial") -> dict[str, TrialResult]:
+        return dict(self.final.get(stage, {}))
+
+    def start_trial(self, key: str, mixture: Mixture, *, round_: int, sampler: str, params: Any, stage: str) -> str:
+        self.started.append((key, stage, params["seed"]))
+        return f"run-{key}"
+
+
+@pytest.mark.usefixtures("no_mlflow_env")
+def test_the_top_trials_are_replicated_once_with_a_new_seed_and_ranked_by_their_means(
+    sweep_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared = _prepared(
+        sweep_corpus,
+        tmp_path / "out",
+        search={"surrogate": "linear", "proposal_samples": 1000, "replicates": 2},
+        confirm={"enabled": True, "seeds": 2},
+    )
+    state = SearchState.load(tmp_path / "out" / "search_state.json")
+    _, candidates = suggest_candidates(prepared, state, 0, {})
+    _, more = suggest_candidates(prepared, state, 1, {})
+
+    def score(m: Mixture) -> float:
+        return 3.0 + m.share("code") - m.share("zh")
+
+    trials = [TrialResult(prepared.trial_key(m), m, "finished", objective=score(m)) for m in [*candidates, *more]]
+    top = rank(trials)[:2]
+
+    # the plan: the top 2 trials, one new seed (neither the trials' nor the confirmation's), keys of their own
+    runs = plan_replicates(prepared, trials)
+    seed = replicate_seed(prepared)
+    assert [r.trial for r in runs] == [t.trial_key for t in top] and [r.role for r in runs] == ["top1", "top2"]
+    assert {r.seed for r in runs} == {seed} and seed != prepared.budget.seed and seed not in confirm_seeds(prepared)
+    keys = {r.key for r in runs}
+    assert len(keys) == 2 and all(
+        r.key == prepared.trial_key(r.mixture, seed=seed, stage=REPLICATE_STAGE) for r in runs
+    )
+    assert not keys & {t.trial_key for t in trials}
+    assert not keys & {prepared.trial_key(r.mixture, seed=seed) for r in runs}  # the stage keeps them apart
+    ranked0, proposal0, _ = recommend(prepared, trials)
+    assert not keys & {r.key for r in plan_confirmation(prepared, ranked0, proposal0).runs}
+
+    # the flow's step, with a stub training: the top trial's new seed scores so much worse that its mean
+    # falls behind the second's, whose new seed scores 0.1 better
+    gap = float(top[1].objective or 0) - float(top[0].objective or 0)
+    delta = {"top1": 2 * gap + 0.3, "top2": -0.1}
+    trained: list[tuple[str, list[TrialPlan]]] = []
+
+    def run_trials(prepared: Prepared, plans: list[TrialPlan], round_: int, tracker: _Tracker, stage: str):
+        assert round_ == prepared.spec.search.rounds
+        trained.append((stage, plans))
+        out = []
+        for p in plans:
+            value = score(p.mixture) + delta.get(p.sampler, 0.0)
+            res = TrialResult(p.key, p.mixture, "finished", objective=value, run_id=p.run_id)
+            tracker.final.setdefault(stage, {})[p.key] = res  # made final in MLflow as it ends
+            out.append(res)
+        return out
+
+    monkeypatch.setattr(sweep_module, "run_trials", run_trials)
+    monkeypatch.setattr(sweep_module, "get_run_logger", lambda: logging.getLogger("test"))
+    tracker = _Tracker()
+    means = sweep_module.replicate(prepared, tracker, trials)
+    assert [(stage, [(p.key, p.seed) for p in plans]) for stage, plans in trained] == [
+        ("replicate", [(r.key, seed) for r in runs])
+    ]
+    assert tracker.started == [(r.key, "replicate", seed) for r in runs]
+    assert tracker.finished_trials() == {}  # never counted as trials
+    assert means.replicated == [t.trial_key for t in top]
+    first = float(top[0].objective or 0)
+    assert means.objectives[top[0].trial_key] == pytest.approx([first, first + delta["top1"]])
+    assert means.seed_std == pytest.approx(math.sqrt((delta["top1"] ** 2 / 2 + 0.1**2 / 2) / 2))
+
+    # the ranking, the surrogate's observations and the proposal's noise follow the means
+    ranked, proposal, summary = recommend(prepared, means.results, noise_std=means.seed_std)
+    assert [r.objective for r in ranked] == sorted(r.objective for r in means.results if r.objective is not None)
+    assert ranked[0].trial_key == top[1].trial_key  # the lucky first trial fell behind on its mean
+    assert summary["best"]["objective"] == pytest.approx(top[1].objective - 0.05)
+    assert summary["proposal"]["noise_std"] == pytest.approx(means.seed_std)
+
+    # the confirmation goes the same way (stage confirm), against the best trial by its mean
+    c = sweep_module.confirm(prepared, tracker, ranked, proposal)
+    assert c.best_trial == top[1].trial_key and c.pairs == 2
+    assert [stage for stage, _ in trained] == ["replicate", "confirm"] and len(tracker.started) == 6
+
+    # a rerun finds both stages final in MLflow: nothing is trained or started again
+    again = sweep_module.replicate(prepared, tracker, trials)
+    assert sweep_module.confirm(prepared, tracker, ranked, proposal).diff == c.diff
+    assert len(trained) == 2 and len(tracker.started) == 6
+    assert again.objectives == means.objectives and again.seed_std == means.seed_std

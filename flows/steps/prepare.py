@@ -60,7 +60,7 @@ class Prepared:
 
     def trial_key(self, mixture: Mixture, *, seed: int | None = None, stage: str | None = None) -> str:
         """The key of a training of `mixture` in this sweep: a sweep trial (no `seed`, no `stage`), or a
-        run of another stage (`stage="confirm"`) trained with `seed` instead of the budget's. The stage
+        run of another stage (`stage="replicate"`, `"confirm"`) trained with `seed` instead of the budget's. The stage
         is part of the key, so such a run never takes a trial's place."""
         spec = self.spec
         extra: dict[str, object] = {"backend": spec.backend, "eval": spec.eval.model_dump()}

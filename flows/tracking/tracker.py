@@ -2,8 +2,8 @@
 
 Children carry the mixture as params `w.<domain>` (so MLflow's compare view and parallel-coordinates
 chart show weights), the proxy/budget/backend/data hash/trial key, metrics with step history, and tags
-(round, sampler, status, rank, stage: `trial`, or `confirm` for the confirmation stage's runs, which
-are not trials). A child is found again by its trial key, so a rerun reuses it: there is
+(round, sampler, status, rank, stage: `trial`, or `replicate` / `confirm` for the runs that train
+chosen mixtures again with new seeds after the last round, which are not trials). A child is found again by its trial key, so a rerun reuses it: there is
 exactly one child run per trial, and a finished one is never trained again.
 
 Params, tags and text artifacts pass through `flows.tracking.redact` first (no passwords or tokens in MLflow).
@@ -121,8 +121,9 @@ class SweepTracker:
 
     def finished_trials(self, stage: str = TRIAL_STAGE) -> dict[str, TrialResult]:
         """Trainings of this sweep's `stage` that finished (or failed for a reason that a rerun would
-        repeat), by key: the sweep's trials, or (`stage="confirm"`) its confirmation runs, which are
-        never counted as trials (nothing ranks them or feeds them to a sampler).
+        repeat), by key: the sweep's trials, or (`stage="replicate"`, `"confirm"`) its replicate or
+        confirmation runs, which are never counted as trials (nothing ranks them or feeds them to a
+        sampler; replicates enter only through their mixture's mean over seeds).
 
         Results come back exactly (mixture, objective, metrics, paths) without their step history, which
         stays in MLflow's metric history."""
@@ -153,7 +154,8 @@ class SweepTracker:
         stage: str = TRIAL_STAGE,
     ) -> str:
         """The child run of a training: the same run again if this key was started before. `stage`
-        (`trial`, or `confirm` for a confirmation run) is its `stage` tag and its role."""
+        (`trial`, or `replicate` / `confirm` for a replicate or confirmation run) is its `stage` tag and
+        its role."""
         parent = self.parent_run()
         existing = self.client.search_runs(
             [self.experiment_id], f"tags.`{PARENT}` = '{parent}' and tags.`{TAG_TRIAL}` = '{key}'", max_results=1
