@@ -83,13 +83,14 @@ def test_smoke_deployment_through_prefect(sweep_stack: LocalStack, sweep_corpus:
 
 
 def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_corpus: Path, tmp_path: Path) -> None:
-    """Killed in its first round, the sweep resumes and then confirms: the proposal and the best trial
-    trained again with 2 new seeds, as child runs tagged stage=confirm that are not trials. A third run
-    trains nothing, confirmation runs included."""
+    """Killed in its first round, the sweep resumes, replicates its best trial with a new seed and then
+    confirms: the proposal and the best trial (by the mean over seeds) trained again with 2 new seeds,
+    as child runs tagged stage=replicate and stage=confirm that are not trials. A third run trains
+    nothing, replicate and confirmation runs included."""
+    spec = smoke_spec(sweep_corpus, tmp_path / "out", "killed", rounds=2, per_round=3, steps=4, confirm=True)
+    spec["search"]["replicates"] = 1
     spec_path = tmp_path / "spec.json"
-    spec_path.write_text(
-        json.dumps(smoke_spec(sweep_corpus, tmp_path / "out", "killed", rounds=2, per_round=3, steps=4, confirm=True))
-    )
+    spec_path.write_text(json.dumps(spec))
     client = MlflowClient(sweep_stack.cfg.mlflow_uri)
     cmd = [str(BIN / "mixsweep"), "sweep", str(spec_path)]
     proc = subprocess.Popen(
@@ -152,10 +153,20 @@ def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_
     assert parent.data.metrics["confirm.diff"] == pytest.approx(confirm["diff"])
     assert parent.data.metrics["confirm.seeds"] == 2
 
+    # the replicate: the best trial by its first seed, trained again with seed 1000; ranked by the mean
+    replicates = summary["replicates"]
+    (replicated,) = replicates["replicated"]
+    assert replicates["seed"] == 1000 and replicates["seeds_per_mixture"][replicated] == 2
+    assert replicates["seed_std"] is not None and summary["proposal"]["noise_std"] == replicates["seed_std"]
+    assert parent.data.metrics["replicates.seed_std"] == pytest.approx(replicates["seed_std"])
+    (replicate_run,) = [r for r in runs if r.data.tags.get("stage") == "replicate"]
+    assert replicate_run.info.status == "FINISHED" and replicate_run.data.params["seed"] == "1000"
+    assert replicate_run.data.tags["mixsweep.trial_key"] not in keys  # not a trial
+
     # a third run trains nothing: no new child run, none ended again, no training folder touched
     ended = {r.info.run_id: r.info.end_time for r in runs if r.data.tags.get("mixsweep.role") != "sweep"}
     trained = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "trials").glob("*/result.json")}
-    assert len(trained) == 10  # 6 trials + 4 confirmation runs
+    assert len(trained) == 11  # 6 trials + 1 replicate + 4 confirmation runs
     again = subprocess.run(cmd, env=stack_env(sweep_stack), capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     runs = client.search_runs([exp.experiment_id], max_results=1000)
