@@ -12,6 +12,8 @@ Cases:
   (C headers, Perl modules, JavaScript packages, English man pages as troff), unlike the demo corpus
   in kind. Objective: a weighted pair, 0.5 bpb of C + 0.5 bpb of man pages (the shape of a user's
   report of a recommendation that starved half its objective).
+- `system-docs-mean`: another assembled corpus (Debian changelogs, C library and admin man pages,
+  packages' copyright and licence files), the mean bpb over its 4 domains.
 - `demo-mean`: the demo corpus, the mean bpb over its 8 domains.
 - `demo-one`: the demo corpus, one domain (Chinese).
 
@@ -31,6 +33,8 @@ import subprocess
 import sys
 import time
 import warnings
+import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -43,12 +47,21 @@ RESULTS = REPO / "benchmarks" / "results" / "decision_sweeps.json"
 BIN = Path(sys.executable).parent
 WORK = REPO / "runs" / "bench-decision"
 
-#: domain -> (folder, file suffixes) of the system-code corpus
-SYSTEM_SOURCES = {
-    "c": ("/usr/include", (".h",)),
-    "perl": ("/usr/share/perl", (".pm",)),
-    "js": ("/usr/lib/node_modules", (".js",)),
-    "man": ("/usr/share/man/man1", (".1.gz", ".1")),
+#: corpus -> domain -> (folder or .zip, file suffixes): text a Debian machine with a compiler, Perl and
+#: Node.js holds
+SYSTEM_CORPORA: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "system-code": {
+        "c": ("/usr/include", (".h",)),
+        "perl": ("/usr/share/perl", (".pm",)),
+        "js": ("/usr/lib/node_modules", (".js",)),
+        "man": ("/usr/share/man/man1", (".1.gz", ".1")),
+    },
+    "system-docs": {
+        "changelog": ("/usr/share/doc", ("changelog.Debian.gz",)),
+        "man3": ("/usr/share/man/man3", (".gz",)),
+        "man8": ("/usr/share/man/man8", (".gz",)),
+        "copyright": ("/usr/share/doc", ("copyright",)),
+    },
 }
 
 CASES: dict[str, dict[str, Any]] = {
@@ -56,18 +69,30 @@ CASES: dict[str, dict[str, Any]] = {
         "corpus": "system-code",
         "objective": {"metric": "val.bpb.c", "weights": {"val.bpb.c": 0.5, "val.bpb.man": 0.5}},
     },
+    "system-docs-mean": {"corpus": "system-docs", "objective": {"metric": "val.bpb.mean"}},
     "demo-mean": {"corpus": "demo", "objective": {"metric": "val.bpb.mean"}},
     "demo-one": {"corpus": "demo", "objective": {"metric": "val.bpb.zh-poetry"}},
 }
 
 
-def _docs(folder: str, suffixes: tuple[str, ...], cap_bytes: int) -> list[str]:
-    """Text documents (one per file, sorted paths) from a system folder, up to `cap_bytes`."""
+def _files(source: str, suffixes: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the files under a folder, or in a .zip, whose names end with a suffix (sorted)."""
+    if source.endswith(".zip"):
+        with zipfile.ZipFile(source) as archive:
+            for name in sorted(archive.namelist()):
+                if name.endswith(suffixes):
+                    yield name, archive.read(name)
+        return
+    for path in sorted(Path(source).rglob("*")):
+        if path.is_file() and path.name.endswith(suffixes):
+            yield path.name, path.read_bytes()
+
+
+def _docs(source: str, suffixes: tuple[str, ...], cap_bytes: int) -> list[str]:
+    """Text documents (one per file) from a system folder or archive, up to `cap_bytes`."""
     out, total = [], 0
-    for path in sorted(Path(folder).rglob("*")):
-        if not path.is_file() or not path.name.endswith(suffixes):
-            continue
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    for name, data in _files(source, suffixes):
+        raw = gzip.decompress(data) if name.endswith(".gz") else data
         text = raw.decode("utf-8", errors="ignore")
         if len(text) < 200:
             continue
@@ -85,7 +110,7 @@ def prepare_corpus(name: str) -> Path:
         return REPO / "runs" / "data" / "demo"
     raw = WORK / "raw" / name
     inputs = []
-    for domain, (folder, suffixes) in SYSTEM_SOURCES.items():
+    for domain, (folder, suffixes) in SYSTEM_CORPORA[name].items():
         target = raw / f"{domain}.jsonl"
         if not target.exists():
             docs = _docs(folder, suffixes, 3_000_000)
