@@ -29,12 +29,14 @@ full run near 25 minutes on one core. Nothing is cached between runs.
 
     nice -n 10 .venv/bin/python benchmarks/decision.py          # writes benchmarks/results/decision.{json,png}
     .venv/bin/python benchmarks/decision.py --quick             # seconds: a tiny grid, into runs/benchmarks/
+    .venv/bin/python benchmarks/decision.py --from benchmarks/results/decision.json   # summaries again, no runs
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import platform
 import subprocess
@@ -333,6 +335,9 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def worst_cells(cells: dict[str, dict[str, Any]], top: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """The cells furthest from each goal: highest regret ratio to RegMix and to the best observed run,
+    lowest win rate against natural and against uniform."""
+
     def ratio(peer: str) -> list[dict[str, Any]]:
         rows = [
             {
@@ -345,7 +350,24 @@ def worst_cells(cells: dict[str, dict[str, Any]], top: int = 5) -> dict[str, lis
         ]
         return sorted(rows, key=lambda r: -r["ratio"])[:top]
 
-    return {"vs_regmix": ratio("regmix"), "vs_best_observed": ratio("best_observed")}
+    def wins(peer: str) -> list[dict[str, Any]]:
+        rows = [
+            {
+                "cell": key,
+                "win_rate": c["win_rate"][f"vs_{peer}"],
+                "recommendation": c["regret"]["recommendation"]["mean"],
+                peer: c["regret"][peer]["mean"],
+            }
+            for key, c in cells.items()
+        ]
+        return sorted(rows, key=lambda r: r["win_rate"])[:top]
+
+    return {
+        "ratio_to_regmix": ratio("regmix"),
+        "ratio_to_best_observed": ratio("best_observed"),
+        "win_rate_vs_natural": wins("natural"),
+        "win_rate_vs_uniform": wins("uniform"),
+    }
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -413,7 +435,34 @@ def code_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "changed": git("status", "--porcelain", "mixture_search").splitlines()}
 
 
-def report(rows: list[dict[str, Any]], grid: Grid, seconds: float, quick: bool, code: dict[str, Any]) -> dict[str, Any]:
+def describe(grid: Grid) -> dict[str, Any]:
+    """The run's setup, in words and numbers, for the JSON."""
+    return {
+        **asdict(grid),
+        "problems": "MixingLawProblem.random(m, seed), seed = 0 .. seeds-1; caps: 4 epochs of log-normal token counts",
+        "noise": {"run": 0.01, "per_domain": 0.01},
+        "objective_definitions": {
+            "mean": "mean of the domain losses",
+            "single": "one domain's loss",
+            "pair": f"{PAIR[0]} / {PAIR[1]} of two domains",
+        },
+        "runs": "the dirichlet sampler's first round (seeded); n = 8 and 16 are the first runs of the 32",
+        "n_samples": f"{grid.n_samples} candidate mixtures for both proposal methods (the product's default is 100,000)",
+        "recommendation": "recommend_mixture(space, X, y, parts=per-domain losses for mean and pair, part_weights, seed, n_samples), other options default",
+        "recommendation_defaults": {
+            name: p.default
+            for name, p in inspect.signature(recommend_mixture).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and name not in ("parts", "part_weights", "seed", "n_samples")
+        },
+        "regmix": f"lightgbm surrogate (1000 rounds, lr 0.01, leaf size n // 10 in [2, 20]); mean of the top {TOP_K} of {grid.n_samples} Dirichlet draws inside the caps",
+        "regret": "true objective of the mixture - true optimum (nats); normalised: / (median over 4000 uniform mixtures - optimum)",
+        "intervals": "95% t intervals over problems; goal ratios with a 95% paired bootstrap",
+    }
+
+
+def report(
+    rows: list[dict[str, Any]], setup: dict[str, Any], seconds: float, quick: bool, code: dict[str, Any]
+) -> dict[str, Any]:
     cells = {key: summarise(sel) for key, sel in group(rows, "m", "objective", "n").items()}
     return {
         "benchmark": "decision: regret of the recommended mixture on a noisy data-mixing-law ground truth",
@@ -423,27 +472,7 @@ def report(rows: list[dict[str, Any]], grid: Grid, seconds: float, quick: bool, 
         "code": code,
         "quick": quick,
         "seconds": round(seconds, 1),
-        "setup": {
-            **asdict(grid),
-            "problems": "MixingLawProblem.random(m, seed), seed = 0 .. seeds-1; caps: 4 epochs of log-normal token counts",
-            "noise": {"run": 0.01, "per_domain": 0.01},
-            "objectives": {
-                "mean": "mean of the domain losses",
-                "single": "one domain's loss",
-                "pair": f"{PAIR[0]} / {PAIR[1]} of two domains",
-            },
-            "runs": "the dirichlet sampler's first round (seeded); n = 8 and 16 are the first runs of the 32",
-            "n_samples": f"{grid.n_samples} candidate mixtures for both proposal methods (the product's default is 100,000)",
-            "recommendation": "recommend_mixture(space, X, y, parts=per-domain losses for mean and pair, part_weights, seed, n_samples), other options default",
-            "recommendation_defaults": {
-                name: p.default
-                for name, p in inspect.signature(recommend_mixture).parameters.items()
-                if p.kind is p.KEYWORD_ONLY and name not in ("parts", "part_weights", "seed", "n_samples")
-            },
-            "regmix": f"lightgbm surrogate (1000 rounds, lr 0.01, leaf size n // 10 in [2, 20]); mean of the top {TOP_K} of {grid.n_samples} Dirichlet draws inside the caps",
-            "regret": "true objective of the mixture - true optimum (nats); normalised: / (median over 4000 uniform mixtures - optimum)",
-            "intervals": "95% t intervals over problems; goal ratios with a 95% paired bootstrap",
-        },
+        "setup": setup,
         "goals": goals(rows),
         "overall": summarise(rows),
         "worst_cells": worst_cells(cells),
@@ -455,6 +484,18 @@ def report(rows: list[dict[str, Any]], grid: Grid, seconds: float, quick: bool, 
     }
 
 
+def resummarise(source: Path, out: Path) -> dict[str, Any]:
+    """The same report from the rows an earlier run measured (its setup, code and timing kept), after a
+    change to the summaries: no decision is made again."""
+    old = json.loads(source.read_text())
+    result = report(old["raw"], old["setup"], old["seconds"], old["quick"], old["code"])
+    result.update({k: old[k] for k in ("command", "when", "machine")})
+    atomic_write_json(out, result, default=float)
+    plot(old["raw"], out.with_suffix(".png"))
+    print(f"wrote {out} from the {len(old['raw'])} rows of {source}")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"a tiny grid ({QUICK}), written to {QUICK_OUT}")
@@ -464,7 +505,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ns", type=int, nargs="+", help="run counts")
     parser.add_argument("--seeds", type=int, help="problems per (m, objective, n)")
     parser.add_argument("--n-samples", type=int, help="candidate mixtures per proposal")
+    parser.add_argument(
+        "--from", dest="source", type=Path, help="recompute the summaries and the plot from an earlier JSON's raw rows"
+    )
     args = parser.parse_args(argv)
+    if args.source is not None:
+        return resummarise(args.source, args.out or args.source)
     base = QUICK if args.quick else Grid()
     grid = Grid(
         ms=tuple(args.ms or base.ms),
@@ -486,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     with Progress(*columns) as progress:
         rows = run(grid, progress)
-    result = report(rows, grid, time.perf_counter() - started, args.quick, code)
+    result = report(rows, describe(grid), time.perf_counter() - started, args.quick, code)
     atomic_write_json(out, result, default=float)
     plot(rows, out.with_suffix(".png"))
     overall = result["overall"]["regret"]

@@ -62,3 +62,16 @@ def test_regrets_are_measured_from_the_true_optimum(quick: tuple[dict[str, Any],
     _, best = truth.problem.optimum(truth.space, weights=w)
     natural = float(truth.problem.objective(tokens / tokens.sum(), w)[0]) - best
     assert row["regret"]["natural"] == pytest.approx(natural, abs=1e-9)
+
+
+def test_summaries_recomputed_from_the_raw_rows_match(quick: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    result, out = quick
+    again = decision.main(["--from", str(out), "--out", str(tmp_path / "again.json")])
+    for key in ("goals", "overall", "cells", "worst_cells", "setup", "seconds", "code"):
+        assert again[key] == json.loads(json.dumps(result[key])), key
+    assert set(again["worst_cells"]) == {
+        "ratio_to_regmix",
+        "ratio_to_best_observed",
+        "win_rate_vs_natural",
+        "win_rate_vs_uniform",
+    }
