@@ -461,8 +461,9 @@ def describe(grid: Grid) -> dict[str, Any]:
 
 
 def report(
-    rows: list[dict[str, Any]], setup: dict[str, Any], seconds: float, quick: bool, code: dict[str, Any]
+    rows: list[dict[str, Any]], setup: dict[str, Any], seconds: dict[str, Any], quick: bool, code: dict[str, Any]
 ) -> dict[str, Any]:
+    """`seconds`: {"wall": ..., "cpu": ...} of the whole run (CPU: this process, every thread)."""
     cells = {key: summarise(sel) for key, sel in group(rows, "m", "objective", "n").items()}
     return {
         "benchmark": "decision: regret of the recommended mixture on a noisy data-mixing-law ground truth",
@@ -471,7 +472,8 @@ def report(
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "code": code,
         "quick": quick,
-        "seconds": round(seconds, 1),
+        "seconds": seconds["wall"],
+        "cpu_seconds": seconds.get("cpu"),
         "setup": setup,
         "goals": goals(rows),
         "overall": summarise(rows),
@@ -488,7 +490,8 @@ def resummarise(source: Path, out: Path) -> dict[str, Any]:
     """The same report from the rows an earlier run measured (its setup, code and timing kept), after a
     change to the summaries: no decision is made again."""
     old = json.loads(source.read_text())
-    result = report(old["raw"], old["setup"], old["seconds"], old["quick"], old["code"])
+    seconds = {"wall": old["seconds"], "cpu": old.get("cpu_seconds")}
+    result = report(old["raw"], old["setup"], seconds, old["quick"], old["code"])
     result.update({k: old[k] for k in ("command", "when", "machine")})
     atomic_write_json(out, result, default=float)
     plot(old["raw"], out.with_suffix(".png"))
@@ -522,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out: Path = args.out or (QUICK_OUT if args.quick else RESULTS)
     warnings.filterwarnings("ignore")
     code = code_state()  # before the run: the modules it uses were imported at start
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -532,11 +535,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     with Progress(*columns) as progress:
         rows = run(grid, progress)
-    result = report(rows, describe(grid), time.perf_counter() - started, args.quick, code)
+    seconds = {"wall": round(time.perf_counter() - started, 1), "cpu": round(time.process_time() - cpu, 1)}
+    result = report(rows, describe(grid), seconds, args.quick, code)
     atomic_write_json(out, result, default=float)
     plot(rows, out.with_suffix(".png"))
     overall = result["overall"]["regret"]
-    print(f"wrote {out} and {out.with_suffix('.png').name} in {result['seconds']:.0f} s")
+    print(f"wrote {out} and {out.with_suffix('.png').name} in {seconds['wall']:.0f} s ({seconds['cpu']:.0f} s CPU)")
     print("mean regret: " + ", ".join(f"{k} {overall[k]['mean']:.4f}" for k in METHODS))
     for name, goal in result["goals"].items():
         print(f"goal {name}: {goal['figure']} ({goal['goal']}) {'met' if goal['met'] else 'NOT met'}")
