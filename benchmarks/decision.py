@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from flows.steps.validate_report import Stat
 from mixture_search import SAMPLERS, SURROGATES, SearchSpace
 from mixture_search.files import atomic_save, atomic_write_json
 from mixture_search.recommend import recommend_mixture
@@ -250,14 +251,12 @@ def decide(truth: Truth, objective: str, n: int, n_samples: int) -> dict[str, An
 
 def interval(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """Mean with a 95% t interval over the problems, and the median."""
-    from scipy.stats import t  # lazy: ~1 s, only when summarising
-
     arr = np.asarray(values, dtype=np.float64)
-    mean = float(arr.mean())
-    half = float(t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else float("nan")
+    stat = Stat.of(arr.tolist())
+    assert stat is not None
     return {
-        "mean": round(mean, 6),
-        "ci95": [round(mean - half, 6), round(mean + half, 6)],
+        "mean": round(stat.mean, 6),
+        "ci95": [round(stat.low, 6), round(stat.high, 6)],
         "median": round(float(np.median(arr)), 6),
     }
 

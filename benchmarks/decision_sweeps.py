@@ -180,12 +180,11 @@ def objective(metrics: dict[str, float], spec: dict[str, Any]) -> float:
 
 def paired(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     """Mean of a - b over seeds with a 95% t-interval, and a verdict (lower objective is better)."""
-    from scipy.stats import t  # scipy: only where the interval is computed
+    from flows.steps.validate_report import Stat  # REPO is on sys.path only from main() on
 
-    d = np.asarray(a) - np.asarray(b)
-    mean = float(d.mean())
-    half = float(t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    lo, hi = mean - half, mean + half
+    stat = Stat.of((np.asarray(a) - np.asarray(b)).tolist())
+    assert stat is not None
+    mean, lo, hi = stat.mean, stat.low, stat.high
     verdict = "within noise" if not lo > 0 and not hi < 0 else ("better" if hi < 0 else "worse")
     return {"diff": round(mean, 5), "ci95": [round(lo, 5), round(hi, 5)], "verdict": verdict}
 

@@ -16,15 +16,13 @@ initialisation and data order for both, so most of the seed noise cancels in the
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from scipy import stats
-
 from flows.steps.prepare import Prepared
+from flows.steps.validate_report import Stat
 from flows.trials.result import TrialResult
 from mixture_search.mixture import Mixture
 
@@ -155,14 +153,10 @@ def confirmation(plan: ConfirmPlan, results: Mapping[str, TrialResult], *, maxim
     return c
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float | None, float | None]:
-    """The Student-t interval of the mean of `values` (None, None with fewer than 2 values)."""
-    n = len(values)
-    if n < 2:
-        return None, None
-    mean = statistics.fmean(values)
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-    return mean - half, mean + half
+def t_interval(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """The 95% Student-t interval of the mean of `values` (None, None with fewer than 2 values)."""
+    stat = Stat.of(values)
+    return (stat.low, stat.high) if stat is not None and stat.n >= 2 else (None, None)
 
 
 def _objective(result: TrialResult | None) -> float | None:
