@@ -42,8 +42,8 @@ LADDER = np.logspace(-1, np.log10(5.0), 15)  # RegMix's Dirichlet strengths
 #: defaults of the sweep (`search.*`) and of `mixsweep propose`: the proposal stays within this L1 distance
 #: of one of the best runs, no share leaves the runs' range by more than this, and the score is the mean
 #: plus this many predicted standard deviations against the objective's direction
-DEFAULT_TRUST_REGION: float | None = 1.0
-DEFAULT_EXTRAPOLATE: float | None = 0.25
+DEFAULT_TRUST_REGION = 1.0
+DEFAULT_EXTRAPOLATE = 0.25
 DEFAULT_UNCERTAINTY = 0.5
 
 

@@ -387,14 +387,14 @@ def propose_cmd(
             "--trust-region",
             help="Stay within this L1 distance (0..2) of one of the 3 best runs; a negative value: anywhere.",
         ),
-    ] = DEFAULT_TRUST_REGION if DEFAULT_TRUST_REGION is not None else -1.0,
+    ] = DEFAULT_TRUST_REGION,
     extrapolate: Annotated[
         float,
         typer.Option(
             "--extrapolate",
             help="No share leaves the range the runs covered by more than this; a negative value: no limit.",
         ),
-    ] = DEFAULT_EXTRAPOLATE if DEFAULT_EXTRAPOLATE is not None else -1.0,
+    ] = DEFAULT_EXTRAPOLATE,
     uncertainty: Annotated[
         float,
         typer.Option(
