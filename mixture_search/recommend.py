@@ -11,7 +11,8 @@ Two models of the objective compete by cross-validation on the same folds:
 
 The model with the better out-of-fold Spearman proposes (ties go to parts); its out-of-fold RMSE is
 the run noise of the proposal's interval, unless a measured noise is given (`noise_std`: the spread
-between seeds of the same mixture, when a sweep replicates its top trials). The proposal is kept near the evidence (see
+between seeds of the same mixture, when a sweep replicates its top trials), which also bounds the
+scalar GP's noise term from below. The proposal is kept near the evidence (see
 `mixture_search.proposal`): a trust region around the best runs, a cap on extrapolating any share,
 and a pessimistic score.
 """
@@ -35,7 +36,7 @@ from mixture_search.proposal import (
     propose,
 )
 from mixture_search.space import SearchSpace
-from mixture_search.surrogates.base import SURROGATES
+from mixture_search.surrogates.base import build_surrogate
 from mixture_search.surrogates.cv import CVResult, cross_validate_predictions, fold_ids, result
 from mixture_search.surrogates.ensemble import AutoSurrogate
 from mixture_search.surrogates.multi import MultiTarget
@@ -79,16 +80,18 @@ def recommend_mixture(
     """The proposal of the better-validated model (see the module docstring), from runs `X` (n, m) in the
     space's domain order with objectives `y`; `parts` are the metric columns the objective sums with
     `part_weights` (equal weights when not given). `noise_std`, when given (e.g. measured between seeds
-    of the same mixture), is the run noise of the proposal's interval instead of the CV RMSE."""
+    of the same mixture), is the run noise of the proposal's interval instead of the CV RMSE, and the
+    lower bound of the scalar surrogate's noise term where it has one (gp, also inside ensemble and
+    auto). The per-part models get no noise: seeds measure the objective's noise, not each part's."""
     X, y = np.atleast_2d(np.asarray(X, dtype=np.float64)), np.asarray(y, dtype=np.float64)
     ok = np.isfinite(y)
     if ok.sum() < 3:
         raise SearchError(f"only {int(ok.sum())} runs have an objective; a surrogate needs at least 3")
     X, y = X[ok], y[ok]
     folds = min(folds, len(y))
-    scalar = SURROGATES.build(surrogate, seed=seed)
+    scalar = build_surrogate(surrogate, seed=seed, noise_std=noise_std)
     if isinstance(scalar, AutoSurrogate):
-        scalar = AutoSurrogate(seed=seed, folds=folds).fit(X, y)
+        scalar = AutoSurrogate(seed=seed, folds=folds, noise_std=noise_std).fit(X, y)
         scalar_cv = scalar.best_cv
     else:
         scalar_cv = cross_validate_predictions(scalar, X, y, folds=folds, seed=seed)[0]

@@ -40,6 +40,12 @@ class Registry(Generic[T]):
             raise SearchError(f"unknown {self.kind} {name!r} (choose from {', '.join(self._entries)})")
         return self._entries[name][0](**kwargs)
 
+    def factory(self, name: str, /) -> Callable[..., T]:
+        """The registered factory (for surrogates, the class: its `Options` say what it accepts)."""
+        if name not in self._entries:
+            raise SearchError(f"unknown {self.kind} {name!r} (choose from {', '.join(self._entries)})")
+        return self._entries[name][0]
+
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
 

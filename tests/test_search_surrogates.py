@@ -12,6 +12,8 @@ import pytest
 from mixture_search import SURROGATES, Mixture, MultiTarget, SearchSpace
 from mixture_search.errors import SearchError
 from mixture_search.surrogates import cross_validate, load_model, pairwise_accuracy, pareto_mask, save_model, scores
+from mixture_search.surrogates.base import build_surrogate
+from mixture_search.surrogates.ensemble import AutoSurrogate
 from mixture_search.synthetic import MixingLawProblem
 
 BASE = ["lightgbm", "linear", "mixing_law", "gp", "ensemble"]
@@ -166,3 +168,22 @@ def test_a_space_and_a_model_must_name_the_same_domains() -> None:
     model = SURROGATES.build("linear").fit([Mixture(zip("abcd", r)) for r in X], y)
     with pytest.raises(SearchError, match="the model's domains differ"):
         propose(model, SearchSpace(domains=("a", "b", "c", "e")), n_samples=100, top_k=10)
+
+
+def test_measured_seed_noise_bounds_the_gp_noise_term_and_reaches_it_through_auto_and_ensemble() -> None:
+    """A seed noise as large as the spread of the runs: the GP may not read that spread as signal."""
+    _, X, y, _ = data(16)
+    spread = float(np.std(y))
+    free = build_surrogate("gp", seed=0).fit(X, y)
+    noisy = build_surrogate("gp", seed=0, noise_std=spread).fit(X, y)
+    assert noisy._noise >= 1.0 - 1e-9 > free._noise  # a variance of the standardised objective
+    assert np.std(noisy.predict(X)[0]) < np.std(free.predict(X)[0])  # smoother: it fits less of the noise
+    auto = build_surrogate("auto", seed=0, noise_std=0.01)
+    assert isinstance(auto, AutoSurrogate) and auto.options.noise_std == 0.01
+    auto = AutoSurrogate(seed=0, candidates=("gp",), noise_std=0.01).fit(X, y)
+    assert auto.model.options.noise_std == 0.01  # type: ignore[attr-defined]
+    ensemble = build_surrogate("ensemble", seed=0, noise_std=0.01).fit(X, y)
+    assert [getattr(m.options, "noise_std", "none") for m in ensemble._members] == ["none", 0.01, "none"]
+    assert build_surrogate("linear", noise_std=0.01).options == SURROGATES.build("linear").options  # no noise term
+    with pytest.raises(SearchError, match="noise_std=-0.1 must be a finite"):
+        build_surrogate("gp", noise_std=-0.1)

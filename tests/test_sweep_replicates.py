@@ -107,6 +107,15 @@ def test_the_measured_seed_noise_is_the_proposals_run_noise() -> None:
     assert hi - lo == pytest.approx(2 * 1.959964 * math.sqrt(std**2 + 0.05**2), rel=1e-5)
 
 
+def test_the_measured_seed_noise_is_the_scalar_gps_noise_floor() -> None:
+    space = SearchSpace(domains=("x", "y", "z"), tokens=[1.0, 1.0, 1.0])
+    X = np.random.default_rng(0).dirichlet(np.ones(3), size=10)
+    y = 3.0 + X[:, 0] - X[:, 2]
+    rec = recommend_mixture(space, X, y, surrogate="gp", n_samples=1000, noise_std=0.05)
+    assert rec.model == "scalar:gp" and rec.fitted.options.noise_std == 0.05
+    assert rec.fitted._noise >= (0.05 / np.std(y)) ** 2 - 1e-12
+
+
 def test_replicates_beyond_the_trials_is_one_line_naming_the_field() -> None:
     spec = {"name": "s", "corpus": "/data/c", "search": {"rounds": 2, "per_round": 3, "replicates": 7}}
     with pytest.raises(SpecError) as info:

@@ -42,6 +42,26 @@ def predict_mean(model: Any, X: Features) -> np.ndarray:
 SURROGATES: Registry[Surrogate] = Registry("surrogate")
 
 
+def build_surrogate(name: str, *, seed: int = 0, noise_std: float | None = None) -> Surrogate:
+    """`SURROGATES.build(name, seed=seed)`, and `noise_std` (the run-to-run noise of one run, e.g. the
+    standard deviation between seeds of one mixture) for the surrogates that model run noise: those
+    whose options have a `noise_std` field (gp; ensemble and auto pass it on to their members)."""
+    if noise_std is None or not takes_noise(name):
+        return SURROGATES.build(name, seed=seed)
+    return SURROGATES.build(name, seed=seed, noise_std=float(noise_std))
+
+
+def takes_noise(name: str) -> bool:
+    options = getattr(SURROGATES.factory(name), "Options", None)
+    return options is not None and any(f.name == "noise_std" for f in dataclasses.fields(options))
+
+
+def check_noise(value: float | None, owner: str) -> None:
+    """A measured run noise is a finite standard deviation >= 0 (None: not measured)."""
+    if value is not None and not (np.isfinite(value) and value >= 0):
+        raise SearchError(f"option noise_std={value!r} must be a finite standard deviation >= 0", where=owner)
+
+
 @dataclasses.dataclass(frozen=True)
 class NoOptions:
     pass

@@ -10,7 +10,14 @@ import numpy as np
 
 from mixture_search.errors import SearchError
 from mixture_search.registry import check_range
-from mixture_search.surrogates.base import SURROGATES, BaseSurrogate, Surrogate, predict_mean
+from mixture_search.surrogates.base import (
+    SURROGATES,
+    BaseSurrogate,
+    Surrogate,
+    build_surrogate,
+    check_noise,
+    predict_mean,
+)
 from mixture_search.surrogates.cv import CVResult, fold_ids, out_of_fold, result
 
 DEFAULT_MEMBERS = ("mixing_law", "gp", "lightgbm")
@@ -29,10 +36,13 @@ def _check_names(names: tuple[str, ...], option: str, owner: str, *, allow: tupl
 @dataclass(frozen=True)
 class EnsembleOptions:
     members: tuple[str, ...] = DEFAULT_MEMBERS
+    #: a measured run noise, passed to the members that model it (see `build_surrogate`)
+    noise_std: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "members", tuple(self.members))
         _check_names(self.members, "members", "surrogate ensemble")
+        check_noise(self.noise_std, "surrogate ensemble")
 
 
 def combine(means: np.ndarray, stds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +62,10 @@ class EnsembleSurrogate(BaseSurrogate):
     options: EnsembleOptions
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        self._members: list[Surrogate] = [SURROGATES.build(n, seed=self.seed).fit(X, y) for n in self.options.members]
+        noise = self.options.noise_std
+        self._members: list[Surrogate] = [
+            build_surrogate(n, seed=self.seed, noise_std=noise).fit(X, y) for n in self.options.members
+        ]
 
     def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         preds = [m.predict(X) for m in self._members]
@@ -69,11 +82,14 @@ class EnsembleSurrogate(BaseSurrogate):
 class AutoOptions:
     candidates: tuple[str, ...] = DEFAULT_CANDIDATES
     folds: int = 5
+    #: a measured run noise, passed to the candidates that model it (see `build_surrogate`)
+    noise_std: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", tuple(self.candidates))
         _check_names(self.candidates, "candidates", "surrogate auto", allow=("ensemble",))
         check_range(self.folds, "folds", "surrogate auto", low=2, high=100)
+        check_noise(self.noise_std, "surrogate auto")
 
 
 @SURROGATES.register("auto", help="picks the candidate with the best K-fold cross-validated Spearman, refits it")
@@ -93,6 +109,7 @@ class AutoSurrogate(BaseSurrogate):
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         ids = fold_ids(X, self.options.folds, self.seed)
         folds = int(ids.max()) + 1
+        noise = self.options.noise_std
         oof: dict[str, tuple[np.ndarray, float]] = {}
 
         def get(name: str) -> tuple[np.ndarray, float]:
@@ -103,7 +120,7 @@ class AutoSurrogate(BaseSurrogate):
                     mean = np.mean([m[0] for m in members], axis=0)
                     oof[name] = (mean, sum(m[1] for m in members) + time.perf_counter() - start)
                 else:
-                    oof[name] = out_of_fold(SURROGATES.build(name, seed=self.seed), X, y, ids)
+                    oof[name] = out_of_fold(build_surrogate(name, seed=self.seed, noise_std=noise), X, y, ids)
             return oof[name]
 
         self.cv: list[CVResult] = []
@@ -113,7 +130,7 @@ class AutoSurrogate(BaseSurrogate):
         self.oof = {name: oof[name][0] for name in self.options.candidates}
         best = max(self.cv, key=lambda r: r.rank_score)  # first of equals wins
         self.chosen = best.surrogate
-        self.model: Surrogate = SURROGATES.build(self.chosen, seed=self.seed).fit(X, y)
+        self.model: Surrogate = build_surrogate(self.chosen, seed=self.seed, noise_std=noise).fit(X, y)
 
     def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.model.predict(X)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mixture_search.registry import check_range
-from mixture_search.surrogates.base import SURROGATES, BaseSurrogate, standardise
+from mixture_search.surrogates.base import SURROGATES, BaseSurrogate, check_noise, standardise
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,13 @@ class GPOptions:
     restarts: int = 2
     #: inputs: the shares, or their square roots (Hellinger geometry: stretches the region near zero)
     features: Literal["shares", "sqrt"] = "shares"
+    #: the run-to-run noise of one run in objective units (e.g. measured between seeds of one mixture):
+    #: the fitted noise term cannot go below it, so differences within seed noise are not read as signal
+    noise_std: float | None = None
 
     def __post_init__(self) -> None:
         check_range(self.restarts, "restarts", "surrogate gp", low=0, high=20)
+        check_noise(self.noise_std, "surrogate gp")
 
 
 @SURROGATES.register("gp", help="Gaussian process (Matern 5/2, fitted noise); exact posterior std")
@@ -158,7 +162,8 @@ class GPSurrogate(BaseSurrogate):
     """A Gaussian process on the shares: Matern 5/2 kernel with one length scale (bounded below at
     0.1 so that a few noisy runs cannot shrink it into a model that only interpolates noise) plus a
     fitted noise term. `std` excludes the fitted noise: it is uncertainty about the mean.
-    `features="sqrt"` works on square-root shares instead (Hellinger distances)."""
+    `features="sqrt"` works on square-root shares instead (Hellinger distances). `noise_std`, a measured
+    run noise, is the noise term's lower bound (as a variance of the standardised objective)."""
 
     name = "gp"
     Options = GPOptions
@@ -172,8 +177,12 @@ class GPSurrogate(BaseSurrogate):
 
         m = X.shape[1]
         scale = np.full(m, 0.5) if self.options.ard else 0.5
-        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(scale, (0.1, 10.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
         z, self._mean, self._scale = standardise(y)
+        floor = 1e-6
+        if self.options.noise_std is not None:
+            floor = max(floor, (self.options.noise_std / self._scale) ** 2)
+        white = WhiteKernel(max(1e-2, floor), (floor, max(1.0, 2.0 * floor)))
+        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(scale, (0.1, 10.0), nu=2.5) + white
         self._gp = GaussianProcessRegressor(
             kernel=kernel, normalize_y=False, n_restarts_optimizer=self.options.restarts, random_state=self.seed
         )
