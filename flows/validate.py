@@ -227,6 +227,7 @@ def report(
     rho = doc["rank_agreement"]["spearman"]
     if rho is not None and math.isfinite(rho):
         metrics["spearman"] = rho
+    metrics.update({f"goal.{name}": float(g["met"]) for name, g in doc["goals"].items()})
     tracker.log_metrics(parent, metrics)
     for name in ("validation.json", "report.html"):
         tracker.log_artifact(parent, out / name)

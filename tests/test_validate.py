@@ -111,6 +111,13 @@ def test_clear_win_is_reported_with_its_size() -> None:
     assert doc["rank_agreement"]["spearman"] == pytest.approx(1.0)
     assert "the lowest of the 3 compared mixtures" in doc["verdict"]
     assert "beats uniform by 0.1000" in doc["verdict"] and "Spearman 1.00" in doc["verdict"]
+    assert {n: g["met"] for n, g in doc["goals"].items()} == {
+        "beats_uniform_beyond_noise": True,
+        "beats_natural_beyond_noise": True,
+        "proxy_target_spearman": True,
+    }
+    assert doc["goals"]["beats_uniform_beyond_noise"]["figure"] < 0
+    assert doc["verdict"].endswith("proxy-to-target Spearman >= 0.9 (1.00 over 4 mixtures): met.")
     rec = doc["mixtures"][0]
     assert rec["target"]["n"] == 3 and rec["domains"]["en"]["mean"] == pytest.approx(2.11)
     assert rec["lighteval"]["cloze"]["mean"] == pytest.approx(0.5)
@@ -124,6 +131,9 @@ def test_a_loss_and_a_lead_within_noise_are_reported_honestly() -> None:
     assert "place 3 of the 3 compared mixtures" in doc["verdict"]
     assert "loses to uniform by 0.2000" in doc["verdict"] and "within seed noise" in doc["verdict"]
     assert "beats" not in doc["verdict"]
+    assert not any(g["met"] for n, g in doc["goals"].items() if n.startswith("beats_"))
+    assert "a lead over natural whose 95% interval excludes 0 (interval [" in doc["verdict"]
+    assert "excludes 0 (interval [-0.2427, +0.3927]): not met; proxy-to-target Spearman >= 0.9 (0.40 over 4 mixtures): not met." in doc["verdict"]
     rows = table_rows(doc)
     assert [r["mixture"] for r in rows] == ["uniform", "natural", "recommended", "proxy-x"]
     assert rows[2]["outcome"] == "" and rows[0]["outcome"] == "loses"

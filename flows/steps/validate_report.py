@@ -187,8 +187,57 @@ def summarize(
         "rank_agreement": agreement,
         "train_wall_s": {s: round(sum(r.wall_s for r in runs if r.scale == s), 1) for s in ("proxy", "target")},
     }
+    doc["goals"] = goals(doc)
     doc["verdict"] = verdict(doc)
     return doc
+
+
+#: the bar a validation is held to: the recommendation beats these baselines beyond seed noise ...
+GOAL_BASELINES = ("natural", "uniform")
+#: ... and the proxy ranks the mixtures as the target does
+GOAL_SPEARMAN = 0.9
+
+
+def goals(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each goal with its figure and `met`: a lead over natural and over uniform whose paired 95%
+    interval excludes 0 (figure: the interval's upper end, which must be below 0), and proxy-to-target
+    Spearman of at least 0.9. A baseline the spec does not train is left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in doc["comparisons"]:
+        if c["baseline"] not in GOAL_BASELINES:
+            continue
+        delta = c["delta"] or {}
+        high = delta.get("high")
+        out[f"beats_{c['baseline']}_beyond_noise"] = {
+            "figure": high,
+            "interval": [delta.get("low"), high],
+            "met": c["outcome"] == "wins",
+        }
+    rho = doc["rank_agreement"]["spearman"]
+    finite = rho is not None and math.isfinite(rho)
+    out["proxy_target_spearman"] = {
+        "figure": rho if finite else None,
+        "goal": GOAL_SPEARMAN,
+        "n": doc["rank_agreement"]["n"],
+        "met": bool(finite and rho >= GOAL_SPEARMAN),
+    }
+    return out
+
+
+def goals_text(found: Mapping[str, Mapping[str, Any]]) -> str:
+    """One sentence: which goals are met and which are not, with their figures."""
+    parts = []
+    for name, g in found.items():
+        if name == "proxy_target_spearman":
+            figure = "undefined" if g["figure"] is None else f"{g['figure']:.2f}"
+            label = f"proxy-to-target Spearman >= {g['goal']} ({figure} over {g['n']} mixtures)"
+        else:
+            baseline = name.removeprefix("beats_").removesuffix("_beyond_noise")
+            low, high = g["interval"]
+            interval = "no interval" if high is None else f"interval [{low:+.4f}, {high:+.4f}]"
+            label = f"a lead over {baseline} whose 95% interval excludes 0 ({interval})"
+        parts.append(f"{label}: {'met' if g['met'] else 'not met'}")
+    return "Goals: " + "; ".join(parts) + "." if parts else ""
 
 
 def _stat_dict(s: Stat | None) -> dict[str, Any] | None:
@@ -263,6 +312,8 @@ def verdict(doc: Mapping[str, Any]) -> str:
         )
     else:
         parts.append(f"The rank agreement is undefined ({ag['n']} mixtures with distinct objectives at both scales).")
+    if doc.get("goals"):
+        parts.append(goals_text(doc["goals"]))
     return " ".join(parts)
 
 
