@@ -206,6 +206,8 @@ CASES: list[tuple[str, str | None, list[str]]] = [
     ("preset_bad_override.yaml", None, ["num_layers", "positive integer, got -1"]),
     ("sampler_unknown.yaml", None, ["search.sampler", "'magic'"]),
     ("surrogate_unknown.yaml", None, ["search.surrogate", "'oracle'"]),
+    ("eval_task_unknown.yaml", None, ["eval.tasks", "unknown task 'no-such-task'"]),
+    ("eval_task_unknown_domain.yaml", None, ["eval.tasks", "'klingon-poetry' is not a domain of the sweep"]),
     # files the spec points at
     ("corpus_missing.yaml", None, ["/nonexistent/corpus", "corpus folder not found"]),
     ("corpus_is_a_file.yaml", None, ["code_train_text_document.idx", "expected a corpus folder"]),

@@ -185,5 +185,5 @@ def test_measured_seed_noise_bounds_the_gp_noise_term_and_reaches_it_through_aut
     ensemble = build_surrogate("ensemble", seed=0, noise_std=0.01).fit(X, y)
     assert [getattr(m.options, "noise_std", "none") for m in ensemble._members] == ["none", 0.01, "none"]
     assert build_surrogate("linear", noise_std=0.01).options == SURROGATES.build("linear").options  # no noise term
-    with pytest.raises(SearchError, match="noise_std=-0.1 must be a finite"):
+    with pytest.raises(SearchError, match=r"noise_std=-0\.1 must be a finite"):
         build_surrogate("gp", noise_std=-0.1)

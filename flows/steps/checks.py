@@ -1,7 +1,7 @@
 """The checks a sweep makes before it trains anything, each failure one line naming the field or file.
 
 `flows.steps.prepare.prepare` calls them: registry names, the objective's metrics, the data root for
-every file the corpus points at, and whether the MLflow tracking URI and the Ray address answer.
+the LightEval tasks, every file the corpus points at, and whether the MLflow tracking URI and the Ray address answer.
 Reachability is a TCP connect or an HTTP request with a short timeout (`REACH_TIMEOUT_S`), so a server
 that is down or an address that drops packets costs seconds, not the minutes of MLflow's HTTP retries or
 Ray's connection attempts. This is the one Ray check before training; `flows.trials.tune.ray_init`
@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
+from eval.errors import EvalError
+from eval.evaluate import parse_tasks
 from flows.steps.spec import SpecError, SweepSpec, data_roots, outside_roots
 from flows.tracking.redact import redact_uri
 from mixture_search import SAMPLERS, SURROGATES
@@ -56,6 +58,24 @@ def check_objective(spec: SweepSpec, domains: tuple[str, ...]) -> None:
             )
     if spec.early_stopping.enabled and spec.early_stopping.metric not in known:
         raise SpecError(f"unknown metric {spec.early_stopping.metric!r}", where="early_stopping.metric")
+
+
+def check_eval_tasks(spec: SweepSpec, domains: tuple[str, ...]) -> None:
+    """Every LightEval task of `eval.tasks` exists, and a per-domain local task (`bpb:<domain>`,
+    `cloze:<domain>`) names a domain of the sweep: otherwise the mistake would surface only after every
+    trial had trained."""
+    if not spec.eval.tasks:
+        return
+    try:
+        selection = parse_tasks(spec.eval.tasks)
+    except EvalError as exc:
+        raise SpecError(str(exc).removeprefix(f"{exc.where}: "), where="eval.tasks") from None
+    for name, _ in selection.local:
+        domain = name.partition(":")[2]
+        if domain and domain not in domains:
+            raise SpecError(
+                f"{name!r}: {domain!r} is not a domain of the sweep (it has {', '.join(domains)})", where="eval.tasks"
+            )
 
 
 def check_corpus_paths(spec: SweepSpec, corpus: Corpus) -> None:
@@ -144,6 +164,7 @@ def _http_answers(url: str, shown: str, *, where: str) -> None:
 __all__ = [
     "REACH_TIMEOUT_S",
     "check_corpus_paths",
+    "check_eval_tasks",
     "check_mlflow",
     "check_names",
     "check_objective",

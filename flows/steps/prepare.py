@@ -9,7 +9,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.steps.checks import check_corpus_paths, check_mlflow, check_names, check_objective, check_ray_address
+from flows.steps.checks import (
+    check_corpus_paths,
+    check_eval_tasks,
+    check_mlflow,
+    check_names,
+    check_objective,
+    check_ray_address,
+)
 from flows.steps.spec import SpecError, SweepSpec
 from flows.trials.result import TrialContext, trial_key
 from mixture_search import SAMPLERS, SURROGATES
@@ -118,6 +125,7 @@ def prepare(spec: SweepSpec) -> Prepared:
     proxy = preset(spec.proxy.preset, **spec.proxy.overrides).resolve_vocab(int(corpus.vocab_size))
     budget = spec.budget
     check_objective(spec, domains)
+    check_eval_tasks(spec, domains)
     if spec.export.openseek_template is not None:
         read_mixture(spec.export.openseek_template)
     check_corpus_paths(spec, corpus)
