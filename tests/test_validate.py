@@ -255,3 +255,18 @@ def test_target_preset_is_four_times_the_demo_proxy() -> None:
     proxy = preset("moe_cpu", seq_len=128).resolve_vocab(8192).param_counts()
     target = preset("moe_cpu_16m", seq_len=128).resolve_vocab(8192).param_counts()
     assert target.total >= 4 * proxy.total and target.active > 3 * proxy.active
+
+
+def test_an_unknown_evaluation_task_is_refused_before_anything_trains(tmp_path: Path) -> None:
+    from flows.steps.validate import prepare_validation
+    from tests.data_support import build_tiny_corpus
+
+    corpus = build_tiny_corpus(tmp_path / "tiny")
+    sweep = {"name": "s", "corpus": str(corpus), "output_dir": str(tmp_path / "sweep")}
+    sweep["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    spec = load_validate_spec(
+        {"name": "v", "sweep": sweep, "eval": {"tasks": ["local", "no-such-task"]}, "output_dir": str(tmp_path / "v")}
+    )
+    with pytest.raises(SpecError, match="^eval.tasks: unknown task 'no-such-task'"):
+        prepare_validation(spec)
+    assert not (tmp_path / "v" / "trials").exists()

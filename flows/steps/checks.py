@@ -60,14 +60,14 @@ def check_objective(spec: SweepSpec, domains: tuple[str, ...]) -> None:
         raise SpecError(f"unknown metric {spec.early_stopping.metric!r}", where="early_stopping.metric")
 
 
-def check_eval_tasks(spec: SweepSpec, domains: tuple[str, ...]) -> None:
+def check_eval_tasks(tasks: list[str], domains: tuple[str, ...]) -> None:
     """Every LightEval task of `eval.tasks` exists, and a per-domain local task (`bpb:<domain>`,
     `cloze:<domain>`) names a domain of the sweep: otherwise the mistake would surface only after every
     trial had trained."""
-    if not spec.eval.tasks:
+    if not tasks:
         return
     try:
-        selection = parse_tasks(spec.eval.tasks)
+        selection = parse_tasks(tasks)
     except EvalError as exc:
         raise SpecError(str(exc).removeprefix(f"{exc.where}: "), where="eval.tasks") from None
     for name, _ in selection.local:

@@ -125,7 +125,7 @@ def prepare(spec: SweepSpec) -> Prepared:
     proxy = preset(spec.proxy.preset, **spec.proxy.overrides).resolve_vocab(int(corpus.vocab_size))
     budget = spec.budget
     check_objective(spec, domains)
-    check_eval_tasks(spec, domains)
+    check_eval_tasks(spec.eval.tasks, domains)
     if spec.export.openseek_template is not None:
         read_mixture(spec.export.openseek_template)
     check_corpus_paths(spec, corpus)

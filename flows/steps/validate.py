@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
-from flows.steps.checks import check_mlflow
+from flows.steps.checks import check_eval_tasks, check_mlflow
 from flows.steps.prepare import Prepared, prepare
 from flows.steps.spec import Budget, EvalSpec, MlflowSpec, ResourcesSpec, SpecError, SweepSpec, load_spec
 from flows.steps.validate_report import Scale
@@ -179,6 +179,7 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
         raise SpecError(
             f"{unknown[0]!r} is not a domain of the sweep ({', '.join(sweep.domains)})", where="target_domains"
         )
+    check_eval_tasks(spec.eval.tasks, sweep.domains)
     uri = spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
     if uri.startswith("sqlite:///"):
         spec.out_dir.mkdir(parents=True, exist_ok=True)
