@@ -267,6 +267,6 @@ def test_an_unknown_evaluation_task_is_refused_before_anything_trains(tmp_path: 
     spec = load_validate_spec(
         {"name": "v", "sweep": sweep, "eval": {"tasks": ["local", "no-such-task"]}, "output_dir": str(tmp_path / "v")}
     )
-    with pytest.raises(SpecError, match="^eval.tasks: unknown task 'no-such-task'"):
+    with pytest.raises(SpecError, match=r"^eval\.tasks: unknown task 'no-such-task'"):
         prepare_validation(spec)
     assert not (tmp_path / "v" / "trials").exists()
