@@ -388,14 +388,18 @@ def render_openseek_task(mixture: Mixture, template: Path, *, base_expr: str | N
 
     Only the lines holding the list items are rewritten; an item whose value is unchanged keeps its
     original text (so `0.0670` stays `0.0670`)."""
-    text = _read_text(template)
-    data = _load_yaml(text, str(template))
+    return render_openseek_text(mixture, _read_text(template), str(template), base_expr=base_expr)
+
+
+def render_openseek_text(mixture: Mixture, text: str, where: str, *, base_expr: str | None = BASE_DIR_EXPR) -> str:
+    """`render_openseek_task` on the text of a task YAML (`where` names it in errors)."""
+    data = _load_yaml(text, where)
     if (
         not isinstance(data, Mapping)
         or not isinstance(data.get("data"), CommentedMap)
         or "data_path" not in data["data"]
     ):
-        raise FormatError("template has no data.data_path to replace", where=str(template))
+        raise FormatError("template has no data.data_path to replace", where=where)
     seq = data["data"]["data_path"]
     lines = text.splitlines(keepends=True)
     new_items: list[Any] = to_data_path(mixture, base_expr=base_expr)

@@ -98,7 +98,7 @@ class PhaseSpec:
             if raw.get(key) is not None and not isinstance(raw[key], Mapping):
                 raise SearchError("must map domain names to values", where=f"{where}.{key}")
         bounds = {str(d): tuple(v) if isinstance(v, (list, tuple)) else v for d, v in (raw.get("bounds") or {}).items()}
-        return cls(value, bounds, dict(raw.get("pinned") or {}))  # type: ignore[arg-type]
+        return cls(value, bounds, dict(raw.get("pinned") or {}))
 
 
 def _fraction(value: Any, where: str) -> float:
@@ -177,7 +177,6 @@ class PhasedSpace(SearchSpace):
                 f"the last phase must end at 1.0, not {_range_words(last)}", where=f"phases[{K - 1}].until"
             )
         spaces = []
-        tokens = base.token_counts
         for k, spec in enumerate(specs):
             bounds = {d: v for d, v in dict(base.bounds).items() if d not in spec.pinned}
             bounds.update(spec.bounds)
@@ -187,10 +186,9 @@ class PhasedSpace(SearchSpace):
                 spaces.append(
                     SearchSpace(
                         domains=base.domains,
-                        tokens=None if tokens is None else [None if np.isnan(t) else float(t) for t in tokens],
                         bounds=bounds,
                         pinned=pinned,
-                        prior=base.prior_shares,
+                        prior=base.prior_shares.tolist(),
                     )
                 )
             except SearchError as exc:

@@ -15,6 +15,8 @@ from mixture_search.catalog import DomainCatalog, Level, load_catalog
 from mixture_search.errors import FormatError, MixtureError
 from mixture_search.formats import MixtureDoc, read_mixture, render, write_mixture
 from mixture_search.mixture import Mixture
+from mixture_search.schedule import Phase, Schedule
+from mixture_search.schedule_formats import is_schedule_file, read_schedule, render_schedule_text, write_schedule
 from mixture_search.units import format_count, parse_count
 
 mixture_app = typer.Typer(
@@ -33,6 +35,7 @@ class Fmt(str, Enum):
     openseek = "openseek"
     yaml = "yaml"
     json = "json"
+    easydel = "easydel"
 
 
 FileArg = Annotated[
@@ -98,7 +101,11 @@ def show(
     check_paths: CheckPathsOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON instead of a table.")] = False,
 ) -> None:
-    """Print a mixture as a table: weight, normalised share, tokens and epochs at a token budget."""
+    """Print a mixture as a table: weight, normalised share, tokens and epochs at a token budget.
+    A schedule (phases) gets one share and token column per phase and each domain's epochs over the run."""
+    if is_schedule_file(file):
+        _show_schedule(file, catalog, budget, as_json)
+        return
     doc, cat = _load(file, catalog, base_dir, check_paths)
     level: Level = by.value
     budget_tokens = parse_count(budget, field="--budget") if budget else doc.metadata.get("train_tokens")
@@ -213,8 +220,20 @@ def convert(
     ] = None,
     base_dir: BaseDirOpt = None,
     check_paths: CheckPathsOpt = False,
+    samples: Annotated[
+        int | None,
+        typer.Option(help="Schedules: the run's train samples (Megatron stages; OpenSeek default: the template's)."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Schedules: the run's optimizer steps (EasyDeL).")] = None,
+    global_batch: Annotated[
+        int | None, typer.Option("--global-batch", help="Schedules: samples per optimizer step (EasyDeL).")
+    ] = None,
 ) -> None:
-    """Convert a mixture between formats, losslessly (weights exact, order kept)."""
+    """Convert a mixture between formats, losslessly (weights exact, order kept). A schedule (phases)
+    becomes a Megatron stage script, one OpenSeek config pair per stage, or an EasyDeL schedule."""
+    if is_schedule_file(file) or to == Fmt.easydel:
+        _convert_schedule(file, to, out, template, catalog, samples, steps, global_batch)
+        return
     doc, cat = _load(file, catalog, base_dir, check_paths)
     mix = doc.mixture
     if level is not None:
@@ -232,4 +251,112 @@ def convert(
         typer.echo(render(doc, to.value, template=tmpl), nl=False)
         return
     for path in write_mixture(doc, to.value, out, template=tmpl):
+        console().print(f"wrote {path}")
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+
+
+def _show_schedule(file: Path, catalog: Path | None, budget: str | None, as_json: bool) -> None:
+    sched = read_schedule(file)
+    first = sched.phases[0].mixture
+    cat = load_catalog(catalog) if catalog else DomainCatalog.from_mixture(first)
+    sizes = cat.tokens(cat.level_of(first))  # unknown names fail here, naming the first one
+    raw = budget if budget else sched.metadata.get("train_tokens")
+    total = parse_count(raw, field="--budget") if raw else None
+    shares, run, lengths = sched.shares(), sched.run_shares(), sched.lengths
+    tokens = sched.tokens(total) if total else None
+    epochs = sched.epochs(sizes, total) if total else {}
+    rows = [
+        {
+            "name": n,
+            "shares": shares[:, i].tolist(),
+            "run_share": float(run[i]),
+            "size_tokens": sizes.get(n),
+            "tokens": None if tokens is None else tokens[:, i].tolist(),
+            "run_tokens": None if total is None else float(run[i] * total),
+            "epochs": epochs.get(n),
+        }
+        for i, n in enumerate(sched.names)
+    ]
+    phases = [
+        {"phase": k, "start": s, "until": u, "tokens": None if total is None else float(length * total)}
+        for k, (s, u, length) in enumerate(zip(sched.starts, sched.untils, lengths))
+    ]
+    if as_json:
+        typer.echo(json.dumps({"name": sched.name, "budget_tokens": total, "phases": phases, "rows": rows}, indent=2))
+        return
+    spans = ", ".join(f"p{k} {s:g}-{u:g}" for k, (s, u) in enumerate(zip(sched.starts, sched.untils)))
+    title = f"{sched.name}  [dim](schedule, {len(phases)} phases: {spans}"
+    title += f"; budget {format_count(total)} tokens)" if total else ")"
+    table = Table(title=title, title_justify="left")
+    table.add_column("domain", no_wrap=True)
+    for k in range(len(phases)):
+        table.add_column(f"p{k} share %", justify="right")
+    table.add_column("run share %", justify="right")
+    table.add_column("size", justify="right")
+    if total:
+        for k in range(len(phases)):
+            table.add_column(f"p{k} tokens", justify="right")
+        table.add_column("epochs (run)", justify="right")
+    for row in rows:
+        cells = [row["name"], *(f"{100 * v:.3f}" for v in row["shares"]), f"{100 * row['run_share']:.3f}"]
+        cells.append(format_count(row["size_tokens"]))
+        if total:
+            cells += [format_count(v) for v in row["tokens"]]
+            cells.append("-" if row["epochs"] is None else f"{row['epochs']:.3f}")
+        table.add_row(*cells)
+    console().print(table)
+
+
+def _convert_schedule(
+    file: Path,
+    to: Fmt,
+    out: Path | None,
+    template: Path | None,
+    catalog: Path | None,
+    samples: int | None,
+    steps: int | None,
+    global_batch: int | None,
+) -> None:
+    if to == Fmt.json:
+        raise FormatError("a schedule converts to yaml, megatron, openseek or easydel, not json")
+    if is_schedule_file(file):
+        sched = read_schedule(file)
+    else:
+        doc = read_mixture(file)
+        sched = Schedule.constant(doc.mixture, name=doc.name)
+    if to in (Fmt.megatron, Fmt.openseek):
+        cat = load_catalog(catalog) if catalog else DomainCatalog.from_mixture(sched.phases[0].mixture)
+        if cat.level_of(sched.phases[0].mixture) != "file":
+            if catalog is None:
+                raise MixtureError(
+                    f"--to {to.value} needs file prefixes; pass --catalog to split domain weights over files"
+                )
+            sched = Schedule(
+                tuple(Phase(p.until, cat.expand(p.mixture)) for p in sched.phases), sched.name, sched.metadata
+            )
+    meta_samples = sched.metadata.get("train_samples")
+    train_samples = samples if samples is not None else meta_samples if isinstance(meta_samples, int) else None
+    per_step = global_batch if global_batch is not None else sched.metadata.get("samples_per_step")
+    total_steps = steps if steps is not None else sched.metadata.get("steps")
+    if to == Fmt.openseek:
+        if out is None:
+            raise FormatError("--to openseek for a schedule writes a folder of stage configs: pass -o FOLDER")
+        written = write_schedule(sched, "openseek", out, template=template, train_samples=samples)
+    else:
+        text = render_schedule_text(
+            sched,
+            to.value,
+            train_samples=train_samples,
+            steps=total_steps,
+            samples_per_step=per_step,
+        )
+        if out is None:
+            typer.echo(text, nl=False)
+            return
+        written = write_schedule(
+            sched, to.value, out, train_samples=train_samples, steps=total_steps, samples_per_step=per_step
+        )
+    for path in written:
         console().print(f"wrote {path}")
