@@ -25,7 +25,7 @@ from mixture_search.proposal import (
     pareto_front,
     propose,
 )
-from mixture_search.runs import RunsTable
+from mixture_search.runs import RunsTable, parse_number
 from mixture_search.samplers import SAMPLERS
 from mixture_search.samplers.adaptive import expected_improvement, pick_diverse
 from mixture_search.space import SearchSpace
@@ -37,6 +37,15 @@ from mixture_search.surrogates import (
     cross_validate_predictions,
 )
 from mixture_search.surrogates.cv import result
+from mixture_search.surrogates.scale import (
+    AXES,
+    LargestScaleSurrogate,
+    Scale,
+    choose_by_largest_scale,
+    holdout_largest_scale,
+    is_scale_aware_name,
+    scale_keys,
+)
 
 
 @dataclass
@@ -52,6 +61,15 @@ class FittedRuns:
     dropped: int  # runs with no usable target
     cv: dict[str, list[CVResult]] = field(default_factory=dict)  # per target (and "objective")
     chosen: dict[str, str] = field(default_factory=dict)
+    #: (n, 2) params and tokens of the runs used, when they span 2 or more scales (None: scale-free)
+    scales: np.ndarray | None = None
+
+    @property
+    def largest_scale(self) -> Scale | None:
+        if self.scales is None:
+            return None
+        row = self.scales[int(np.argmax(scale_keys(self.scales)))]
+        return Scale(float(row[0]), float(row[1]))
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -82,8 +100,12 @@ def fit_runs(
     maximize: bool = False,
     folds: int = 5,
     seed: int = 0,
+    scales: np.ndarray | None = None,
 ) -> FittedRuns:
-    """Fit the surrogate (one per target) and cross-validate it; `auto` picks by CV Spearman."""
+    """Fit the surrogate (one per target) and cross-validate it; `auto` picks by CV Spearman.
+
+    `scales` ((n, 2) params and tokens per run, from `read_scales`): when the runs span 2 or more
+    scales, one scale-aware model of the objective (see `fit_scaled`); with one scale, as without."""
     targets = tuple(targets)
     if not targets:
         raise SearchError("give at least one --target column")
@@ -101,6 +123,8 @@ def fit_runs(
     if w.shape != (len(targets),):
         raise SearchError(f"{len(w)} objective weights for {len(targets)} targets")
     y = Y @ w  # NaN where a metric is missing
+    if scales is not None and len(np.unique(scale_keys(scales[usable]))) > 1:
+        return fit_scaled(runs, targets, w, maximize, X, Y, y, scales[usable], surrogate, seed, int((~usable).sum()))
     options = {"folds": folds} if surrogate == "auto" else {}
     fitted = FittedRuns(runs, targets, w, maximize, X, Y, y, None, int((~usable).sum()))
     if len(targets) == 1:
@@ -135,6 +159,74 @@ def fit_runs(
     return fitted
 
 
+def fit_scaled(
+    runs: RunsTable,
+    targets: tuple[str, ...],
+    w: np.ndarray,
+    maximize: bool,
+    X: np.ndarray,
+    Y: np.ndarray,
+    y: np.ndarray,
+    scales: np.ndarray,
+    surrogate: str,
+    seed: int,
+    dropped: int,
+) -> FittedRuns:
+    """One model of the objective over (mixture, scale), scored by holding out the largest scale.
+    `auto` picks by that score among the scale-aware surrogates and the scale-free ones used naively
+    (fitted on the largest scale only); a scale-free name is used naively; a scale-aware one as is.
+    Runs missing any target are left out (the objective needs all of them)."""
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        raise SearchError(f"only {int(ok.sum())} runs have every target; need at least 3", where=str(runs.path))
+    X, Y, y, S = X[ok], Y[ok], y[ok], scales[ok]
+    key = targets[0] if len(targets) == 1 else "objective"
+    fitted = FittedRuns(runs, targets, w, maximize, X, Y, y, None, dropped + int((~ok).sum()), scales=S)
+    if surrogate == "auto":
+        fitted.model, fitted.cv[key], fitted.chosen[key] = choose_by_largest_scale(X, y, S, seed=seed)
+        return fitted
+    model: Any = SURROGATES.build(surrogate, seed=seed)
+    cv = holdout_largest_scale(model, X, y, S, seed=seed)[0]
+    if not is_scale_aware_name(surrogate):
+        model = LargestScaleSurrogate(seed=seed, surrogate=surrogate)
+    fitted.model, fitted.cv[key], fitted.chosen[key] = model.fit(X, y, scales=S), [cv], surrogate
+    return fitted
+
+
+def read_scales(runs: RunsTable, columns: Sequence[str], *, option: str = "--scale") -> np.ndarray:
+    """(n, 2) params and tokens from the named columns: positive numbers, every row."""
+    if len(columns) != 2:
+        raise SearchError(f"name two columns, {','.join(AXES)} (got {len(columns)}: {','.join(columns)})", where=option)
+    table = runs.table
+    for column in columns:
+        if column not in table.header:
+            raise SearchError(
+                f"{option} column {column!r} is not in the header ({', '.join(table.header)})", where=str(runs.path)
+            )
+        if column in runs.weight_columns:
+            raise SearchError(f"{option} column {column!r} is also a weight column", where=str(runs.path))
+    out = np.empty((runs.n, 2))
+    for a, column in enumerate(columns):
+        j = table.index(column)
+        for r, row in enumerate(table.rows):
+            where = f"{runs.path}:{table.lines[r]} {column}"
+            value = parse_number(row[j], where, allow_missing=False)
+            if value <= 0:
+                raise SearchError(f"{row[j]!r} is not a positive number of {AXES[a]}", where=where)
+            out[r, a] = value
+    return out
+
+
+def check_target_scale(fitted: FittedRuns, at: Scale, names: Sequence[str] = AXES) -> None:
+    """A target is at least as large as the largest run on both axes (one-line error naming the field)."""
+    if fitted.scales is None:
+        return
+    for a, name in enumerate(names):
+        top = float(fitted.scales[:, a].max())
+        if at.row()[a] < top:
+            raise SearchError(f"{name}={at.row()[a]:g} is smaller than the largest run's {top:g}", where="--at")
+
+
 def build_space(
     domains: Sequence[str],
     *,
@@ -157,8 +249,14 @@ def build_space(
     )
 
 
-def predict_rows(fitted: FittedRuns, candidates: RunsTable) -> dict[str, np.ndarray]:
-    """Columns to add to the candidates: predicted, predicted_std (and per target with several)."""
+def predict_rows(fitted: FittedRuns, candidates: RunsTable, scales: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Columns to add to the candidates: predicted, predicted_std (and per target with several).
+    A scale-aware model predicts each candidate at its row of `scales`."""
+    if fitted.scales is not None:
+        if scales is None:
+            raise SearchError("the model was fitted across scales: the candidates need their scales")
+        mean, std = fitted.model.predict(candidates.weights, scales=scales)
+        return {"predicted": mean, "predicted_std": std}
     mean, std = fitted.model.predict(candidates.weights)
     out = {"predicted": mean, "predicted_std": std}
     if isinstance(fitted.model, MultiTarget):
@@ -233,18 +331,32 @@ def propose_runs(
     trust_region: float | None = DEFAULT_TRUST_REGION,
     extrapolate: float | None = DEFAULT_EXTRAPOLATE,
     uncertainty: float = DEFAULT_UNCERTAINTY,
+    at: Scale | None = None,
 ) -> Proposal:
-    """The proposal, kept near the runs that have an objective (see `mixture_search.proposal`)."""
+    """The proposal, kept near the runs that have an objective (see `mixture_search.proposal`).
+    A model fitted across scales proposes for `at` (default: the largest scale of the runs), and
+    the trust region is drawn around the runs of the largest scale (objectives at different scales
+    do not compare)."""
     cv = fitted.objective_cv
     noise = cv.rmse if cv is not None and np.isfinite(cv.rmse) else None
+    model, X, y = fitted.model, fitted.X, fitted.y
+    if fitted.scales is not None:
+        largest = fitted.largest_scale
+        assert largest is not None
+        target = at or largest
+        check_target_scale(fitted, target)
+        model = fitted.model.at(target)
+        keys = scale_keys(fitted.scales)
+        top = keys == keys.max()
+        X, y = X[top], y[top]
     region = None
     if trust_region is not None or extrapolate is not None:
         cols = [list(fitted.domains).index(d) for d in space.domains]
         region = TrustRegion.around(
-            space, fitted.X[:, cols], fitted.y, maximize=fitted.maximize, radius=trust_region, extrapolate=extrapolate
+            space, X[:, cols], y, maximize=fitted.maximize, radius=trust_region, extrapolate=extrapolate
         )
     return propose(
-        fitted.model,
+        model,
         space,
         n_samples=n_samples,
         top_k=top_k,
@@ -276,9 +388,12 @@ __all__ = [
     "Suggestion",
     "best_run",
     "build_space",
+    "check_target_scale",
     "fit_runs",
+    "fit_scaled",
     "pareto_runs",
     "predict_rows",
     "propose_runs",
+    "read_scales",
     "suggest_runs",
 ]

@@ -19,10 +19,12 @@ from mixture_search.offline import (
     FittedRuns,
     best_run,
     build_space,
+    check_target_scale,
     fit_runs,
     pareto_runs,
     predict_rows,
     propose_runs,
+    read_scales,
     suggest_runs,
 )
 from mixture_search.proposal import DEFAULT_EXTRAPOLATE, DEFAULT_TRUST_REGION, DEFAULT_UNCERTAINTY
@@ -31,6 +33,8 @@ from mixture_search.samplers import SAMPLERS
 from mixture_search.space import SearchSpace
 from mixture_search.surrogates import SURROGATES, save_model
 from mixture_search.surrogates.cv import CVResult
+from mixture_search.surrogates.scale import AXES, Scale
+from mixture_search.units import parse_count
 
 
 def _choices(registry: Any) -> str:
@@ -95,6 +99,15 @@ MaxEpochsOpt = Annotated[
 MinOpt = Annotated[list[str] | None, typer.Option("--min", help="NAME=SHARE lower bound (0.05 or 5%); repeat.")]
 MaxOpt = Annotated[list[str] | None, typer.Option("--max", help="NAME=SHARE upper bound; repeat.")]
 PinOpt = Annotated[list[str] | None, typer.Option("--pin", help="NAME=SHARE fixed share; repeat.")]
+ScaleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scale",
+        help="PARAMS,TOKENS: the columns holding each run's model parameters and training tokens. Runs at "
+        "2 or more scales get one scale-aware model of the objective, chosen by holding out the largest "
+        "scale; candidates carry the scale to predict at in the same columns.",
+    ),
+]
 
 
 def _split(text: str | None) -> list[str]:
@@ -127,9 +140,11 @@ def _fit(
     objective_weights: str | None,
     seed: int,
     folds: int = 5,
+    scale: str | None = None,
 ) -> FittedRuns:
     table = read_runs(runs, weight_prefix=weight_prefix, weights=_split(weights))
     targets = _split(target)
+    scales = read_scales(table, _split(scale)) if scale is not None else None
     ow = None
     if objective_weights:
         try:
@@ -138,7 +153,14 @@ def _fit(
             raise SearchError(f"{objective_weights!r} is not a list of numbers", where="--objective-weights") from None
     with _status(f"fitting {surrogate} on {table.n} runs over {len(table.domains)} domains ..."):
         fitted = fit_runs(
-            table, targets, surrogate=surrogate, objective_weights=ow, maximize=maximize, folds=folds, seed=seed
+            table,
+            targets,
+            surrogate=surrogate,
+            objective_weights=ow,
+            maximize=maximize,
+            folds=folds,
+            seed=seed,
+            scales=scales,
         )
     if fitted.dropped:
         error_console().print(f"note: {fitted.dropped} runs have no value for {', '.join(targets)} and were left out")
@@ -189,9 +211,12 @@ def _cv_table(title: str, rows: list[CVResult], chosen: str | None) -> Table:
             f"{r.seconds:.1f}",
         )
     first = rows[0]
-    table.caption = f"{first.n} runs, {first.folds}-fold CV on out-of-fold predictions" + (
-        "; * chosen" if len(rows) > 1 else ""
+    how = (
+        f"{first.n} runs of the largest scale, predicted by models fitted on the smaller scales"
+        if first.folds == 1  # holdout_largest_scale
+        else f"{first.n} runs, {first.folds}-fold CV on out-of-fold predictions"
     )
+    table.caption = how + ("; * chosen" if len(rows) > 1 else "")
     return table
 
 
@@ -211,6 +236,7 @@ def fit(
     objective_weights: ObjWeightsOpt = None,
     folds: FoldsOpt = 5,
     seed: SeedOpt = 0,
+    scale: ScaleOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Save the fitted model (JSON: spec + runs; refits exactly).")
     ] = None,
@@ -220,8 +246,10 @@ def fit(
 
     K-fold CV on out-of-fold predictions: Spearman, Pearson, MAE, RMSE and pairwise ordering accuracy.
     With --surrogate auto every candidate is scored and the best Spearman is chosen (marked *).
+    With --scale and runs at several scales, the score is instead that of the largest scale's runs
+    predicted by models fitted on the smaller scales (scale-free models: on the largest of those).
     """
-    fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, folds)
+    fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, folds, scale)
     if as_json:
         doc = {
             "runs": len(fitted.y),
@@ -231,6 +259,8 @@ def fit(
             "chosen": fitted.chosen,
             "cv": {t: [r.row() for r in rows] for t, rows in fitted.cv.items()},
         }
+        if fitted.scales is not None:
+            doc["scales"] = len(np.unique(fitted.scales, axis=0))
         typer.echo(json.dumps(doc, indent=2))
     else:
         _print_cv(fitted)
@@ -238,7 +268,8 @@ def fit(
         single = len(fitted.targets) == 1
         ok = np.isfinite(fitted.y) if single else np.ones(len(fitted.y), dtype=bool)
         meta = {"runs": str(runs), "targets": list(fitted.targets), "maximize": maximize, "chosen": fitted.chosen}
-        save_model(out, fitted.model, fitted.X[ok], fitted.Y[ok], fitted.domains, meta)
+        scales = None if fitted.scales is None else fitted.scales[ok]
+        save_model(out, fitted.model, fitted.X[ok], fitted.Y[ok], fitted.domains, meta, scales=scales)
         error_console().print(f"saved the fitted model to {out}")
 
 
@@ -258,11 +289,15 @@ def predict(
     maximize: MaximizeOpt = False,
     objective_weights: ObjWeightsOpt = None,
     seed: SeedOpt = 0,
+    scale: ScaleOpt = None,
 ) -> None:
-    """Predict the objective of candidate mixtures (adds predicted and predicted_std columns)."""
-    fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed)
+    """Predict the objective of candidate mixtures (adds predicted and predicted_std columns).
+
+    With --scale, each candidate is predicted at the scale in its own --scale columns."""
+    fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, scale=scale)
     table = read_like(candidates, fitted.runs)
-    columns = predict_rows(fitted, table)
+    cand_scales = read_scales(table, _split(scale)) if scale is not None else None
+    columns = predict_rows(fitted, table, cand_scales)
     header = [*table.table.header, *columns]
     rows = [[*row, *(columns[c][i] for c in columns)] for i, row in enumerate(table.table.rows)]
     write_csv(out, header, rows)
@@ -406,6 +441,15 @@ def propose_cmd(
         Path | None, typer.Option("--pareto", help="With several targets: also write their Pareto front (CSV).")
     ] = None,
     seed: SeedOpt = 0,
+    scale: ScaleOpt = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="With --scale: the scale to propose for, e.g. params=1.4e9,tokens=100B (the --scale column "
+            "names or params/tokens); at least the largest run's. Default: the largest scale of the runs.",
+        ),
+    ] = None,
 ) -> None:
     """Recommend the mixture for the target run, with its predicted objective and interval.
 
@@ -413,9 +457,15 @@ def propose_cmd(
     refines locally within the bounds and caps. The answer stays near the evidence: within
     --trust-region of one of the best runs, no share more than --extrapolate outside the runs' range,
     scored pessimistically by --uncertainty standard deviations. The table's last line says which of
-    these limits the answer ended on.
+    these limits the answer ended on. With --scale, the surrogate sees each run's scale and the
+    proposal optimises its prediction at --at.
     """
-    fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed)
+    if at is not None and scale is None:
+        raise SearchError("--at needs --scale (the columns of each run's params and tokens)", where="--at")
+    fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, scale=scale)
+    target_scale = _at(at, _split(scale)) if at is not None else fitted.largest_scale
+    if target_scale is not None:
+        check_target_scale(fitted, target_scale)
     space, catalog = _space(fitted, prior, target_tokens, max_epochs, mins, maxs, pins)
     with _status(f"scoring {samples:,} mixtures ..."):
         proposal = propose_runs(
@@ -427,6 +477,7 @@ def propose_cmd(
             trust_region=trust_region if trust_region >= 0 else None,
             extrapolate=extrapolate if extrapolate >= 0 else None,
             uncertainty=uncertainty,
+            at=target_scale,
         )
     best = best_run(fitted)
     cv = fitted.objective_cv
@@ -444,6 +495,8 @@ def propose_cmd(
         "runs": int(np.isfinite(fitted.y).sum()),
         "source": str(runs),
     }
+    if fitted.scales is not None and target_scale is not None:
+        meta["scale"] = {"params": target_scale.params, "tokens": target_scale.tokens}
     if fmt in ("megatron", "openseek"):
         if catalog is not None:
             mixture = catalog.expand(mixture)
@@ -462,6 +515,23 @@ def propose_cmd(
         rows = [[*p.mixture.normalized, *p.predicted.values(), p.objective] for p in front]
         write_csv(pareto, header, rows)
         console().print(f"wrote {len(rows)} Pareto-optimal mixtures to {pareto}")
+
+
+def _at(text: str, columns: list[str]) -> Scale:
+    """`params=1.4e9,tokens=100B` (or the --scale column names) -> Scale; errors name --at."""
+    values: dict[str, float] = {}
+    for item in _split(text):
+        if "=" not in item:
+            raise SearchError(f"expected NAME=VALUE, got {item!r}", where="--at")
+        name, raw = (p.strip() for p in item.split("=", 1))
+        axis = AXES[columns.index(name)] if name in columns else name
+        if axis not in AXES:
+            raise SearchError(f"unknown scale {name!r} (give {columns[0]}=..., {columns[1]}=...)", where="--at")
+        values[axis] = float(parse_count(raw, field=f"--at {name}"))
+    for axis, column in zip(AXES, columns):
+        if axis not in values:
+            raise SearchError(f"no value for {column!r} (give {columns[0]}=..., {columns[1]}=...)", where="--at")
+    return Scale(values["params"], values["tokens"])
 
 
 def _print_proposal(

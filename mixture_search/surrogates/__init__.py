@@ -8,6 +8,7 @@ from mixture_search.surrogates import (  # noqa: F401  (registers the entries)
     ensemble,
     mixing_law,
     models,
+    scale,
 )
 from mixture_search.surrogates.base import SURROGATES, BaseSurrogate, Surrogate
 from mixture_search.surrogates.cv import (

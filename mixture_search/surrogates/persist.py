@@ -47,19 +47,29 @@ def build(spec: Mapping[str, Any]) -> Any:
 
 
 def save_model(
-    path: Path | str, model: Any, X: np.ndarray, Y: np.ndarray, domains: tuple[str, ...], meta: Mapping[str, Any]
+    path: Path | str,
+    model: Any,
+    X: np.ndarray,
+    Y: np.ndarray,
+    domains: tuple[str, ...],
+    meta: Mapping[str, Any],
+    *,
+    scales: np.ndarray | None = None,
 ) -> Path:
-    """Write the model file atomically (temp name, then rename)."""
+    """Write the model file atomically (temp name, then rename). A scale-aware model (fitted with
+    `scales`, (n, 2) params and tokens) keeps them beside the runs."""
     path = Path(path)
     Y = np.asarray(Y, dtype=np.float64)
+    extra = {} if scales is None else {"scales": np.asarray(scales, dtype=np.float64).tolist()}
     doc = {
         "format": FORMAT,
         "spec": fitted_spec(model),
         "domains": list(domains),
         "X": np.asarray(X).tolist(),
         "Y": [[None if not np.isfinite(v) else float(v) for v in np.atleast_1d(row)] for row in Y],
-        "predictions": model.predict(np.asarray(X))[0].tolist(),
+        "predictions": model.predict(np.asarray(X), **extra)[0].tolist(),
         "meta": dict(meta),
+        **extra,
     }
     return atomic_write_json(path, doc, default=_plain)
 
@@ -79,10 +89,11 @@ def load_model(path: Path | str) -> tuple[Surrogate | MultiTarget, dict[str, Any
         X = np.asarray(doc["X"], dtype=np.float64)
         Y = np.asarray([[np.nan if v is None else v for v in row] for row in doc["Y"]], dtype=np.float64)
         model = build(doc["spec"])
-        model.fit(X, Y if isinstance(model, MultiTarget) else Y[:, 0])
+        extra = {"scales": np.asarray(doc["scales"], dtype=np.float64)} if "scales" in doc else {}
+        model.fit(X, Y if isinstance(model, MultiTarget) else Y[:, 0], **extra)
     except (KeyError, TypeError, ValueError) as exc:
         raise SearchError(f"malformed model file: {' '.join(str(exc).split())}", where=str(path)) from None
-    if not np.allclose(model.predict(X)[0], doc["predictions"], rtol=1e-6, atol=1e-9):
+    if not np.allclose(model.predict(X, **extra)[0], doc["predictions"], rtol=1e-6, atol=1e-9):
         raise SearchError("the saved model does not reproduce its saved predictions", where=str(path))
     return model, doc
 

@@ -1,0 +1,558 @@
+"""Surrogates that see the scale of a run (model parameters N, training tokens D) beside its mixture.
+
+A mixture is chosen for a model many times larger than its proxies, and the ranking of mixtures
+moves with scale (a scarce domain that helps a small model is repeated, and helps less, in a large
+one). These models take each run's scale as a separate typed argument, so the scale-free protocol
+(`fit(X, y)`, `predict(X)`) stays as it is:
+
+    model = SURROGATES.build("scale_law").fit(X, y, scales=S)      # S: (n, 2) params, tokens
+    mean, std = model.predict(X_new, scales=S_new)
+    model.at(Scale(1.4e9, 100e9)).predict(X_new)                   # a scale-free view at one scale
+
+`scale_law` is a mixing law nested in a scaling law, plus a Gaussian-process residual:
+
+    f(r, s) = c + exp(t0 . r + sum_a (t_a . r) x_a),   x_a = log(N / N_ref), log(D / D_ref)
+
+Per mixture this is a power law in N and D, f = c + A(r) N^-alpha(r) ..., whose coefficient and
+exponents are Ye et al.'s exp-linear mixing law in the shares; at any one scale it is that mixing
+law. The ridge on the spread of t_a shrinks the mixture-dependent part of the exponents towards
+zero (rankings that do not move with scale), so a few scales cannot make it extrapolate wildly. The
+residual of the law is modelled by a GP on (shares, x) with one length scale per input: what the law
+misses about one mixture at one scale carries to its neighbours in mixture and scale, so a mixture
+trained at the smaller scales is predicted at the larger one from its own runs, not only from the
+law (a smoothed version of the naive transfer when the law has nothing to add).
+
+The x_a are the directions in (log N, log D) that the training runs span: with every run at the same
+tokens, log N alone; with a ladder that grows both together (D = 20 N), one direction along it. The
+model cannot learn a trend along a direction the runs do not vary in, and projects a target off
+their span onto it (predicting as if, say, the target had the training runs' tokens).
+
+`largest_scale` is the naive transfer as a model: a scale-free surrogate fitted on the runs of the
+largest scale only. `scale_lightgbm` is LightGBM on the shares plus log N and log D (the usual
+regression baseline). `holdout_largest_scale` scores any of these, or a scale-free surrogate (used
+naively), by fitting on the smaller scales and ranking the runs of the largest;
+`choose_by_largest_scale` picks among them by that Spearman.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+
+from mixture_search.errors import SearchError
+from mixture_search.registry import check_range
+from mixture_search.surrogates.base import (
+    SURROGATES,
+    BaseSurrogate,
+    Features,
+    Surrogate,
+    as_matrix,
+    as_target,
+    build_surrogate,
+    check_noise,
+    predict_mean,
+    standardise,
+)
+from mixture_search.surrogates.cv import CVResult, result
+from mixture_search.surrogates.mixing_law import EXP_LIMIT
+from mixture_search.surrogates.models import LightGBMSurrogate
+
+AXES = ("params", "tokens")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The size of one training run: model parameters and training tokens (both > 0)."""
+
+    params: float
+    tokens: float
+
+    def __post_init__(self) -> None:
+        for name in AXES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise SearchError(f"{value!r} is not a number", where=f"scale {name}")
+            if not (np.isfinite(value) and value > 0):
+                raise SearchError(f"{value!r} must be a positive number", where=f"scale {name}")
+            object.__setattr__(self, name, float(value))
+
+    @property
+    def compute(self) -> float:
+        """6 N D: the order used for 'largest'."""
+        return 6.0 * self.params * self.tokens
+
+    def row(self) -> np.ndarray:
+        return np.array([self.params, self.tokens])
+
+
+Scales = np.ndarray | Sequence[Scale]
+
+
+def as_scales(scales: Scales, n: int) -> np.ndarray:
+    """(n, 2) positive finite params and tokens; one-line errors name the row and the field."""
+    if not isinstance(scales, np.ndarray) and len(scales) and isinstance(scales[0], Scale):
+        arr = np.array([s.row() for s in scales])
+    else:
+        arr = np.asarray(scales, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise SearchError(f"scales must be an (n, 2) array of params, tokens; got shape {arr.shape}")
+    if len(arr) != n:
+        raise SearchError(f"{len(arr)} scales for {n} runs")
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    for r, a in zip(*np.nonzero(bad)):
+        raise SearchError(f"row {int(r)}: {float(arr[r, a])!r} must be a positive number", where=f"scale {AXES[a]}")
+    return arr
+
+
+def scale_keys(scales: np.ndarray) -> np.ndarray:
+    """log(6 N D) per run, rounded so that equal scales compare equal."""
+    return np.round(np.log(6.0 * scales[:, 0] * scales[:, 1]), 9)
+
+
+@runtime_checkable
+class ScaleSurrogate(Protocol):
+    """A surrogate whose fit and predict take the runs' scales."""
+
+    name: str
+    domains: tuple[str, ...] | None
+    scale_aware: bool
+
+    def fit(self, X: Features, y: Sequence[float] | np.ndarray, *, scales: Scales | None = None) -> Any: ...
+
+    def predict(self, X: Features, *, scales: Scales | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def clone(self) -> Any: ...
+
+
+def is_scale_aware(model: Any) -> bool:
+    return bool(getattr(model, "scale_aware", False))
+
+
+class ScaleAwareBase(BaseSurrogate):
+    """Shared plumbing: shares as in `BaseSurrogate`, plus an (n, 2) scales array. Without scales
+    every run is taken to be at one scale (and predictions are at that scale)."""
+
+    scale_aware: ClassVar[bool] = True
+
+    def __init__(self, *, seed: int = 0, **options: Any) -> None:
+        super().__init__(seed=seed, **options)
+        self.scales: np.ndarray | None = None  # of the training runs
+
+    def fit(self, X: Features, y: Sequence[float] | np.ndarray, *, scales: Scales | None = None) -> Self:
+        matrix, domains = as_matrix(X, None)
+        target = as_target(y, len(matrix))
+        if len(matrix) < 2:
+            raise SearchError(f"need at least 2 runs to fit a surrogate, got {len(matrix)}")
+        S = np.ones((len(matrix), 2)) if scales is None else as_scales(scales, len(matrix))
+        self.domains, self.n_train, self.scales = domains, len(matrix), S
+        self._fit_scaled(matrix, target, S)
+        self._fitted = True
+        return self
+
+    def predict(self, X: Features, *, scales: Scales | None = None) -> tuple[np.ndarray, np.ndarray]:
+        matrix, S = self._inputs(X, scales)
+        mean, std = self._predict_scaled(matrix, S)
+        return np.asarray(mean, dtype=np.float64), np.maximum(np.asarray(std, dtype=np.float64), 0.0)
+
+    def predict_mean(self, X: Features, *, scales: Scales | None = None) -> np.ndarray:
+        matrix, S = self._inputs(X, scales)
+        return np.asarray(self._predict_mean_scaled(matrix, S), dtype=np.float64)
+
+    def at(self, scale: Scale) -> AtScale:
+        """A scale-free view that predicts every mixture at `scale` (for the proposal)."""
+        return AtScale(self, scale)
+
+    @property
+    def largest(self) -> Scale:
+        """The largest training scale (by 6 N D)."""
+        if self.scales is None:
+            raise SearchError(f"surrogate {self.name} is not fitted yet")
+        row = self.scales[int(np.argmax(scale_keys(self.scales)))]
+        return Scale(float(row[0]), float(row[1]))
+
+    def _inputs(self, X: Features, scales: Scales | None) -> tuple[np.ndarray, np.ndarray]:
+        if not self._fitted or self.scales is None:
+            raise SearchError(f"surrogate {self.name} is not fitted yet")
+        matrix, _ = as_matrix(X, self.domains)
+        S = np.tile(self.largest.row(), (len(matrix), 1)) if scales is None else as_scales(scales, len(matrix))
+        return matrix, S
+
+    # -- for subclasses ----------------------------------------------------------------------------
+    def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        return self._predict_scaled(X, S)[0]
+
+    # the scale-free hooks are never reached: fit and predict above replace the base's
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
+        raise AssertionError("unreachable")
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        raise AssertionError("unreachable")
+
+
+class AtScale:
+    """A fitted scale-aware model seen as a scale-free surrogate at one scale (`predict(X)`)."""
+
+    def __init__(self, model: ScaleAwareBase, scale: Scale) -> None:
+        self.model, self.scale = model, scale
+        self.name = f"{model.name}@{scale.params:.3g},{scale.tokens:.3g}"
+        self.domains = model.domains
+
+    def _tile(self, X: Features) -> np.ndarray:
+        return np.tile(self.scale.row(), (len(X), 1))
+
+    def fit(self, X: Features, y: Sequence[float] | np.ndarray) -> AtScale:
+        raise SearchError("a model at a fixed scale is fitted through its scale-aware model", where=self.name)
+
+    def predict(self, X: Features) -> tuple[np.ndarray, np.ndarray]:
+        return self.model.predict(X, scales=self._tile(X))
+
+    def predict_mean(self, X: Features) -> np.ndarray:
+        return self.model.predict_mean(X, scales=self._tile(X))
+
+    def clone(self) -> AtScale:
+        return AtScale(self.model, self.scale)
+
+
+# -- the nested law ---------------------------------------------------------------------------------
+
+
+def _exp(u: np.ndarray) -> np.ndarray:
+    return np.exp(np.clip(u, -EXP_LIMIT, EXP_LIMIT))
+
+
+@dataclass(frozen=True)
+class ScaleLawOptions:
+    #: weight of the penalty on the spread of t0 (the mixing law at the reference scale)
+    ridge: float = 1e-2
+    #: weight of the penalty on the spread of each t_a: how hard the ranking is held still across scale
+    scale_ridge: float = 0.1
+    #: starting floors/ceilings tried per sign, as multiples of the target's range beyond its extremes
+    offsets: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+    #: model the law's residual with a GP on (shares, log scale)
+    residual: bool = True
+    restarts: int = 1
+    #: lower bound of the residual GP's length scale along log scale (natural-log units): what the law
+    #: misses about a mixture is expected to persist over at least this span of scale
+    scale_length: float = 1.0
+    #: the run-to-run noise of one run (objective units): the residual GP's noise cannot go below it
+    noise_std: float | None = None
+
+    def __post_init__(self) -> None:
+        owner = "surrogate scale_law"
+        object.__setattr__(self, "offsets", tuple(self.offsets))
+        check_range(self.ridge, "ridge", owner, low=0.0)
+        check_range(self.scale_ridge, "scale_ridge", owner, low=0.0)
+        check_range(self.restarts, "restarts", owner, low=0, high=20)
+        check_range(self.scale_length, "scale_length", owner, low=0.01, high=50.0)
+        if not self.offsets or any(
+            isinstance(o, bool) or not isinstance(o, (int, float)) or o <= 0 for o in self.offsets
+        ):
+            raise SearchError("option offsets must be positive numbers", where=owner)
+        check_noise(self.noise_std, owner)
+
+
+@SURROGATES.register(
+    "scale_law",
+    help="mixing law nested in a scaling law, c + exp(t0.r + sum_a (t_a.r) log scale_a), plus a GP residual "
+    "on (shares, log scale); fit(X, y, scales=...)",
+)
+class ScaleLawSurrogate(ScaleAwareBase):
+    name = "scale_law"
+    Options = ScaleLawOptions
+    options: ScaleLawOptions
+
+    def _axes(self, S: np.ndarray) -> np.ndarray:
+        """log(scale / reference) along the directions the training runs vary in."""
+        return (np.log(S) - self._ref) @ self._directions
+
+    def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
+        # the directions in (log N, log D) that the training runs span: none for one scale, one for a
+        # ladder that grows N and D together (tokens = 20 N, say: their separate effects cannot be
+        # told apart, and a prediction off that line is projected onto it), two otherwise
+        logS = np.log(S)
+        self._ref = np.median(logS, axis=0)
+        _, sv, vt = np.linalg.svd(logS - logS.mean(axis=0), full_matrices=False)
+        keep = sv > 1e-6 * max(1.0, float(np.abs(logS).max()))
+        signs = np.where(vt[keep].sum(axis=1) < 0, -1.0, 1.0)  # each direction points towards larger scales
+        self._directions = (vt[keep] * signs[:, None]).T
+        x = self._axes(S)
+        self._law_fit(X, y, x)
+        if self.options.residual:
+            self._gp_fit(X, x, y - self._law(X, x))
+
+    def _design(self, X: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """[r, r * x_1, r * x_2 ...]: the exponent is linear in these."""
+        return np.hstack([X, *(X * x[:, [a]] for a in range(x.shape[1]))])
+
+    def _law_fit(self, X: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
+        # lazy: scipy.optimize takes ~0.5 s to import; the CLI imports the surrogate registry for every command
+        from scipy.optimize import least_squares
+
+        z, self._mean, self._scale = standardise(y)
+        n, m = X.shape
+        F = self._design(X, x)
+        k = F.shape[1]
+        centre = np.eye(m) - 1.0 / m
+        weights = [np.sqrt(self.options.ridge)] + [np.sqrt(self.options.scale_ridge)] * x.shape[1]
+        penalty = np.zeros((k, k))
+        for b, w in enumerate(weights):
+            penalty[b * m : (b + 1) * m, b * m : (b + 1) * m] = w * centre
+        span = max(float(np.ptp(z)), 1e-6)
+
+        def residuals(theta: np.ndarray, sign: float) -> np.ndarray:
+            return np.concatenate([theta[0] + sign * _exp(F @ theta[1:]) - z, penalty @ theta[1:]])
+
+        def jacobian(theta: np.ndarray, sign: float) -> np.ndarray:
+            e = sign * _exp(F @ theta[1:])
+            top = np.hstack([np.ones((n, 1)), e[:, None] * F])
+            return np.vstack([top, np.hstack([np.zeros((k, 1)), penalty])])
+
+        best: tuple[float, float, np.ndarray] | None = None
+        for sign in (1.0, -1.0):
+            for offset in self.options.offsets:
+                c0 = z.min() - offset * span if sign > 0 else z.max() + offset * span
+                gap = np.log(sign * (z - c0))
+                t0 = np.linalg.solve(F.T @ F + penalty.T @ penalty + 1e-8 * np.eye(k), F.T @ gap)
+                # a short run per start; only the best start is run to convergence below
+                fit = least_squares(
+                    residuals, np.r_[c0, t0], jac=jacobian, args=(sign,), method="lm", max_nfev=20 * (k + 2)
+                )
+                if best is None or fit.cost < best[0] - 1e-12:
+                    best = (float(fit.cost), sign, fit.x)
+        assert best is not None
+        _, self._sign, theta = best
+        fit = least_squares(residuals, theta, jac=jacobian, args=(self._sign,), method="lm", max_nfev=200 * (k + 2))
+        self._c, self._t = float(fit.x[0]), fit.x[1:].copy()
+
+    def _law(self, X: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return self._mean + self._scale * (self._c + self._sign * _exp(self._design(X, x) @ self._t))
+
+    def _gp_fit(self, X: np.ndarray, x: np.ndarray, resid: np.ndarray) -> None:
+        # lazy: scikit-learn takes 1-2 s to import; the CLI imports the surrogate registry for every command
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+        self._rscale = float(np.std(resid)) or 1.0
+        floor = 1e-6
+        if self.options.noise_std is not None:
+            floor = max(floor, (self.options.noise_std / self._rscale) ** 2)
+        lengths = np.r_[np.full(X.shape[1], 0.5), np.full(x.shape[1], max(3.0, self.options.scale_length))]
+        lo = np.r_[np.full(X.shape[1], 0.05), np.full(x.shape[1], self.options.scale_length)]
+        bounds = np.column_stack([lo, np.full(len(lo), max(100.0, 2 * self.options.scale_length))])
+        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(lengths, bounds, nu=2.5) + WhiteKernel(
+            max(5e-2, floor), (floor, max(1.0, 2.0 * floor))
+        )
+        self._gp = GaussianProcessRegressor(
+            kernel=kernel, n_restarts_optimizer=self.options.restarts, random_state=self.seed
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self._gp.fit(np.hstack([X, x]), resid / self._rscale)
+        self._noise = float(self._gp.kernel_.k2.noise_level)
+
+    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = self._axes(S)
+        law = self._law(X, x)
+        if not self.options.residual:
+            return law, np.zeros(len(X))
+        mean, std = self._gp.predict(np.hstack([X, x]), return_std=True)
+        latent = np.sqrt(np.maximum(std**2 - self._noise, 0.0))
+        return law + self._rscale * mean, self._rscale * latent
+
+    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        x = self._axes(S)
+        law = self._law(X, x)
+        return law + self._rscale * self._gp.predict(np.hstack([X, x])) if self.options.residual else law
+
+    def describe(self) -> dict[str, Any]:
+        """The law in the target's units: f = c + k exp(t0 . r + sum_a (t_a . r) x_a)."""
+        axes = self._directions.shape[1]
+        m = len(self._t) // (1 + axes)
+        names = list(self.domains) if self.domains else list(range(m))
+        blocks = {"t0": self._t[:m]}
+        for a in range(axes):
+            blocks[f"t_{a + 1}"] = self._t[(a + 1) * m : (a + 2) * m]
+        return {
+            **super().describe(),
+            "c": self._mean + self._scale * self._c,
+            "k": self._scale * self._sign,
+            "reference": dict(zip(AXES, np.exp(self._ref).tolist())),
+            # x_a = (log params - log ref params, log tokens - log ref tokens) . direction_a
+            "directions": [dict(zip(AXES, d.tolist())) for d in self._directions.T],
+            **{key: dict(zip(map(str, names), v.tolist())) for key, v in blocks.items()},
+            "residual_kernel": str(self._gp.kernel_) if self.options.residual else None,
+        }
+
+
+# -- the anchors as models ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LargestScaleOptions:
+    #: the scale-free surrogate fitted on the largest scale's runs
+    surrogate: str = "gp"
+
+    def __post_init__(self) -> None:
+        if self.surrogate not in SURROGATES or is_scale_aware_name(self.surrogate):
+            raise SearchError(
+                f"option surrogate: {self.surrogate!r} is not a scale-free surrogate", where=OWNER_LARGEST
+            )
+
+
+OWNER_LARGEST = "surrogate largest_scale"
+
+
+def is_scale_aware_name(name: str) -> bool:
+    return bool(getattr(SURROGATES.factory(name), "scale_aware", False))
+
+
+@SURROGATES.register(
+    "largest_scale",
+    help="the naive transfer: a scale-free surrogate (option surrogate, default gp) fitted on the largest "
+    "scale's runs only; predicts the same at every scale",
+)
+class LargestScaleSurrogate(ScaleAwareBase):
+    name = "largest_scale"
+    Options = LargestScaleOptions
+    options: LargestScaleOptions
+
+    def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
+        keys = scale_keys(S)
+        top = keys == keys.max()
+        if top.sum() < 2:
+            raise SearchError(
+                f"the largest scale has {int(top.sum())} run; a scale-free model needs at least 2", where=OWNER_LARGEST
+            )
+        self.model: Surrogate = build_surrogate(self.options.surrogate, seed=self.seed).fit(X[top], y[top])
+
+    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.model.predict(X)
+
+    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        return predict_mean(self.model, X)
+
+    def describe(self) -> dict[str, Any]:
+        inner: dict[str, Any] = getattr(self.model, "describe", dict)()
+        return {**super().describe(), "model": inner}
+
+
+@SURROGATES.register("scale_lightgbm", help="LightGBM (RegMix's settings) on the shares plus log params and log tokens")
+class ScaleLightGBMSurrogate(ScaleAwareBase):
+    """The regression baseline: RegMix's LightGBM with the log scale as two more features. Trees
+    cannot extrapolate, so beyond the largest training scale it predicts that scale's ranking."""
+
+    name = "scale_lightgbm"
+    Options = LightGBMSurrogate.Options
+
+    def _features(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        return np.hstack([X, np.log(S)])
+
+    def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
+        self._inner = LightGBMSurrogate(seed=self.seed, **dataclasses.asdict(self.options))
+        self._inner._fit(self._features(X, S), y)
+
+    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._inner._predict(self._features(X, S))
+
+    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        return self._inner._predict_mean(self._features(X, S))
+
+
+# -- cross-validation that holds out the largest scale ------------------------------------------------
+
+DEFAULT_SCALE_CANDIDATES = ("scale_law", "scale_lightgbm", "gp", "mixing_law", "lightgbm", "linear")
+
+
+def split_largest(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (train, test): test is the largest scale by 6 N D, train every smaller one."""
+    keys = scale_keys(scales)
+    distinct = np.unique(keys)
+    if len(distinct) < 2:
+        raise SearchError("holding out the largest scale needs runs at 2 or more scales, got 1")
+    test = keys == distinct[-1]
+    if test.sum() < 3:
+        raise SearchError(f"the largest scale has {int(test.sum())} runs; ranking them needs at least 3")
+    return ~test, test
+
+
+def holdout_predictions(model: Any, X: np.ndarray, y: np.ndarray, scales: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Mean predictions for the runs outside `train`, by a clone of `model` fitted on `train`. A
+    scale-aware model gets the scales; a scale-free one is used naively: fitted on the runs of the
+    largest scale in `train` only, it predicts the same ranking at any scale."""
+    fresh = model.clone()
+    test = ~train
+    if is_scale_aware(fresh):
+        fresh.fit(X[train], y[train], scales=scales[train])
+        return np.asarray(fresh.predict_mean(X[test], scales=scales[test]), dtype=np.float64)
+    keys = scale_keys(scales[train])
+    top = keys == keys.max()
+    if top.sum() < 2:
+        raise SearchError(f"the largest fitted scale has {int(top.sum())} run; a scale-free model needs at least 2")
+    return predict_mean(fresh.fit(X[train][top], y[train][top]), X[test])
+
+
+def holdout_largest_scale(
+    model: Any, X: Features, y: Sequence[float] | np.ndarray, scales: Scales, *, seed: int = 0
+) -> tuple[CVResult, np.ndarray]:
+    """Fit on every scale below the largest and score the ranking of the largest scale's runs
+    (Spearman, Pearson, MAE, RMSE, pairwise; `folds` is 1). Returns the scores and the predictions."""
+    matrix, _ = as_matrix(X, None)
+    target = as_target(y, len(matrix))
+    S = as_scales(scales, len(matrix))
+    train, test = split_largest(S)
+    start = time.perf_counter()
+    pred = holdout_predictions(model, matrix, target, S, train)
+    return result(model.name, target[test], pred, 1, time.perf_counter() - start, seed), pred
+
+
+def choose_by_largest_scale(
+    X: Features,
+    y: Sequence[float] | np.ndarray,
+    scales: Scales,
+    *,
+    candidates: Sequence[str] = DEFAULT_SCALE_CANDIDATES,
+    seed: int = 0,
+) -> tuple[ScaleAwareBase, list[CVResult], str]:
+    """Score every candidate by `holdout_largest_scale`, refit the best Spearman on all runs (a
+    scale-free winner as `largest_scale`: fitted on the largest scale's runs), and return (model,
+    every candidate's scores, the winner's name). Ties go to the earlier candidate."""
+    if not candidates:
+        raise SearchError("no candidate surrogates to choose from")
+    rows = [holdout_largest_scale(SURROGATES.build(name, seed=seed), X, y, scales, seed=seed)[0] for name in candidates]
+    best = max(rows, key=lambda r: r.rank_score).surrogate
+    chosen: ScaleAwareBase
+    if is_scale_aware_name(best):
+        chosen = SURROGATES.build(best, seed=seed)  # type: ignore[assignment]
+    else:
+        chosen = LargestScaleSurrogate(seed=seed, surrogate=best)
+    return chosen.fit(X, y, scales=scales), rows, best
+
+
+__all__ = [
+    "DEFAULT_SCALE_CANDIDATES",
+    "AtScale",
+    "LargestScaleSurrogate",
+    "Scale",
+    "ScaleAwareBase",
+    "ScaleLawSurrogate",
+    "ScaleLightGBMSurrogate",
+    "ScaleSurrogate",
+    "as_scales",
+    "choose_by_largest_scale",
+    "holdout_largest_scale",
+    "is_scale_aware",
+    "split_largest",
+]
