@@ -1,0 +1,331 @@
+"""Predicting the ranking of mixtures at a scale no run reached (issue 14, item 6).
+
+Fit on the smaller scales of a ladder, rank the mixtures at a larger held-out scale, and score the
+Spearman of that ranking against the true one. Methods:
+
+- `scale_law` (the product): `mixture_search.surrogates.scale.ScaleLawSurrogate`, a mixing law
+  nested in a scaling law plus a GP residual on (shares, log scale), with its default options;
+- `auto`: `choose_by_largest_scale`, which picks among scale_law, scale_lightgbm and the scale-free
+  surrogates used naively by holding out the largest of the *fitted* scales (what `mixsweep fit
+  --scale` does); reported beside the others, not a goal;
+- `naive` (anchor a): the observed ranking at the largest fitted scale;
+- `lightgbm_scale` (anchor b): RegMix's LightGBM (1000 rounds, lr 0.01, leaf size n // 10 in
+  [2, 20]) on the shares plus log params and log tokens.
+
+Data:
+
+1. Public runs: `../shared/fixtures/mixing-laws-5mix/runs.csv` (Ye et al., "Data Mixing Laws",
+   ICLR 2025): the same 26 mixtures of 5 Pile domains at 70M, 160M, 305M and 410M parameters. We use
+   the final checkpoint of every run (step 30,000: every run has it; the few runs that went on to
+   100,000 steps are cut there), so the tokens are the same at every scale and only the parameters
+   vary. Objectives: the mean loss over the 22 validation domains and the losses of Pile-CC, Github,
+   ArXiv, Wikipedia_en and Books3 (chosen before any result: the big web domain, code, science,
+   encyclopaedia, books). Settings: fit 70M+160M+305M -> rank at 410M; fit 70M+160M -> rank at 305M
+   and at 410M. The truth is itself one noisy run per mixture.
+2. A ground-truth simulation in which the optimal mixture moves with scale (`RepetitionLadder`):
+   5 domains with very different amounts of unique text; the loss on each is a Chinchilla law in N
+   and in the effective data it sees from every domain (a transfer matrix), where tokens of a domain
+   repeated beyond one epoch are worth less (Muennighoff et al.'s decay). A ladder of 4 scales with
+   D = 20 N: a small proxy never repeats the scarce domains, the largest repeats them many times, so
+   the best mixture moves towards the abundant ones. 24 mixtures (seeded Dirichlet) trained once at
+   every scale with run noise; the truth is noise-free. 5 seeded problems, same settings as above.
+
+Goals (per setting and objective, the same as the issue's): Spearman >= 0.90 at the held-out scale,
+and >= the better anchor + 0.02 wherever both anchors are below 0.95.
+
+    nice -n 10 .venv/bin/python benchmarks/scale.py          # writes benchmarks/results/scale.json
+    .venv/bin/python benchmarks/scale.py --quick             # 1 simulated problem, 2 objectives
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixture_search.files import atomic_write_json
+from mixture_search.surrogates import SURROGATES
+from mixture_search.surrogates.cv import scores
+from mixture_search.surrogates.scale import DEFAULT_SCALE_CANDIDATES, choose_by_largest_scale
+
+RESULTS = Path(__file__).parent / "results" / "scale.json"
+QUICK_OUT = Path("runs/benchmarks/scale.json")
+FIXTURE = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "mixing-laws-5mix" / "runs.csv"
+FIXTURE_STEP = 30_000
+FIXTURE_OBJECTIVES = ("mean", "Pile-CC", "Github", "ArXiv", "Wikipedia_en", "Books3")
+GOAL_SPEARMAN = 0.90
+GOAL_LEAD = 0.02
+ANCHOR_CEILING = 0.95
+METHODS = ("scale_law", "auto", "naive", "lightgbm_scale")
+
+
+# -- the data -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Runs of a ladder: shares X (n, m), scales S (n, 2: params, tokens), objective y; `mixture`
+    numbers the distinct mixtures so the same mixture can be found at every scale."""
+
+    X: np.ndarray
+    S: np.ndarray
+    y: np.ndarray
+    mixture: np.ndarray
+    truth: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # noise-free objective
+
+
+def fixture_ladders(path: Path = FIXTURE) -> dict[str, Ladder]:
+    """One ladder per objective from the public runs (the final step of every run)."""
+    import csv
+
+    with path.open(encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["model"] != "1B" and int(r["step"]) == FIXTURE_STEP]
+    weights = sorted(k for k in rows[0] if k.startswith("w_"))
+    losses = [k for k in rows[0] if k.startswith("loss.")]
+    X = np.array([[float(r[w]) for w in weights] for r in rows])
+    L = np.array([[float(r[c]) for c in losses] for r in rows])
+    # the fixture's tokens are the same for every run: 30,000 steps of the same batch
+    S = np.column_stack([[float(r["params"]) for r in rows], np.full(len(rows), float(FIXTURE_STEP))])
+    keys = [tuple(np.round(x, 6)) for x in X]
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    mixture = np.array([ids[k] for k in keys])
+    out = {}
+    for name in FIXTURE_OBJECTIVES:
+        y = L.mean(axis=1) if name == "mean" else L[:, losses.index(f"loss.{name}")]
+        out[name] = Ladder(X, S, y, mixture)
+    return out
+
+
+@dataclass(frozen=True)
+class RepetitionLadder:
+    """A seeded ground truth whose best mixture moves with scale (see the module docstring)."""
+
+    seed: int
+    mixtures: int = 24
+    params: tuple[float, ...] = (25e6, 60e6, 150e6, 400e6)
+    tokens_per_param: float = 20.0
+    noise: float = 0.004
+    repeat_decay: float = 4.0  # R*: the epochs after which repeated tokens are worth 1 - 1/e less
+
+    def build(self) -> Ladder:
+        rng = np.random.default_rng(self.seed)
+        m = 5
+        unique = np.array([40e9, 6e9, 1.5e9, 0.5e9, 0.2e9]) * rng.lognormal(0.0, 0.3, m)
+        transfer = np.where(np.eye(m, dtype=bool), 1.0, rng.uniform(0.02, 0.3, (m, m)))
+        E = rng.uniform(1.6, 2.6, m)
+        A = rng.uniform(300.0, 500.0, m)
+        B = rng.uniform(200.0, 400.0, m)
+        R = self.repeat_decay
+
+        def truth(X: np.ndarray, S: np.ndarray) -> np.ndarray:
+            seen = S[:, [1]] * X  # tokens of each domain read
+            epochs = seen / unique
+            worth = np.where(epochs <= 1.0, epochs, 1.0 + R * (1.0 - np.exp(-(epochs - 1.0) / R))) * unique
+            effective = worth @ transfer.T + 1.0  # per validation domain
+            loss = E + A / S[:, [0]] ** 0.34 + B / effective**0.28
+            return np.asarray(loss.mean(axis=1))
+
+        mix = rng.dirichlet(np.ones(m), self.mixtures)
+        X = np.tile(mix, (len(self.params), 1))
+        N = np.repeat(self.params, self.mixtures)
+        S = np.column_stack([N, self.tokens_per_param * N])
+        y = truth(X, S) + rng.normal(0.0, self.noise, len(N))
+        return Ladder(X, S, y, np.tile(np.arange(self.mixtures), len(self.params)), truth)
+
+
+# -- the methods --------------------------------------------------------------------------------------
+
+
+def naive(ladder: Ladder, fit: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The observed objective of each test mixture at the largest fitted scale."""
+    top = fit & (ladder.S[:, 0] * ladder.S[:, 1] == (ladder.S[fit, 0] * ladder.S[fit, 1]).max())
+    seen = dict(zip(ladder.mixture[top], ladder.y[top]))
+    return np.array([seen[i] for i in ladder.mixture[test]])
+
+
+def predict(method: str, ladder: Ladder, fit: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    X, S, y = ladder.X, ladder.S, ladder.y
+    if method == "naive":
+        return naive(ladder, fit, test), "naive"
+    if method == "auto":
+        model, _, chosen = choose_by_largest_scale(X[fit], y[fit], S[fit], seed=seed)
+        return model.predict_mean(X[test], scales=S[test]), chosen
+    name = {"scale_law": "scale_law", "lightgbm_scale": "scale_lightgbm"}[method]
+    model = SURROGATES.build(name, seed=seed).fit(X[fit], y[fit], scales=S[fit])  # type: ignore[call-arg]
+    return model.predict_mean(X[test], scales=S[test]), name  # type: ignore[attr-defined]
+
+
+def evaluate(ladder: Ladder, fit_params: Sequence[float], test_params: float, seed: int) -> dict[str, Any]:
+    fit = np.isin(ladder.S[:, 0], fit_params)
+    test = ladder.S[:, 0] == test_params
+    truth = ladder.y[test] if ladder.truth is None else ladder.truth(ladder.X[test], ladder.S[test])
+    row: dict[str, Any] = {"spearman": {}, "seconds": {}}
+    for method in METHODS:
+        start = time.process_time()
+        pred, chosen = predict(method, ladder, fit, test, seed)
+        row["seconds"][method] = round(time.process_time() - start, 2)
+        row["spearman"][method] = round(scores(truth, pred)["spearman"], 4)
+        if method == "auto":
+            row["auto_chose"] = chosen
+    if ladder.truth is not None:  # how far the optimum moved: the true ranking at the largest fitted scale
+        top = fit & (ladder.S[:, 0] == max(fit_params))
+        row["true_rank_transfer"] = round(scores(truth, ladder.truth(ladder.X[top], ladder.S[top]))["spearman"], 4)
+    return row
+
+
+def settings(params: Sequence[float]) -> list[tuple[tuple[float, ...], float]]:
+    """(fitted scales, held-out scale): the 3 smaller -> the largest; the 2 smallest -> each larger."""
+    p = sorted(params)
+    return [(tuple(p[:3]), p[3]), (tuple(p[:2]), p[2]), (tuple(p[:2]), p[3])]
+
+
+def label(fit: Sequence[float], test: float) -> str:
+    def short(v: float) -> str:
+        return f"{v / 1e9:g}B" if v >= 1e9 else f"{v / 1e6:g}M"
+
+    return "+".join(map(short, fit)) + "->" + short(test)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"fixture": {}, "simulation": {}}
+    ladders = fixture_ladders()
+    names = FIXTURE_OBJECTIVES[:2] if quick else FIXTURE_OBJECTIVES
+    params = sorted(set(next(iter(ladders.values())).S[:, 0].tolist()))
+    for name in names:
+        for fit, test in settings(params):
+            key = f"{name} {label(fit, test)}"
+            out["fixture"][key] = evaluate(ladders[name], fit, test, seed=0)
+            print(f"fixture {key}: {out['fixture'][key]['spearman']}", flush=True)
+    for seed in range(1 if quick else 5):
+        problem = RepetitionLadder(seed=seed)
+        ladder = problem.build()
+        for fit, test in settings(problem.params):
+            key = f"seed{seed} {label(fit, test)}"
+            out["simulation"][key] = evaluate(ladder, fit, test, seed=seed)
+            print(f"simulation {key}: {out['simulation'][key]['spearman']}", flush=True)
+    return out
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+
+def goal_cell(row: dict[str, Any]) -> dict[str, Any]:
+    sp = row["spearman"]
+    anchor = max(sp["naive"], sp["lightgbm_scale"])
+    lead_applies = anchor < ANCHOR_CEILING
+    ok = sp["scale_law"] >= GOAL_SPEARMAN and (not lead_applies or sp["scale_law"] >= anchor + GOAL_LEAD)
+    return {"scale_law": sp["scale_law"], "better_anchor": anchor, "lead_applies": lead_applies, "met": bool(ok)}
+
+
+def summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    by = {m: np.array([r["spearman"][m] for r in rows.values()]) for m in METHODS}
+    return {m: {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4)} for m, v in by.items()}
+
+
+def goals(result: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for source in ("fixture", "simulation"):
+        cells = {key: goal_cell(row) for key, row in result[source].items()}
+        rows = result[source].values()
+        sim = source == "simulation"
+        # the simulation's figure is the mean over its seeded problems per setting; the fixture's every cell
+        mean_sp = float(np.mean([r["spearman"]["scale_law"] for r in rows]))
+        mean_anchor = float(np.mean([max(r["spearman"]["naive"], r["spearman"]["lightgbm_scale"]) for r in rows]))
+        out[f"{source}_spearman_at_least_0.90"] = {
+            "figure": round(min(c["scale_law"] for c in cells.values()), 4),
+            "what": f"lowest scale_law Spearman at the held-out scale over every {'problem and ' if sim else ''}"
+            "setting and objective",
+            "goal": f">= {GOAL_SPEARMAN}",
+            "mean": round(mean_sp, 4),
+            "met": bool(all(c["scale_law"] >= GOAL_SPEARMAN for c in cells.values())),
+        }
+        lead = {k: c for k, c in cells.items() if c["lead_applies"]}
+        out[f"{source}_lead_over_anchors_where_below_0.95"] = {
+            "figure": None if not lead else round(min(c["scale_law"] - c["better_anchor"] for c in lead.values()), 4),
+            "what": "lowest (scale_law - better anchor) over the cells whose better anchor is below 0.95",
+            "goal": f">= {GOAL_LEAD} in each of those cells",
+            "cells": len(lead),
+            "cells_met": sum(c["scale_law"] >= c["better_anchor"] + GOAL_LEAD for c in lead.values()),
+            "mean_lead_all_cells": round(mean_sp - mean_anchor, 4),
+            "met": bool(all(c["scale_law"] >= c["better_anchor"] + GOAL_LEAD for c in lead.values())),
+        }
+        out[f"{source}_cells"] = {
+            "figure": sum(c["met"] for c in cells.values()),
+            "what": "cells meeting both goals",
+            "of": len(cells),
+            "met": bool(all(c["met"] for c in cells.values())),
+        }
+    return out
+
+
+def code_state() -> dict[str, Any]:
+    """The commit measured, and the library files that differed from it when the run started."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "changed": git("status", "--porcelain", "mixture_search").splitlines()}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"1 simulated problem and 2 objectives, to {QUICK_OUT}")
+    parser.add_argument("--out", type=Path, help=f"the JSON (default {RESULTS})")
+    args = parser.parse_args(argv)
+    out: Path = args.out or (QUICK_OUT if args.quick else RESULTS)
+    warnings.filterwarnings("ignore")
+    code = code_state()
+    started, cpu = time.perf_counter(), time.process_time()
+    measured = run(args.quick)
+    seconds = {"wall": round(time.perf_counter() - started, 1), "cpu": round(time.process_time() - cpu, 1)}
+    result = {
+        "benchmark": "scale: Spearman of the predicted ranking of mixtures at a held-out larger scale",
+        "command": " ".join(["benchmarks/scale.py", *sys.argv[1:]]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "code": code,
+        "quick": args.quick,
+        "seconds": seconds["wall"],
+        "cpu_seconds": seconds["cpu"],
+        "setup": {
+            "fixture": f"{FIXTURE.name} of mixing-laws-5mix: step {FIXTURE_STEP} of every run, 26 mixtures x "
+            "70M/160M/305M/410M; scales = (params, 30000) (tokens constant, so only params vary)",
+            "fixture_objectives": {
+                "mean": "mean of the 22 domain losses",
+                **{o: f"loss.{o}" for o in FIXTURE_OBJECTIVES[1:]},
+            },
+            "simulation": asdict(RepetitionLadder(seed=0)) | {"seed": "0..4"},
+            "methods": {
+                "scale_law": "SURROGATES.build('scale_law') with default options, fit(X, y, scales=S)",
+                "auto": "choose_by_largest_scale over " + ", ".join(DEFAULT_SCALE_CANDIDATES),
+                "naive": "the observed objective at the largest fitted scale (anchor a)",
+                "lightgbm_scale": "LightGBM, RegMix settings, on shares + log params + log tokens (anchor b)",
+            },
+            "truth": "fixture: the runs at the held-out scale (one noisy run each); simulation: noise-free objective",
+        },
+        "goals": {},
+        "summary": {source: summary(measured[source]) for source in ("fixture", "simulation")},
+        **measured,
+    }
+    result["goals"] = goals(result)
+    atomic_write_json(out, result, default=float)
+    print(f"wrote {out} in {seconds['wall']:.0f} s ({seconds['cpu']:.0f} s CPU)")
+    for name, goal in result["goals"].items():
+        print(f"goal {name}: {goal['figure']} ({goal.get('goal', '')}) {'met' if goal['met'] else 'NOT met'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
