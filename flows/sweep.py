@@ -26,6 +26,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.exceptions import TerminationSignal
 
 from flows.steps.confirm import (
     CONFIRM_STAGE,
@@ -346,6 +347,9 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
                 cv = log_cv(prepared, cv_future.result(), r, tracker)
             with timings.stage("report"):
                 _round_report(prepared, tracker, parent, r, observed, cv, means)
+    except BaseException as exc:  # a cancellation from Prefect arrives as TerminationSignal (a BaseException)
+        _end_early(tracker, exc, logger)
+        raise
     finally:
         end_trials()  # each node's evaluation worker ends with the sweep
     tracker.finish_parent()
@@ -357,6 +361,50 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
     weights = summary["best"]["weights"] if exported == "best_trial" else summary["proposal"]["weights"]
     logger.info("recommended mixture (the %s): %s", exported.replace("_", " "), weights)
     return summary
+
+
+def _end_early(tracker: SweepTracker, exc: BaseException, logger: Any) -> None:
+    """Leave MLflow as the sweep left off: a cancellation (from the Prefect UI or CLI: SIGTERM) or an
+    interrupt marks the parent and its running children `KILLED`, an error `FAILED`, each with a tag
+    saying why. Finished trials are untouched, so a rerun continues. Never masks `exc`."""
+    cause = _cancellation(exc)
+    if cause is not None:
+        status, reason = "KILLED", f"cancelled ({cause})"
+    else:
+        status, reason = "FAILED", f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    try:
+        ended = tracker.abort(status, reason)
+        logger.warning(
+            "sweep ended early (%s): MLflow runs marked %s: the parent and %d running", reason, status, len(ended)
+        )
+    except Exception as err:  # MLflow down as well: the original exception is the one to see
+        logger.warning("could not mark the MLflow runs %s: %s", status, " ".join(str(err).split())[:300])
+
+
+def _cancellation(exc: BaseException) -> str | None:
+    """What cancelled the sweep, or None when it failed. Prefect's SIGTERM arrives as `TerminationSignal`,
+    but Ray Tune (which the flow's thread may be running) can wrap it in an error of its own: so the
+    exception chain is searched, and the flow run's state (Cancelling) asked of the Prefect API."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (TerminationSignal, KeyboardInterrupt)):
+            return type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    try:
+        from prefect.client.orchestration import get_client  # only when a sweep ends early
+        from prefect.runtime import flow_run
+
+        if not flow_run.id:
+            return None
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run.id).state
+        return (
+            "the flow run is Cancelling"
+            if state is not None and (state.is_cancelling() or state.is_cancelled())
+            else None
+        )
+    except Exception:  # no Prefect API (a local run): a failure, as the exception says
+        return None
 
 
 def _plan(

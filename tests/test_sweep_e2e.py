@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -173,3 +174,82 @@ def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_
     assert {r.info.run_id: r.info.end_time for r in runs if r.data.tags.get("mixsweep.role") != "sweep"} == ended
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "trials").glob("*/result.json")} == trained
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["confirm"]["diff"] == confirm["diff"]
+
+
+STATE = """
+import asyncio, sys
+from prefect.client.orchestration import get_client
+
+async def main(run_id):
+    async with get_client() as client:
+        run = await client.read_flow_run(run_id)
+        print(run.state.type.value if run.state else "NONE")
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.timeout(1200)  # ~4 min on 2 idle cores (a cancelled sweep, then its rerun); more on shared ones
+def test_a_sweep_cancelled_from_prefect_leaves_mlflow_clean_and_a_rerun_continues(
+    sweep_stack: LocalStack, sweep_corpus: Path, tmp_path: Path
+) -> None:
+    """`prefect flow-run cancel` (what the UI's Cancel button does) on a running sweep: the flow run ends
+    Cancelled, its MLflow parent run and the child runs it was training end KILLED with a tag saying
+    why, the finished trials stay FINISHED, and a rerun trains only what had not finished."""
+    env = stack_env(sweep_stack)
+    spec = smoke_spec(sweep_corpus, tmp_path / "out", "cancelled", rounds=2, per_round=2, steps=4)
+    cmd = [str(BIN / "prefect"), "deployment", "run", "sweep/smoke", "--params", json.dumps({"spec": spec})]
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    found = re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", started.stdout)
+    assert found, started.stdout
+    run_id = found.group(0)
+
+    def state() -> str:
+        out = subprocess.run([sys.executable, "-c", STATE, run_id], env=env, capture_output=True, text=True, timeout=60)
+        return out.stdout.strip()
+
+    client = MlflowClient(sweep_stack.cfg.mlflow_uri)
+    deadline = time.monotonic() + 600
+    finished: list = []
+    while time.monotonic() < deadline:  # cancel as soon as some, not all, trials are final
+        if client.get_experiment_by_name("e2e-cancelled") is not None:
+            _, trials = children(client, "e2e-cancelled")
+            finished = [t for t in trials if t.data.tags.get("mixsweep.final") == "1"]
+            if finished:
+                break
+        assert state() not in ("COMPLETED", "FAILED", "CRASHED"), "the sweep ended before it could be cancelled"
+        time.sleep(1)
+    assert finished, "no trial finished within the time limit"
+    cancel = subprocess.run(
+        [str(BIN / "prefect"), "flow-run", "cancel", run_id], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    deadline = time.monotonic() + 180
+    while state() != "CANCELLED" and time.monotonic() < deadline:
+        time.sleep(2)
+    assert state() == "CANCELLED"
+
+    parents, trials = children(client, "e2e-cancelled")
+    assert len(parents) == 1 and parents[0].info.status == "KILLED", parents[0].data.tags.get("mixsweep.end_reason")
+    assert parents[0].data.tags["mixsweep.end_reason"].startswith("cancelled (")
+    assert not [t for t in trials if t.info.status == "RUNNING"]  # no orphan left RUNNING
+    killed = [t for t in trials if t.info.status == "KILLED"]
+    assert all(t.data.tags["mixsweep.end_reason"].startswith("cancelled") for t in killed)
+    before = {t.data.tags["mixsweep.trial_key"]: t.info.end_time for t in finished}
+    assert all(client.get_run(t.info.run_id).info.status == "FINISHED" for t in finished)
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    rerun = subprocess.run(
+        [str(BIN / "mixsweep"), "sweep", str(spec_path)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    parents, trials = children(client, "e2e-cancelled")
+    assert parents[0].info.status == "FINISHED"
+    assert len({t.data.tags["mixsweep.trial_key"] for t in trials}) == len(trials) == 4
+    assert all(t.info.status == "FINISHED" for t in trials)
+    for t in trials:  # trials final before the cancellation were not trained again
+        key = t.data.tags["mixsweep.trial_key"]
+        if key in before:
+            assert t.info.end_time == before[key]

@@ -230,3 +230,42 @@ def test_the_top_trials_are_replicated_once_with_a_new_seed_and_ranked_by_their_
     assert sweep_module.confirm(prepared, tracker, ranked, proposal).diff == c.diff
     assert len(trained) == 2 and len(tracker.started) == 6
     assert again.objectives == means.objectives and again.seed_std == means.seed_std
+
+
+# -- a sweep that ends early: MLflow says how it ended --------------------------------------------------------
+
+
+class _Aborting:
+    def __init__(self, broken: bool = False) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.broken = broken
+
+    def abort(self, status: str, reason: str) -> list[str]:
+        if self.broken:
+            raise ConnectionError("MLflow is down too")
+        self.calls.append((status, reason))
+        return ["child"]
+
+
+def test_a_cancelled_sweep_is_killed_in_mlflow_and_a_failed_one_failed() -> None:
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+
+    logger = logging.getLogger("test")
+    tracker = _Aborting()
+    sweep_module._end_early(tracker, TerminationSignal(signal.SIGTERM), logger)  # type: ignore[arg-type]
+    try:  # Ray Tune may wrap the signal in an error of its own: the chain still says what happened
+        try:
+            raise TerminationSignal(signal.SIGTERM)
+        except TerminationSignal as inner:
+            raise RuntimeError("Tune run failed") from inner
+    except RuntimeError as wrapped:
+        sweep_module._end_early(tracker, wrapped, logger)  # type: ignore[arg-type]
+    sweep_module._end_early(tracker, ValueError("disk\nfull"), logger)  # type: ignore[arg-type]
+    assert tracker.calls == [
+        ("KILLED", "cancelled (TerminationSignal)"),
+        ("KILLED", "cancelled (TerminationSignal)"),
+        ("FAILED", "error: ValueError: disk full"),
+    ]
+    sweep_module._end_early(_Aborting(broken=True), KeyboardInterrupt(), logger)  # type: ignore[arg-type]  # never raises

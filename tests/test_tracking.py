@@ -80,6 +80,25 @@ def test_confirmation_runs_are_children_but_not_trials(mlflow_server: str) -> No
     assert MlflowClient(mlflow_server).get_run(run).data.tags["stage"] == "trial"
 
 
+def test_an_aborted_sweep_marks_its_running_runs_and_keeps_the_finished_ones(mlflow_server: str) -> None:
+    t = SweepTracker(mlflow_server, "tracking-test", sweep_name="a", sweep_key="k4")
+    parent = t.parent_run()
+    done, busy = Mixture({"code": 1.0, "web": 1.0}), Mixture({"code": 1.0, "web": 3.0})
+    keys = [trial_key(m, proxy=PROXY, budget=BUDGET, data_hash="d", seed=0) for m in (done, busy)]
+    run = t.start_trial(keys[0], done, round_=0, sampler="grid", params={})
+    t.end_trial(run, TrialResult(keys[0], done, "finished", objective=2.0))
+    running = t.start_trial(keys[1], busy, round_=0, sampler="grid", params={})
+    assert t.abort("KILLED", "cancelled (TerminationSignal)") == [running]
+    client = MlflowClient(mlflow_server)
+    for run_id, status in ((parent, "KILLED"), (running, "KILLED"), (run, "FINISHED")):
+        assert client.get_run(run_id).info.status == status
+    assert client.get_run(parent).data.tags["mixsweep.end_reason"] == "cancelled (TerminationSignal)"
+    assert "mixsweep.end_reason" not in client.get_run(run).data.tags
+    again = SweepTracker(mlflow_server, "tracking-test", sweep_name="a", sweep_key="k4")
+    assert again.parent_run() == parent and client.get_run(parent).info.status == "RUNNING"  # a rerun continues
+    assert set(again.finished_trials()) == {keys[0]}  # and trains only what did not finish
+
+
 def test_large_results_fall_back_to_the_artifact(mlflow_server: str) -> None:
     m = read_mixture(OPENSEEK_EXPERIMENT).mixture  # 84 long names: too big for a tag
     t = SweepTracker(mlflow_server, "tracking-test", sweep_name="big", sweep_key="k2")

@@ -35,6 +35,7 @@ TAG_ROLE = "mixsweep.role"
 TAG_SWEEP = "mixsweep.sweep_key"
 TAG_TRIAL = "mixsweep.trial_key"
 TAG_STATUS = "mixsweep.status"
+TAG_END_REASON = "mixsweep.end_reason"  # why a sweep and its running children ended early
 PARENT = "mlflow.parentRunId"
 TRIAL_STAGE = "trial"  # a child run's `stage` (and role): a sweep trial, unless another stage says so
 HF_ARTIFACT_LIMIT = 64 * 2**20  # a converted proxy up to this size is stored in MLflow, a bigger one by path
@@ -104,6 +105,20 @@ class SweepTracker:
     def finish_parent(self, status: str = "FINISHED") -> None:
         if self._parent:
             self.client.set_terminated(self._parent, status=status)
+
+    def abort(self, status: str, reason: str) -> list[str]:
+        """A sweep that ends early (cancelled, interrupted, failed): the parent run and every child run still
+        `RUNNING` end with `status` (`KILLED` or `FAILED`) and the tag `mixsweep.end_reason`; finished
+        children keep theirs, so a rerun reuses them. Returns the child runs it ended."""
+        if not self._parent:
+            return []
+        ended = [r.info.run_id for r in self.children() if r.info.status == "RUNNING"]
+        for run_id in ended:
+            self._log(run_id, tags={TAG_END_REASON: reason, TAG_STATUS: status.lower()})
+            self.client.set_terminated(run_id, status=status)
+        self._log(self._parent, tags={TAG_END_REASON: reason})
+        self.client.set_terminated(self._parent, status=status)
+        return ended
 
     # -- children ----------------------------------------------------------------------------------
     def children(self) -> list[Any]:
