@@ -16,6 +16,9 @@ Cases:
   packages' copyright and licence files), the mean bpb over its 4 domains.
 - `demo-mean`: the demo corpus, the mean bpb over its 8 domains.
 - `demo-one`: the demo corpus, one domain (Chinese).
+- `system-docs-cloze`: the `system-docs` corpus, a maximised LightEval score: the mean cloze accuracy
+  over its 4 domains (`eval.agg.cloze/mean`, higher is better; 32 documents per domain), measured by
+  LightEval on the converted Hugging Face model after every trial and every check training.
 
     .venv/bin/python benchmarks/decision_sweeps.py --case system-code   # ~10 min on 2 cores
     .venv/bin/python benchmarks/decision_sweeps.py                      # every case
@@ -72,6 +75,11 @@ CASES: dict[str, dict[str, Any]] = {
     "system-docs-mean": {"corpus": "system-docs", "objective": {"metric": "val.bpb.mean"}},
     "demo-mean": {"corpus": "demo", "objective": {"metric": "val.bpb.mean"}},
     "demo-one": {"corpus": "demo", "objective": {"metric": "val.bpb.zh-poetry"}},
+    "system-docs-cloze": {
+        "corpus": "system-docs",
+        "objective": {"metric": "eval.agg.cloze/mean", "maximize": True},
+        "eval": {"tasks": ["cloze"], "max_docs": 32},
+    },
 }
 
 
@@ -138,6 +146,7 @@ def sweep_spec(case: str, corpus: Path, out: Path, steps: int) -> dict[str, Any]
                    "eval_windows_per_domain": 16},
         "backend": "megatron",
         "objective": CASES[case]["objective"],
+        **({"eval": CASES[case]["eval"]} if "eval" in CASES[case] else {}),
         "resources": {"cpus": 1},
         "max_concurrent": 2,
         "mlflow": {"experiment": f"decision-{case}", "tracking_uri": f"sqlite:///{out}/mlflow.db"},
@@ -145,15 +154,18 @@ def sweep_spec(case: str, corpus: Path, out: Path, steps: int) -> dict[str, Any]
     }  # fmt: skip
 
 
-def _train_one(args: tuple[dict[str, float], str, dict[str, Any], dict[str, Any], str]) -> dict[str, float]:
-    """One training (in a pool worker) -> its final per-domain bpb as val.bpb.<domain> metrics."""
+def _train_one(
+    args: tuple[dict[str, float], str, dict[str, Any], dict[str, Any], str, dict[str, Any] | None],
+) -> dict[str, float]:
+    """One training (in a pool worker) -> its final per-domain bpb as val.bpb.<domain> metrics, and
+    with an `eval` spec LightEval's (`eval.*`, as a sweep trial logs them) on the converted model."""
     warnings.filterwarnings("ignore")
     from mixture_search.mixture import Mixture  # worker only: the driver stays free of torch
     from trainers.budget import TrainBudget  # worker only, as above
     from trainers.config import ProxyConfig  # worker only, as above
     from trainers.train import train  # torch: worker only, as above
 
-    weights, corpus, proxy, budget, out = args
+    weights, corpus, proxy, budget, out, eval_spec = args
     import torch  # loaded by trainers.train already; worker only
 
     torch.set_num_threads(1)
@@ -168,6 +180,14 @@ def _train_one(args: tuple[dict[str, float], str, dict[str, Any], dict[str, Any]
     assert result.final is not None
     metrics = {f"val.bpb.{d}": float(v) for d, v in result.final.bpb.items()}
     metrics["val.bpb.mean"] = float(result.final.mean_bpb)
+    if eval_spec:
+        from eval.isolated import evaluate_checkpoint  # a fresh process per evaluation, as in a trial
+
+        assert result.checkpoint is not None
+        found, _ = evaluate_checkpoint(
+            Path(result.checkpoint), corpus, eval_spec["tasks"], max_docs=int(eval_spec["max_docs"])
+        )
+        metrics.update(found)
     return metrics
 
 
@@ -178,14 +198,17 @@ def objective(metrics: dict[str, float], spec: dict[str, Any]) -> float:
     return float(metrics[spec["metric"]])
 
 
-def paired(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    """Mean of a - b over seeds with a 95% t-interval, and a verdict (lower objective is better)."""
+def paired(a: np.ndarray, b: np.ndarray, maximize: bool = False) -> dict[str, Any]:
+    """Mean of a - b over seeds with a 95% t-interval, and a verdict (lower objective is better unless
+    `maximize`)."""
     from flows.steps.validate_report import Stat  # REPO is on sys.path only from main() on
 
     stat = Stat.of((np.asarray(a) - np.asarray(b)).tolist())
     assert stat is not None
     mean, lo, hi = stat.mean, stat.low, stat.high
-    verdict = "within noise" if not lo > 0 and not hi < 0 else ("better" if hi < 0 else "worse")
+    verdict = (
+        "within noise" if not lo > 0 and not hi < 0 else ("better" if (lo > 0 if maximize else hi < 0) else "worse")
+    )
     return {"diff": round(mean, 5), "ci95": [round(lo, 5), round(hi, 5)], "verdict": verdict}
 
 
@@ -213,7 +236,14 @@ def run_case(case: str, steps: int, seeds: list[int]) -> dict[str, Any]:
         "uniform": {d: 1.0 / len(domains) for d in domains},
     }
     jobs = [
-        (w, str(corpus), summary["proxy"], {**summary["budget"], "seed": s}, str(out / "check"))
+        (
+            w,
+            str(corpus),
+            summary["proxy"],
+            {**summary["budget"], "seed": s},
+            str(out / "check"),
+            CASES[case].get("eval"),
+        )
         for w in mixtures.values()
         for s in seeds
     ]
@@ -221,6 +251,7 @@ def run_case(case: str, steps: int, seeds: list[int]) -> dict[str, Any]:
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
         metrics = list(pool.map(_train_one, jobs))
     scores = np.array([objective(m, CASES[case]["objective"]) for m in metrics]).reshape(len(mixtures), len(seeds))
+    maximize = bool(CASES[case]["objective"].get("maximize", False))
     by_name = dict(zip(mixtures, scores))
     rec = by_name["recommended"]
     return {
@@ -233,7 +264,7 @@ def run_case(case: str, steps: int, seeds: list[int]) -> dict[str, Any]:
         "mean": {n: round(float(s.mean()), 5) for n, s in by_name.items()},
         "seed_std": {n: round(float(s.std(ddof=1)), 5) for n, s in by_name.items()},
         "spread_between_mixtures": round(float(scores.mean(axis=1).max() - scores.mean(axis=1).min()), 5),
-        "recommended_vs": {n: paired(rec, s) for n, s in by_name.items() if n != "recommended"},
+        "recommended_vs": {n: paired(rec, s, maximize) for n, s in by_name.items() if n != "recommended"},
         "sweep_predicted": summary.get("proposal", {}).get("predicted"),
         "sweep_proposal": {k: summary.get("proposal", {}).get(k) for k in ("model", "bound_by", "nearest_run_l1")},
         "sweep_confirm": summary.get("confirm"),
