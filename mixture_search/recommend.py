@@ -87,7 +87,10 @@ def recommend_mixture(
     ok = np.isfinite(y)
     if ok.sum() < 3:
         raise SearchError(f"only {int(ok.sum())} runs have an objective; a surrogate needs at least 3")
-    X, y = X[ok], y[ok]
+    # the runs in a canonical order: the folds follow row order, so a sweep resumed from MLflow (which
+    # lists runs in its own order) must recommend what the uninterrupted sweep did
+    order = np.lexsort(np.column_stack([X[ok], y[ok]]).T[::-1])
+    X, y = X[ok][order], y[ok][order]
     folds = min(folds, len(y))
     scalar = build_surrogate(surrogate, seed=seed, noise_std=noise_std)
     if isinstance(scalar, AutoSurrogate):
@@ -100,7 +103,7 @@ def recommend_mixture(
     if parts:
         names = list(parts)
         weights = np.array([float((part_weights or {}).get(n, 1.0 / len(names))) for n in names])
-        Y = np.column_stack([np.asarray(parts[n], dtype=np.float64)[ok] for n in names])
+        Y = np.column_stack([np.asarray(parts[n], dtype=np.float64)[ok][order] for n in names])
         kind = PARTS_SURROGATE if surrogate == "auto" else surrogate
         multi = MultiTarget(names, surrogate=kind, weights=weights, seed=seed)
         cv = _cross_validate_parts(multi, X, Y, y, folds=folds, seed=seed)

@@ -142,3 +142,17 @@ def test_proposal_and_confirmation_settings_keep_the_sweep_key() -> None:
     other = SweepSpec(name="s", corpus="/data/c", search={"per_round": 5})
     assert base.sweep_key("h") == same.sweep_key("h")
     assert base.sweep_key("h") != other.sweep_key("h")
+
+
+def test_the_order_of_the_runs_does_not_change_the_recommendation() -> None:
+    """A resumed sweep reads its trials back from MLflow in another order than it trained them."""
+    rng = np.random.default_rng(0)
+    space = SearchSpace(domains=tuple("abcde"), tokens=[1.0] * 5)
+    X = rng.dirichlet(np.ones(5), size=12)
+    losses = 3.0 + X * np.array([0.5, -0.3, 0.2, 0.1, -0.4]) + rng.normal(0, 0.05, (12, 5))
+    y = losses.mean(axis=1)
+    parts = {f"val.bpb.{d}": losses[:, i] for i, d in enumerate("abcde")}
+    first = recommend_mixture(space, X, y, parts=parts, n_samples=2000)
+    p = rng.permutation(12)
+    again = recommend_mixture(space, X[p], y[p], parts={k: v[p] for k, v in parts.items()}, n_samples=2000)
+    assert again.model == first.model and again.proposal.mixture.key == first.proposal.mixture.key
