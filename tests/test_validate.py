@@ -133,7 +133,10 @@ def test_a_loss_and_a_lead_within_noise_are_reported_honestly() -> None:
     assert "beats" not in doc["verdict"]
     assert not any(g["met"] for n, g in doc["goals"].items() if n.startswith("beats_"))
     assert "a lead over natural whose 95% interval excludes 0 (interval [" in doc["verdict"]
-    assert "excludes 0 (interval [-0.2427, +0.3927]): not met; proxy-to-target Spearman >= 0.9 (0.40 over 4 mixtures): not met." in doc["verdict"]
+    assert (
+        "excludes 0 (interval [-0.2427, +0.3927]): not met; proxy-to-target Spearman >= 0.9 (0.40 over 4 mixtures): not met."
+        in doc["verdict"]
+    )
     rows = table_rows(doc)
     assert [r["mixture"] for r in rows] == ["uniform", "natural", "recommended", "proxy-x"]
     assert rows[2]["outcome"] == "" and rows[0]["outcome"] == "loses"
