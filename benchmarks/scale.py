@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -268,17 +267,6 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def code_state() -> dict[str, Any]:
-    """The commit measured, and the library files that differed from it when the run started."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "changed": git("status", "--porcelain", "mixture_search").splitlines()}
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"1 simulated problem and 2 objectives, to {QUICK_OUT}")
@@ -286,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     out: Path = args.out or (QUICK_OUT if args.quick else RESULTS)
     warnings.filterwarnings("ignore")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.decision import code_state  # the same record of the commit measured; needs the repo on sys.path
+
     code = code_state()
     started, cpu = time.perf_counter(), time.process_time()
     measured = run(args.quick)

@@ -656,9 +656,6 @@ class PhasedSpace(SearchSpace):
                 break
         return y
 
-    def sample_uniform(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self.from_unit(rng.random((n, self.dim)))
-
     def dirichlet(
         self,
         rng: np.random.Generator,
