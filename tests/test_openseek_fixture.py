@@ -102,3 +102,35 @@ def test_bad_inputs_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "busy" / "x").write_text("mine")
     with pytest.raises(DataError, match=r"busy: folder exists and is not an OpenSeek fixture"):
         build_fixture(FixtureConfig(tmp_path / "busy", scale=SCALE))
+
+
+SPEC = Path(__file__).resolve().parents[1] / "deploy" / "specs" / "openseek_scale.yaml"
+
+
+def test_dry_sweep_at_scale_plans_the_baseline_domains(tmp_path: Path) -> None:
+    """deploy/specs/openseek_scale.yaml on the 1% fixture: the corpus, the target and the proxy's tokens scaled
+    by 1% with it (4 epochs of a 1B-token corpus cannot make 100B), everything else as written."""
+    from ruamel.yaml import YAML
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    root = tmp_path / "fx"
+    build_fixture(FixtureConfig(root, scale=0.01))
+    yaml = YAML(typ="safe")
+    spec = yaml.load(SPEC.read_text())
+    baseline_domains = list(spec["space"]["domains"])
+    assert len(baseline_domains) == 79
+    assert spec["space"]["target_tokens"] == "100B"
+    spec["corpus"] = str(root)
+    spec["space"]["target_tokens"] = "1B"
+    spec["budget"].update(tokens="20M", warmup_steps=1, eval_interval=10)
+    spec["output_dir"] = str(tmp_path / "out")
+    small = tmp_path / "spec.yaml"
+    with small.open("w") as fh:
+        yaml.dump(spec, fh)
+    result = CliRunner().invoke(app, ["sweep", str(small), "--dry-run"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "sweep openseek-scale" in result.output
+    assert "zh_cc-medidum-loss2" in result.output and "pes2o-full-val" in result.output
+    assert set(Corpus.load(root).domains) == set(baseline_domains)
