@@ -30,6 +30,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "sweep.json"
@@ -37,7 +38,7 @@ GOAL = 1.10
 BIN = Path(sys.executable).parent
 
 
-def _train_one(args: tuple) -> float:
+def _train_one(args: tuple) -> tuple[float, float]:
     """One direct training (in a pool worker): what a trial does, without Prefect, Ray or MLflow."""
     warnings.filterwarnings("ignore")
     # in the pool worker only, after the filter: the peer's parent process stays as light as the sweep's
@@ -53,10 +54,10 @@ def _train_one(args: tuple) -> float:
     mixture = Mixture.from_dict(weights)
     result = train(mixture, corpus, ProxyConfig.from_dict(proxy), TrainBudget.from_dict(budget), backend, out)
     assert result.final is not None
-    return float(result.final.mean_bpb)
+    return float(result.final.mean_bpb), float(result.tokens_per_s)
 
 
-def direct(job: dict) -> list[float]:
+def direct(job: dict) -> list[tuple[float, float]]:
     """The peer: the same trainings in a pool of `parallel` fresh processes."""
     args = [
         (w, job["corpus"], job["proxy"], job["budget"], job["backend"], job["out"], job["threads"])
@@ -109,14 +110,17 @@ def main() -> None:
         work = Path(tmp)
         stack = LocalStack(StackConfig(home=work / "stack", prefect_port=free_port(), mlflow_port=free_port()))
         stack.up()
+        servers = _server_processes(stack)
         try:
             env = {**os.environ, **stack.cfg.client_env()}
             sweep_spec = spec(corpus, work / "sweep", args.trials, args.steps, args.parallel)
             (work / "spec.json").write_text(json.dumps(sweep_spec))
             print(f"sweep: {args.trials} trials x {args.steps} steps, {args.parallel} at a time", flush=True)
+            server_cpu = _cpu_seconds(servers)
             t0 = time.perf_counter()
             proc = subprocess.run([str(BIN / "mixsweep"), "sweep", str(work / "spec.json")], env=env, cwd=REPO)
             sweep_s = time.perf_counter() - t0
+            server_cpu = {k: round(v - server_cpu.get(k, 0.0), 2) for k, v in _cpu_seconds(servers).items()}
             if proc.returncode != 0:
                 raise SystemExit(f"the sweep failed (exit {proc.returncode})")
             requests = mlflow_requests(stack.cfg.home / "logs" / "mlflow-server.log")
@@ -143,8 +147,9 @@ def main() -> None:
         direct_s = time.perf_counter() - t0
         if out.returncode != 0:
             raise SystemExit(f"the direct trainings failed: {out.stderr[-2000:]}")
-        direct_bpb = json.loads(out.stdout.strip().splitlines()[-1])
+        direct_bpb, direct_tps = zip(*json.loads(out.stdout.strip().splitlines()[-1]), strict=True)
     sweep_bpb = [r["metrics"]["val.bpb.mean"] for r in rows]
+    sweep_tps = [r["metrics"]["train.tokens_per_s"] for r in rows]
     ratio = sweep_s / direct_s
     flow = summary.get("timings_s", {})
     # where the sweep's time went: the process outside the flow (interpreter, imports, the CLI's own
@@ -154,6 +159,13 @@ def main() -> None:
         **{f"flow.{k}_s": v for k, v in flow.items()},
         "ray_start_background_s": summary.get("ray_start_s"),
         "trial_wall_s_sum": round(sum(r["wall_s"] for r in rows), 2),
+        # the same training inside a Ray trial and in a plain pool process: the trainers' own tokens/s
+        "train_tokens_per_s_trial_mean": round(sum(sweep_tps) / len(sweep_tps), 1),
+        "train_tokens_per_s_direct_mean": round(sum(direct_tps) / len(direct_tps), 1),
+        # CPU seconds, on a machine of `machine.cpus` cores shared by the trials: the sweep's own
+        # process per flow stage (`process`: from its start), and each server during the sweep
+        "sweep_process_cpu_s": summary.get("cpu_s", {}),
+        "server_cpu_s_during_sweep": server_cpu,
         "mlflow_requests_per_trial": round(requests / max(len(rows), 1), 2),
         "evaluation_s": 0.0,  # this spec evaluates with validation loss only (no LightEval process)
     }
@@ -177,6 +189,39 @@ def main() -> None:
     if not args.smoke:
         atomic_write(RESULTS, json.dumps(report, indent=2) + "\n")
         print(f"wrote {RESULTS.relative_to(REPO)}")
+
+
+def _server_processes(stack: Any) -> dict[str, list[Any]]:
+    """The stack's running processes (psutil), each with its children (e.g. MLflow's uvicorn)."""
+    import psutil  # driver only, as above
+
+    procs: dict[str, list[Any]] = {}
+    for row in stack.status():
+        if row["state"] != "running":
+            continue
+        try:
+            p = psutil.Process(int(row["pid"]))
+            procs[str(row["name"])] = [p, *p.children(recursive=True)]
+        except psutil.Error:
+            continue
+    return procs
+
+
+def _cpu_seconds(procs: dict[str, list[Any]]) -> dict[str, float]:
+    """CPU seconds (user + system) of each group of processes so far."""
+    import psutil  # driver only, as above
+
+    out: dict[str, float] = {}
+    for name, group in procs.items():
+        total = 0.0
+        for p in group:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                continue
+        out[name] = total
+    return out
 
 
 if __name__ == "__main__":

@@ -355,6 +355,7 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
     tracker.finish_parent()
     summary["mlflow"] = _mlflow_url(prepared.tracking_uri, tracker)
     summary["timings_s"] = timings.rounded()
+    summary["cpu_s"] = timings.cpu_rounded()
     summary["ray_start_s"] = round(START_SECONDS[-1], 2) if START_SECONDS else None
     atomic_write_json(parsed.out_dir / "summary.json", summary, default=str)
     exported = summary.get("confirm", {}).get("exported", "proposal")
