@@ -28,7 +28,15 @@ import numpy as np
 from mixture_search.catalog import DataFile, Domain, DomainCatalog, domain_of, parse_labels
 from trainers.data import tokenizer as tk
 from trainers.data.errors import DataError
-from trainers.data.indexed import IndexFile, TokenFile, bin_path, check_vocab_fits, find_prefixes, idx_path
+from trainers.data.indexed import (
+    IndexFile,
+    IndexInfo,
+    TokenFile,
+    bin_path,
+    check_vocab_fits,
+    find_prefixes,
+    idx_path,
+)
 
 CORPUS_FILE = "corpus.json"
 FORMAT = "mixsweep-corpus/1"
@@ -96,6 +104,11 @@ class Corpus:
         self._split = split
         self.meta = dict(meta or {})
         self._files: dict[str, TokenFile] = {}
+        #: each file's token count: its segments cover it from 0 to its end
+        self._file_tokens: dict[str, int] = {}
+        for d in domains:
+            for seg in (*d.train, *d.valid):
+                self._file_tokens[seg.prefix] = max(self._file_tokens.get(seg.prefix, 0), seg.stop)
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -176,12 +189,12 @@ class Corpus:
             raise DataError(
                 "no Megatron datasets (*.idx with *.bin) and no corpus.json in this folder", where=str(root)
             )
-        by_domain: dict[str, list[tuple[str, IndexFile]]] = {}
+        by_domain: dict[str, list[tuple[str, IndexInfo]]] = {}
         dtypes = set()
         for p in prefixes:
-            index = IndexFile(root / p)
-            dtypes.add(index.dtype)
-            by_domain.setdefault(domain_of(p), []).append((p, index))
+            info = IndexFile(root / p).info  # counts and checks; the index is not kept (nor its memory)
+            dtypes.add(info.dtype)
+            by_domain.setdefault(domain_of(p), []).append((p, info))
         if len(dtypes) > 1:
             raise DataError(f"datasets mix token dtypes {sorted(d.name for d in dtypes)}", where=str(root))
         domains = []
@@ -189,19 +202,20 @@ class Corpus:
             total = sum(ix.tokens for _, ix in files)
             if total == 0:
                 raise DataError("domain has no tokens", where=f"{root}/{name}")
-            train = [Segment(p, 0, ix.tokens, ix.document_count - 1) for p, ix in files]
+            train = [Segment(p, 0, ix.tokens, ix.documents) for p, ix in files]
             valid: list[Segment] = []
             last_prefix, last = files[-1]
-            doc_starts = last.document_token_offsets()
             want = max(1, min(int(total * HOLDOUT_SHARE), HOLDOUT_MAX_TOKENS))
-            # hold out whole documents from the end, keeping at least one document for training
-            cut_doc = int(np.searchsorted(doc_starts, last.tokens - want, side="right")) - 1
-            cut_doc = max(cut_doc, 1)
-            n_docs = len(doc_starts) - 1
-            if n_docs >= 2 and cut_doc < n_docs:
-                cut = int(doc_starts[cut_doc])
-                train[-1] = Segment(last_prefix, 0, cut, cut_doc)
-                valid = [Segment(last_prefix, cut, last.tokens, n_docs - cut_doc)]
+            n_docs = last.documents
+            if n_docs >= 2:
+                # hold out whole documents from the end, keeping at least one document for training; a binary
+                # search over the index finds the cut without reading the whole file's index
+                index = IndexFile(root / last_prefix, check_bin=False, check=False)
+                cut_doc = max(index.last_document_at_or_before(last.tokens - want), 1)
+                if cut_doc < n_docs:
+                    cut = index.document_start(cut_doc)
+                    train[-1] = Segment(last_prefix, 0, cut, cut_doc)
+                    valid = [Segment(last_prefix, cut, last.tokens, n_docs - cut_doc)]
             domains.append(
                 CorpusDomain(name=name, group=parse_labels(name)["source"], train=tuple(train), valid=tuple(valid))
             )
@@ -320,8 +334,12 @@ class Corpus:
         """The memory-mapped tokens of one of the corpus' files (by relative prefix)."""
         tf = self._files.get(prefix)
         if tf is None:
-            index = IndexFile(self.root / prefix, check_bin=True)
-            tf = TokenFile(self.root / prefix, index.dtype, index.tokens)
+            tokens = self._file_tokens.get(prefix)
+            if tokens is None:  # not one of the corpus' files: read (and check) its index
+                index = IndexFile(self.root / prefix, check_bin=True)
+                tf = TokenFile(self.root / prefix, index.dtype, index.tokens)
+            else:  # checked when the corpus was loaded (index and .bin size): no second pass over the index
+                tf = TokenFile(self.root / prefix, self.dtype, tokens)
             self._files[prefix] = tf
         return tf
 

@@ -11,6 +11,7 @@ names that are renamed into place only when complete.
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 import warnings
@@ -38,6 +39,8 @@ DTYPE_CODES: dict[int, type[np.number]] = {
 }
 CODE_OF = {np.dtype(t): code for code, t in DTYPE_CODES.items()}
 TOKEN_DTYPES = {"uint16": np.uint16, "int32": np.int32}
+#: index entries validated per read: memory for checking an index stays flat (~50 MB) whatever its size
+CHECK_CHUNK = 1 << 21
 
 
 def idx_path(prefix: str | Path) -> Path:
@@ -81,14 +84,16 @@ class IndexInfo:
 
 
 class IndexFile:
-    """A checked, memory-mapped `.idx`: sequence lengths, byte pointers and document boundaries.
+    """A checked `.idx`: sequence lengths, byte pointers and document boundaries (memory-mapped when asked for).
 
-    Raises `DataError` naming the file for: a missing `.idx` or `.bin`, a foreign header, a truncated or padded
+    The check reads the index in chunks (`CHECK_CHUNK` entries), so its memory stays flat for an index of any size
+    and nothing of it stays mapped; `check=False` trusts an index checked before and reads only its header and
+    last entries. Raises `DataError` naming the file for: a missing `.idx` or `.bin`, a foreign header, a truncated or padded
     `.idx`, pointers that are not the running sum of lengths, document boundaries out of order, and a `.bin` whose
     size disagrees with the index.
     """
 
-    def __init__(self, prefix: str | Path, *, check_bin: bool = True) -> None:
+    def __init__(self, prefix: str | Path, *, check_bin: bool = True, check: bool = True) -> None:
         self.prefix = str(prefix)
         path = idx_path(prefix)
         where = str(path)
@@ -121,30 +126,77 @@ class IndexFile:
                 f"{HEADER_BYTES + body} bytes, the file has {size}",
                 where=where,
             )
-        mm = np.memmap(path, dtype=np.uint8, mode="r")
-        self.sequence_lengths = np.frombuffer(mm, dtype=np.int32, count=s, offset=HEADER_BYTES)
-        self.sequence_pointers = np.frombuffer(mm, dtype=np.int64, count=s, offset=HEADER_BYTES + 4 * s)
-        self.document_indices = np.frombuffer(mm, dtype=np.int64, count=d, offset=HEADER_BYTES + 12 * s)
-        self._check(where)
-        self.tokens = int(self.sequence_lengths.sum(dtype=np.int64))
+        self._path = path
+        self._mm: np.ndarray | None = None
+        if check:
+            self.tokens = self._check(where)
+        elif s:  # checked before: the total is the last pointer plus the last length (two reads)
+            last_pointer = int(self._read(np.int64, HEADER_BYTES + 4 * s, s - 1, 1)[0])
+            self.tokens = last_pointer // self.dtype.itemsize + int(self._read(np.int32, HEADER_BYTES, s - 1, 1)[0])
+        else:
+            self.tokens = 0
         if check_bin:
             self.check_bin()
 
-    def _check(self, where: str) -> None:
-        s = self.sequence_count
-        if self.document_count < 1 or self.document_indices[0] != 0 or self.document_indices[-1] != s:
+    def _read(self, dtype: type[np.number], offset: int, start: int, count: int) -> np.ndarray:
+        """`count` items of `dtype` from item `start` of the array at byte `offset` (a plain read: the pages it
+        touches stay in the page cache, not in this process' memory)."""
+        size = np.dtype(dtype).itemsize
+        with self._path.open("rb") as fh:
+            fh.seek(offset + start * size)
+            return np.fromfile(fh, dtype=dtype, count=count)
+
+    def _check(self, where: str) -> int:
+        """Validate the index in chunks of CHECK_CHUNK entries (memory stays flat whatever its size); returns the
+        token count."""
+        s, d = self.sequence_count, self.document_count
+        lengths_at, pointers_at, docs_at = HEADER_BYTES, HEADER_BYTES + 4 * s, HEADER_BYTES + 12 * s
+        if d < 1 or self._read(np.int64, docs_at, 0, 1)[0] != 0 or self._read(np.int64, docs_at, d - 1, 1)[0] != s:
             raise DataError(f"corrupt index: document boundaries must run from 0 to {s} sequences", where=where)
-        if s and bool(np.any(np.diff(self.document_indices) < 0)):
-            raise DataError("corrupt index: document boundaries are not in order", where=where)
-        if s and bool(np.any(self.sequence_lengths < 0)):
-            raise DataError("corrupt index: negative sequence length", where=where)
-        if s:
-            expected = np.empty(s, dtype=np.int64)
-            expected[0] = 0
-            np.cumsum(self.sequence_lengths[:-1], dtype=np.int64, out=expected[1:])
-            expected *= self.dtype.itemsize
-            if not np.array_equal(expected, self.sequence_pointers):
+        prev = 0
+        for lo in range(0, d, CHECK_CHUNK):
+            docs = self._read(np.int64, docs_at, lo, min(CHECK_CHUNK, d - lo))
+            if docs[0] < prev or bool(np.any(np.diff(docs) < 0)):
+                raise DataError("corrupt index: document boundaries are not in order", where=where)
+            prev = int(docs[-1])
+        total = 0  # tokens before the chunk
+        step = self.dtype.itemsize
+        for lo in range(0, s, CHECK_CHUNK):
+            n = min(CHECK_CHUNK, s - lo)
+            lengths = self._read(np.int32, lengths_at, lo, n)
+            if bool(np.any(lengths < 0)):
+                raise DataError("corrupt index: negative sequence length", where=where)
+            expected = np.empty(n, dtype=np.int64)
+            expected[0] = total
+            np.cumsum(lengths[:-1], dtype=np.int64, out=expected[1:])
+            expected[1:] += total
+            total = int(expected[-1]) + int(lengths[-1])
+            expected *= step
+            if not np.array_equal(expected, self._read(np.int64, pointers_at, lo, n)):
                 raise DataError("corrupt index: byte pointers are not the running sum of sequence lengths", where=where)
+        return total
+
+    def _map(self) -> np.ndarray:
+        if self._mm is None:
+            self._mm = np.memmap(self._path, dtype=np.uint8, mode="r")
+        return self._mm
+
+    @property
+    def sequence_lengths(self) -> np.ndarray:
+        """int32 per sequence (memory-mapped on first use)."""
+        return np.frombuffer(self._map(), dtype=np.int32, count=self.sequence_count, offset=HEADER_BYTES)
+
+    @property
+    def sequence_pointers(self) -> np.ndarray:
+        """int64 byte offset of each sequence in the `.bin` (memory-mapped on first use)."""
+        s = self.sequence_count
+        return np.frombuffer(self._map(), dtype=np.int64, count=s, offset=HEADER_BYTES + 4 * s)
+
+    @property
+    def document_indices(self) -> np.ndarray:
+        """int64 document boundaries in sequences, 0 .. sequence count (memory-mapped on first use)."""
+        s = self.sequence_count
+        return np.frombuffer(self._map(), dtype=np.int64, count=self.document_count, offset=HEADER_BYTES + 12 * s)
 
     def check_bin(self) -> None:
         path = bin_path(self.prefix)
@@ -175,6 +227,18 @@ class IndexFile:
         seq_starts = np.zeros(self.sequence_count + 1, dtype=np.int64)
         np.cumsum(self.sequence_lengths, dtype=np.int64, out=seq_starts[1:])
         return seq_starts[self.document_indices]
+
+    def document_start(self, i: int) -> int:
+        """Token offset where document i starts (i = documents: the total), from two entries of the index."""
+        seq = int(self.document_indices[i])
+        if seq >= self.sequence_count:
+            return self.tokens
+        return int(self.sequence_pointers[seq]) // self.dtype.itemsize
+
+    def last_document_at_or_before(self, token: int) -> int:
+        """The largest document i with `document_start(i) <= token` (-1 if none): a binary search that reads
+        O(log documents) entries, so finding a hold-out cut in a file of millions of documents costs microseconds."""
+        return bisect.bisect_right(range(self.document_count), token, key=self.document_start) - 1
 
 
 def read_index(prefix: str | Path, *, check_bin: bool = True) -> IndexInfo:
