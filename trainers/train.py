@@ -28,7 +28,8 @@ from trainers import backends
 from trainers.backends.base import Backend
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
-from trainers.data import BlendedSequenceDataset, Corpus, ValidationSet
+from trainers.data import BlendedSequenceDataset, Corpus, ValidationSet, WeightSchedule
+from trainers.data.subsets import keep_fraction
 from trainers.distributed import Parallelism, World, device_kind, process_group, spawn
 from trainers.errors import BackendUnavailable, ConfigError, TrainingDiverged
 from trainers.loop import Diverged, Loop, LoopState, Progress
@@ -57,9 +58,12 @@ def run_name(
     backend: Backend,
     parallel: Parallelism,
     world_size: int,
+    *,
+    target_tokens: int | None = None,
+    schedule: WeightSchedule | None = None,
 ) -> str:
     """`<preset>-<backend>-<key>`: the key hashes every input that changes what is trained."""
-    payload = {
+    payload: dict[str, object] = {
         "mixture": mixture.key,
         "proxy": proxy.key,
         "budget": budget.key,
@@ -70,6 +74,10 @@ def run_name(
         "ep": parallel.ep,
         "world": world_size,
     }
+    if target_tokens is not None:  # a repetition-matched proxy reads other data; without it, keys as before
+        payload["repetition_target_tokens"] = int(target_tokens)
+    if schedule is not None:  # weights that change over the run; a static mixture's key is as before
+        payload["schedule"] = schedule.key
     key = content_key(payload, length=12)
     return f"{proxy.name}-{backend.name}-{key}"
 
@@ -94,6 +102,8 @@ def train(
     nprocs: int = 1,
     stop_at_step: int | None = None,
     progress: Callable[[Progress], None] | None = None,
+    target_tokens: int | None = None,
+    schedule: WeightSchedule | None = None,
 ) -> TrainResult:
     """Train `proxy` on `mixture` of `corpus` for `budget`, returning (and writing) a `TrainResult`.
 
@@ -102,6 +112,10 @@ def train(
     `nprocs > 1` spawns that many local workers (CPU: gloo). `stop_at_step` ends the run early at
     that step, after a checkpoint (status "interrupted"); calling again resumes it. A NaN/inf loss
     raises `TrainingDiverged` carrying the partial result, which is also written to the run folder.
+    `target_tokens` makes the proxy repetition-matched to a target run of that many tokens: each domain
+    reads a deterministic subset of proxy tokens / target tokens of its windows, so it repeats as often
+    as in the target run (`trainers.data.subsets`). `schedule` (over the mixture's names) makes the
+    weights change over the run (`WeightSchedule.from_phases`: a run in phases); `mixture` is then its start.
     """
     t_start = time.perf_counter()
     parallel = parallel or Parallelism()
@@ -124,15 +138,29 @@ def train(
         if isinstance(backend, str)
         else (backend, _check_instance(backend, proxy, parallel, device))
     )
-    run_dir = Path(out_dir) / run_name(mixture, proxy, budget, str(corpus.data_hash), chosen, parallel, world_size)
+    run_dir = Path(out_dir) / run_name(
+        mixture,
+        proxy,
+        budget,
+        str(corpus.data_hash),
+        chosen,
+        parallel,
+        world_size,
+        target_tokens=target_tokens,
+        schedule=schedule,
+    )
     done = run_dir / RESULT_FILE
     if done.exists():
         previous = TrainResult.load(done)
         if previous.status == "completed":
             return previous
-    data = _data(corpus, mixture, proxy, budget)  # bad mixtures fail here, before anything is written
+    data = _data(
+        corpus, mixture, proxy, budget, target_tokens, schedule
+    )  # bad mixtures fail here, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
-    job = _Job(mixture, proxy, budget, chosen, reason, parallel, run_dir, stop_at_step, t_start)
+    job = _Job(
+        mixture, proxy, budget, chosen, reason, parallel, run_dir, stop_at_step, t_start, target_tokens, schedule
+    )
     if nprocs > 1:
         spawn(_worker, nprocs, job, corpus.root)
         result = TrainResult.load(done)
@@ -145,11 +173,26 @@ def train(
         return job.run(corpus, progress, data)
 
 
-def _data(corpus: Any, mixture: Mixture, proxy: ProxyConfig, budget: TrainBudget) -> tuple[Any, Any]:
+def _data(
+    corpus: Any,
+    mixture: Mixture,
+    proxy: ProxyConfig,
+    budget: TrainBudget,
+    target_tokens: int | None = None,
+    schedule: WeightSchedule | None = None,
+) -> tuple[Any, Any]:
     """The training stream and the validation windows (index arrays cached in the corpus folder)."""
     total = budget.total_steps(proxy.seq_len)
+    samples = total * budget.global_batch
+    subset = None if target_tokens is None else keep_fraction(samples * proxy.seq_len, target_tokens)
     dataset = BlendedSequenceDataset(
-        corpus, mixture, seq_len=proxy.seq_len, num_samples=total * budget.global_batch, seed=budget.seed
+        corpus,
+        mixture,
+        seq_len=proxy.seq_len,
+        num_samples=samples,
+        seed=budget.seed,
+        subset=subset,
+        schedule=schedule,
     )
     validation = ValidationSet(corpus, seq_len=proxy.seq_len, max_windows_per_domain=budget.eval_windows_per_domain)
     return dataset, validation
@@ -181,17 +224,20 @@ class _Job:
         run_dir: Path,
         stop_at_step: int | None,
         t_start: float,
+        target_tokens: int | None = None,
+        schedule: WeightSchedule | None = None,
     ) -> None:
         self.mixture, self.proxy, self.budget, self.backend = mixture, proxy, budget, backend
         self.reason, self.parallel, self.run_dir = reason, parallel, run_dir
-        self.stop_at_step, self.t_start = stop_at_step, t_start
+        self.stop_at_step, self.t_start, self.target_tokens = stop_at_step, t_start, target_tokens
+        self.schedule = schedule
 
     def run(
         self, corpus: Any, progress: Callable[[Progress], None] | None, data: tuple[Any, Any] | None = None
     ) -> TrainResult:
         proxy, budget = self.proxy, self.budget
         total = budget.total_steps(proxy.seq_len)
-        dataset, validation = data or _data(corpus, self.mixture, proxy, budget)
+        dataset, validation = data or _data(corpus, self.mixture, proxy, budget, self.target_tokens, self.schedule)
         domains = [str(d) for d in corpus.domains]
         with process_group() as world:
             engine = self.backend.build(proxy, budget, self.parallel, world)

@@ -28,6 +28,7 @@ from trainers.data.corpus import Corpus, Segment
 from trainers.data.engine import exact_stream, megatron_stream
 from trainers.data.errors import DataError
 from trainers.data.schedule import Targets, WeightSchedule
+from trainers.data.subsets import subset_windows
 
 Mode = Literal["exact", "megatron"]
 Stop = Literal["restart", "first_exhausted", "all_exhausted"]
@@ -96,6 +97,8 @@ class BlendSpec:
     stop: Stop
     max_epochs: tuple[float | None, ...]
     data_hash: str
+    #: windows each unit reads (a repetition-matched proxy's subsets, `subsets.py`); None: all of them
+    subset: tuple[int, ...] | None = None
 
     @property
     def key(self) -> str:
@@ -112,6 +115,8 @@ class BlendSpec:
             "max_epochs": self.max_epochs,
             "data": self.data_hash,
         }
+        if self.subset is not None:  # only then: every blend without subsets keeps its key
+            payload["subset"] = list(self.subset)
         return content_key(payload, length=20, sort_keys=False)
 
 
@@ -259,12 +264,28 @@ def build_blend(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> BlendArrays:
-    """The stream's index arrays, from the cache when present (memory-mapped), else built and cached."""
+    """The stream's index arrays, from the cache when present (memory-mapped), else built and cached.
+
+    With `spec.subset` each unit reads only that many of its windows (a deterministic subset,
+    `subsets.subset_windows`): the stream is built as if the unit had that many windows (epochs, caps and
+    exhaustion count in subset windows), and its k-th sample maps to the subset's windows."""
     final = cache_dir / f"blend-{spec.key}" if cache_dir is not None else None
     if final is not None and (final / "summary.json").is_file():
         return _load(final)
     if any(w <= 0 for w in windows):
         raise DataError("no window of seq_len + 1 tokens in this domain", where=spec.units[int(np.argmin(windows))])
+    corpus_windows = np.asarray(windows, dtype=np.int64)
+    picks: list[np.ndarray] | None = None
+    if spec.subset is not None:
+        if len(spec.subset) != len(windows):
+            raise DataError(f"{len(spec.subset)} subset sizes for {len(windows)} units", where="subset")
+        for name, keep, w in zip(spec.units, spec.subset, corpus_windows):
+            if not 1 <= keep <= w:
+                raise DataError(f"subset of {keep} windows, the unit has {w}", where=f"subset[{name}]")
+        picks = [
+            subset_windows(spec.seed, n, int(w), int(k)) for n, w, k in zip(spec.units, corpus_windows, spec.subset)
+        ]
+        windows = np.array(spec.subset, dtype=np.int64)
     if spec.mode == "megatron" and spec.schedule is not None:
         raise DataError(
             "megatron mode has no weight schedules (Megatron blends static weights); use mode='exact'", where="mode"
@@ -285,7 +306,8 @@ def build_blend(
     for u in range(len(windows)):
         pos = order[bounds[u] : bounds[u + 1]]
         drawn[u] = len(pos)
-        window[pos] = epoch_permutations(spec.seed, spec.units[u], int(windows[u]), len(pos))
+        drawn_windows = epoch_permutations(spec.seed, spec.units[u], int(windows[u]), len(pos))
+        window[pos] = drawn_windows if picks is None else picks[u][drawn_windows]
     share_target = targets.at(np.array([max(end, 1)]))[0] / max(end, 1)
     summary = {
         "key": spec.key,
@@ -301,6 +323,9 @@ def build_blend(
         "achieved_share": [float(x) / max(end, 1) for x in drawn],
         "epochs": [float(x) / float(w) for x, w in zip(drawn, windows)],
     }
+    if picks is not None:  # `windows` and `epochs` above count in subset windows
+        summary["subset"] = [int(w) for w in windows]
+        summary["corpus_windows"] = [int(w) for w in corpus_windows]
     if final is None:
         return BlendArrays(unit, window, summary, None)
     _save(final, unit, window, summary)

@@ -39,6 +39,7 @@ from trainers.data.blend import (
 from trainers.data.corpus import Corpus, Segment
 from trainers.data.errors import DataError
 from trainers.data.schedule import WeightSchedule
+from trainers.data.subsets import subset_sizes
 
 
 class _Reader:
@@ -92,6 +93,29 @@ def _as_caps(max_epochs: float | Mapping[str, float] | None, units: tuple[Unit, 
     return tuple(out)
 
 
+def _as_subset(
+    subset: float | Mapping[str, int] | None, units: tuple[Unit, ...], windows: np.ndarray
+) -> tuple[int, ...] | None:
+    """Windows kept per unit, or None when every unit keeps all of them (the blend's key is then unchanged)."""
+    if subset is None:
+        return None
+    if isinstance(subset, Mapping):
+        unknown = set(subset) - {u.name for u in units}
+        if unknown:
+            raise MixtureError("names no unit of the mixture", where=f"subset[{sorted(unknown)[0]}]")
+        keep = []
+        for u, w in zip(units, windows):
+            k = subset.get(u.name, int(w))
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= w:
+                raise DataError(f"{k!r} windows: must be an integer in [1, {int(w)}]", where=f"subset[{u.name}]")
+            keep.append(int(k))
+    else:
+        if isinstance(subset, bool) or not isinstance(subset, (int, float)):
+            raise DataError(f"subset {subset!r} must be a fraction in (0, 1] or a mapping", where="subset")
+        keep = [int(k) for k in subset_sizes(windows, float(subset))]
+    return None if keep == [int(w) for w in windows] else tuple(keep)
+
+
 class BlendedSequenceDataset(torch.utils.data.Dataset):
     """The training stream of a mixture over a corpus: `ds[i] -> {"tokens": LongTensor[seq_len + 1], "domain": int}`.
 
@@ -100,8 +124,10 @@ class BlendedSequenceDataset(torch.utils.data.Dataset):
     (megatron-core's `build_blending_indices`, bit for bit). `stop`: `restart` (each domain loops, reshuffled per
     epoch; needs `num_samples`), `first_exhausted` (ends when a domain has been read once), `all_exhausted` (ends
     when every domain has; the others loop meanwhile), `num_samples` then being an upper bound. `max_epochs` caps
-    how often a domain (or each, given a mapping) is read with `restart`. Index arrays are cached under
-    `cache_dir` (default `<corpus>/cache`) by a key of all of this plus the corpus' data hash.
+    how often a domain (or each, given a mapping) is read with `restart`. `subset` makes each unit read only a
+    deterministic subset of its windows (`trainers.data.subsets`): a fraction r in (0, 1] of every unit's windows
+    (a repetition-matched proxy: r = proxy tokens / target tokens), or a count per unit name. Index arrays are
+    cached under `cache_dir` (default `<corpus>/cache`) by a key of all of this plus the corpus' data hash.
     """
 
     def __init__(
@@ -117,6 +143,7 @@ class BlendedSequenceDataset(torch.utils.data.Dataset):
         cache_dir: Path | str | None = None,
         max_epochs: float | Mapping[str, float] | None = None,
         progress: bool = False,
+        subset: float | Mapping[str, int] | None = None,
     ) -> None:
         if mode not in MODES:
             raise DataError(f"unknown mode {mode!r} (use {' or '.join(MODES)})", where="mode")
@@ -143,6 +170,7 @@ class BlendedSequenceDataset(torch.utils.data.Dataset):
         self.corpus = corpus
         self.seq_len = seq_len
         self.units = resolve_units(corpus, mixture.names, seq_len)
+        windows = np.array([u.windows for u in self.units], dtype=np.int64)
         self.schedule = schedule
         self.mixture = mixture
         spec = BlendSpec(
@@ -156,10 +184,10 @@ class BlendedSequenceDataset(torch.utils.data.Dataset):
             stop=stop,
             max_epochs=_as_caps(max_epochs, self.units),
             data_hash=corpus.data_hash,
+            subset=_as_subset(subset, self.units, windows),
         )
         self.spec = spec
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(corpus)
-        windows = np.array([u.windows for u in self.units], dtype=np.int64)
         self._arrays = _build_with_progress(spec, windows, cache, progress)
         self._unit_domain = np.array([u.domain for u in self.units], dtype=np.int64)
         self._readers = [_Reader(corpus, u.segments, seq_len) for u in self.units]
