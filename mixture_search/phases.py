@@ -369,6 +369,11 @@ class PhasedSpace(SearchSpace):
     def caps(self) -> dict[str, float | None]:
         return self.run_caps
 
+    @property
+    def length_range(self) -> np.ndarray:
+        """(K, 2): the shortest and longest fraction of the run each phase can be."""
+        return self._length_range()
+
     def _length_range(self) -> np.ndarray:
         """(K, 2): the shortest and longest each phase can be."""
         r, K = self._ranges, self.n_phases

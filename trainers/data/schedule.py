@@ -109,6 +109,36 @@ class WeightSchedule:
             data.get("samples_per_step", 1),
         )
 
+    @classmethod
+    def from_phases(
+        cls, phases: Sequence[tuple[float, Mixture]], total_steps: int, samples_per_step: int, *, ramp: float = 0.0
+    ) -> WeightSchedule:
+        """A run in phases (`(until, mixture)`, the last until 1.0, as `mixture_search.Schedule` holds
+        them) over `total_steps` steps: a step change at each boundary (`round(until * total_steps)`), or
+        with `ramp` (a fraction of the run) a linear ramp over about that many steps (an odd number)
+        centred on it. Centred, so every domain draws the same samples over the run as with the step
+        change (the ramp's two halves trade equal amounts); it is cut to fit the phases it joins, and left
+        out (a step change) where a phase is too short for one."""
+        if not phases:
+            raise MixtureError("no phases", where="schedule.phases")
+        ends = [round(float(u) * total_steps) for u, _ in phases[:-1]]
+        starts = [0, *ends, total_steps]
+        lengths = np.diff(starts)
+        if (lengths <= 0).any():
+            raise MixtureError(
+                f"phase ends {[float(u) for u, _ in phases]} leave a phase without a step of a {total_steps}-step run",
+                where="schedule.phases",
+            )
+        # the ramp runs over the 2h + 1 steps b - h - 1 .. b + h - 1 (weights are per step, at its start):
+        # the next phase's share of those steps is h, as with the step change at b
+        half = min((round(ramp * total_steps) - 1) // 2, (int(lengths.min()) - 2) // 2) if ramp > 0 else 0
+        if half <= 0:
+            return cls(tuple((s, m) for s, (_, m) in zip(starts, phases)), "step", samples_per_step)
+        points: list[tuple[int, Mixture]] = [(0, phases[0][1])]
+        for b, (_, before), (_, after) in zip(ends, phases, phases[1:]):
+            points += [(b - half - 1, before), (b + half, after)]
+        return cls(tuple(points), "linear", samples_per_step)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "interpolation": self.interpolation,
