@@ -28,6 +28,7 @@ from prefect.artifacts import (
 )
 from prefect.exceptions import TerminationSignal
 
+from flows.steps.charts import parallel_coordinates_html
 from flows.steps.confirm import (
     CONFIRM_STAGE,
     Confirmation,
@@ -45,6 +46,7 @@ from flows.steps.report import (
     plot_objective_vs_weights,
     plot_predicted_vs_actual,
     plot_simplex,
+    recommended_markdown,
     round_report,
 )
 from flows.steps.search import CrossValidation, SearchState, cross_validate_cached, suggest_candidates
@@ -246,6 +248,14 @@ def finish(
         plot_loss_curves(observed, plots / "loss_curves.png"),
         plot_leaderboard(observed, plots / "leaderboard.png", maximize=spec.objective.maximize),
         plot_simplex(observed, prepared.domains, plots / "simplex.png", proposal=recommended),
+        parallel_coordinates_html(
+            observed,
+            prepared.domains,
+            plots / "parallel_coordinates.html",
+            objective=str(spec.objective.weights or spec.objective.metric),
+            maximize=spec.objective.maximize,
+            title=spec.name,
+        ),
     ):
         if path is not None:
             tracker.log_artifact(parent, path, "plots")
@@ -259,11 +269,17 @@ def finish(
     create_table_artifact(
         key=f"{_slug(spec.name)}-leaderboard", table=rows, description=f"final leaderboard of {spec.name}"
     )
-    yaml_text = Path(summary["exports"][0]).read_text()
+    confirm_runs = confirmed.runs if confirmed is not None else []
+    markdown = recommended_markdown(
+        sweep=spec.name,
+        source=source,
+        yaml_text=Path(summary["exports"][0]).read_text(),
+        exports=summary["exports"],
+        confirm_runs=confirm_runs,
+        run_urls={r["run_id"]: url for r in confirm_runs if (url := _run_url(prepared, tracker, r.get("run_id")))},
+    )
     create_markdown_artifact(
-        key=f"{_slug(spec.name)}-recommended",
-        markdown=f"# Recommended mixture for `{spec.name}`\n\nExported: {source}.\n\n```yaml\n{yaml_text}```\n",
-        description="recommended mixture",
+        key=f"{_slug(spec.name)}-recommended", markdown=markdown, description="recommended mixture"
     )
     atomic_write_json(out / "results.json", [r.to_dict() for r in results], default=str)
     atomic_write_json(out / "summary.json", summary, default=str)
@@ -542,6 +558,7 @@ def _round_report(
         cv=cv,
         mlflow_url=_mlflow_url(prepared.tracking_uri, tracker),
         seeds=seeds,
+        run_urls={r.trial_key: url for r in results if (url := _run_url(prepared, tracker, r.run_id))},
     )
     create_markdown_artifact(
         key=f"{_slug(spec.name)}-round-{round_ + 1}", markdown=report, description=f"round {round_ + 1} report"
@@ -557,3 +574,9 @@ def _mlflow_url(uri: str, tracker: SweepTracker) -> str | None:
     if not uri.startswith("http"):
         return None
     return f"{redact_uri(uri).rstrip('/')}/#/experiments/{tracker.experiment_id}"
+
+
+def _run_url(prepared: Prepared, tracker: SweepTracker, run_id: str | None) -> str | None:
+    """The MLflow UI's page of run `run_id` (None without a run or an HTTP tracking server)."""
+    experiment = _mlflow_url(prepared.tracking_uri, tracker)
+    return f"{experiment}/runs/{run_id}" if experiment and run_id else None

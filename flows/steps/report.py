@@ -83,7 +83,10 @@ def round_report(
     cv: dict[str, Any] | None,
     mlflow_url: str | None,
     seeds: Mapping[str, Sequence[float]] | None = None,
+    run_urls: Mapping[str, str] | None = None,
 ) -> str:
+    """The markdown report of a round: counts, the best trial so far, the surrogate's CV, failures and
+    the leaderboard, each trial linked to its MLflow run (`run_urls`: trial key -> URL) when known."""
     done = [r for r in results if r.ok]
     failed = [r for r in results if r.status == "failed"]
     lines = [f"# Sweep `{sweep}`: round {round_ + 1} of {rounds}", ""]
@@ -100,13 +103,57 @@ def round_report(
         lines += ["", "**Failed trials**:", ""] + [f"- `{r.trial_key[:8]}`: {r.error}" for r in failed]
     if mlflow_url:
         lines += ["", f"Compare the mixtures in MLflow: {mlflow_url}"]
-    lines += [
-        "",
-        "## Leaderboard",
-        "",
-        markdown_table(leaderboard_rows(results, domains, maximize=maximize, seeds=seeds)),
-    ]
+    rows = leaderboard_rows(results, domains, maximize=maximize, seeds=seeds)
+    if run_urls:
+        links = {r.trial_key[:8]: run_urls[r.trial_key] for r in results if r.trial_key in run_urls}
+        rows = [
+            {**row, "trial": f"[{row['trial']}]({links[row['trial']]})"} if row["trial"] in links else row
+            for row in rows
+        ]
+    lines += ["", "## Leaderboard", "", markdown_table(rows)]
     return "\n".join(lines)
+
+
+def recommended_markdown(
+    *,
+    sweep: str,
+    source: str,
+    yaml_text: str,
+    exports: Sequence[str],
+    confirm_runs: Sequence[dict[str, Any]] = (),
+    run_urls: Mapping[str, str] | None = None,
+) -> str:
+    """The final artifact of a sweep: what was exported and from what (`source`), the mixture, links to
+    the confirmation runs that decided it (`confirm_runs`: the `runs` of a `Confirmation`; `run_urls`:
+    run id -> MLflow URL) and, in one sentence, what to do next with the exported files."""
+    lines = [f"# Recommended mixture for `{sweep}`", "", f"Exported: {source}.", "", f"```yaml\n{yaml_text}```", ""]
+    linked = [r for r in confirm_runs if r.get("run_id") and run_urls and r["run_id"] in run_urls]
+    if linked:
+        runs = ", ".join(
+            f"[{r['role'].replace('_', ' ')}, seed {r['seed']}]({run_urls[r['run_id']]})"  # type: ignore[index]
+            for r in linked
+        )
+        lines += [f"Decided by the confirmation runs: {runs}.", ""]
+    lines += [f"**Next:** {next_step(exports)}"]
+    return "\n".join(lines) + "\n"
+
+
+def next_step(exports: Sequence[str]) -> str:
+    """One sentence on how to use the exported files (the Megatron data_path first, as most runs use it)."""
+    paths = [Path(p) for p in exports]
+    data_path = next((p for p in paths if p.name == "data_path.txt"), None)
+    others = [p for p in paths if p.suffix in (".yaml", ".yml", ".sh") and p.name != "mixture.yaml"]
+    parts = []
+    if data_path is not None:
+        parts.append(f"paste `{data_path}` into your Megatron command (`--data-path $(cat {data_path})`)")
+    if others:
+        parts.append(("or start from " if parts else "start from ") + ", ".join(f"`{p}`" for p in others))
+    if not parts:
+        mixture = next((p for p in paths), None)
+        return (
+            f"convert `{mixture}` for your trainer with `mixsweep mixture convert`." if mixture else "nothing exported."
+        )
+    return " ".join(parts) + "."
 
 
 # ------------------------------------------------------------------------------------------------

@@ -40,6 +40,27 @@ PARENT = "mlflow.parentRunId"
 TRIAL_STAGE = "trial"  # a child run's `stage` (and role): a sweep trial, unless another stage says so
 HF_ARTIFACT_LIMIT = 64 * 2**20  # a converted proxy up to this size is stored in MLflow, a bigger one by path
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
+NOTE = "mlflow.note.content"  # the experiment's description in MLflow's UI
+EXPERIMENT_NOTE_HEADING = "### MixSweep mixture sweeps"
+EXPERIMENT_NOTE = f"""{EXPERIMENT_NOTE_HEADING}
+
+Each **sweep** is a parent run (tag `mixsweep.role = sweep`); expand it to see its **trials**, one child
+run per candidate mixture. Every child run holds:
+
+- params `w.<domain>`: the mixture, as shares that sum to 1 (`raw.<domain>`: the weights as given);
+- metric `objective`: what the sweep ranks by (the spec's objective; its direction is in the parent's
+  `spec.objective.maximize` param), and `val.bpb.<domain>` / `val.loss.<domain>`: held-out bits per
+  byte and loss per domain, with their history over training steps; `eval.*`: LightEval scores;
+- tags `round`, `sampler`, `rank` (1 is the best trial of its sweep), `stage` (`trial`; `replicate`
+  and `confirm` are the same mixtures trained again with new seeds after the last round, not trials)
+  and `mixsweep.status`.
+
+**To compare mixtures:** in the runs table, *Columns* -> tick `objective`, the `w.` params and the
+`val.bpb.` metrics; sort by `objective`; filter `tags.stage = 'trial'`. Select two or more trials and
+*Compare*: the parallel-coordinates chart plots the `w.` weights against `objective`. The parent run's
+artifacts hold the leaderboard, plots, `plots/parallel_coordinates.html` (every trial, interactive)
+and `recommended/` (the exported mixture: our YAML, a Megatron `data_path`, an OpenSeek config).
+"""
 
 
 class TrackingError(MixSweepError):
@@ -78,6 +99,13 @@ class SweepTracker:
                 f"cannot reach MLflow: {redact_text(' '.join(str(exc).split()))[:300]}", where=redact_uri(tracking_uri)
             ) from None
         self._parent: str | None = None
+        self._describe_experiment(exp.tags.get(NOTE) if exp else None)
+
+    def _describe_experiment(self, note: str | None) -> None:
+        """The experiment's description (its note in MLflow's UI) says what the runs hold and what to
+        compare; a note a user wrote is left as it is."""
+        if (note is None or note.startswith(EXPERIMENT_NOTE_HEADING)) and note != EXPERIMENT_NOTE:
+            self.client.set_experiment_tag(self.experiment_id, NOTE, EXPERIMENT_NOTE)
 
     # -- parent ------------------------------------------------------------------------------------
     def parent_run(self, params: dict[str, Any] | None = None) -> str:
