@@ -12,6 +12,7 @@ names that are renamed into place only when complete.
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 import struct
 import warnings
@@ -258,7 +259,12 @@ def find_prefixes(root: Path) -> list[str]:
 
 
 class TokenFile:
-    """The tokens of a `.bin` as one flat memory-mapped array (documents are stored back to back)."""
+    """The tokens of a `.bin` as one flat memory-mapped array (documents are stored back to back).
+
+    The map is advised random access (`MADV_RANDOM`): a trainer reads windows of a few KB at random places of
+    files of tens of GB, and on a fault in a mapped file the kernel otherwise reads around it, up to
+    `read_ahead_kb` (8 MB on this machine's disk): thousands of times the window, measured as a 100x slower
+    first read of each window (benchmarks/scale_data.py)."""
 
     def __init__(self, prefix: str | Path, dtype: np.dtype, tokens: int) -> None:
         self.prefix = str(prefix)
@@ -272,7 +278,11 @@ class TokenFile:
             if self.tokens == 0:
                 self._mm = np.empty(0, dtype=self.dtype)
             else:
-                self._mm = np.memmap(bin_path(self.prefix), dtype=self.dtype, mode="r", shape=(self.tokens,))
+                mm = np.memmap(bin_path(self.prefix), dtype=self.dtype, mode="r", shape=(self.tokens,))
+                raw = getattr(mm, "_mmap", None)
+                if raw is not None and hasattr(mmap, "MADV_RANDOM"):
+                    raw.madvise(mmap.MADV_RANDOM)
+                self._mm = mm
         return self._mm
 
     def __getstate__(self) -> dict[str, Any]:  # reopen in DataLoader workers instead of copying the map
