@@ -139,8 +139,17 @@ def prefect_pages(driver: webdriver.Chrome, prefect: str, flow_run_id: str, slug
     # the recommended mixture: a markdown artifact holding the exported YAML
     driver.get(f"{prefect}/v2/artifacts/key/{slug}-recommended")
     clickable(driver, By.CSS_SELECTOR, "a[href*='/artifacts/artifact/']").click()
-    wait_texts(driver, f"Recommended mixture for {slug}", *DOMAINS)
+    wait_texts(driver, f"Recommended mixture for {slug}", *DOMAINS, "Next:", "data_path.txt")
     driver.save_screenshot(shots / "prefect-recommended-artifact.png")
+
+    # the round's report links each trial to its MLflow run
+    driver.get(f"{prefect}/v2/artifacts/key/{slug}-round-1")
+    clickable(driver, By.CSS_SELECTOR, "a[href*='/artifacts/artifact/']").click()
+    wait_for(
+        driver,
+        "links to the trials' MLflow runs",
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "a[href*='/runs/']")) >= 2,
+    )
 
 
 def choose_columns(
@@ -224,6 +233,13 @@ def test_sweep_in_the_prefect_and_mlflow_uis(
 
     prefect_pages(browser, sweep_stack.cfg.prefect_api.removesuffix("/api"), flow_run_id, name, screenshots)
     mlflow_pages(browser, sweep_stack.cfg.mlflow_uri, experiment.experiment_id, parent, trials, screenshots)
+
+    # the parent run's interactive chart: one self-contained HTML file, opened as a user would from disk
+    (chart,) = (tmp_path / "out").rglob("parallel_coordinates.html")
+    browser.get(chart.as_uri())
+    wait_for(browser, "the parallel-coordinates chart", lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
+    wait_texts(browser, *(f"w.{domain}" for domain in DOMAINS), "is better")
+    browser.save_screenshot(screenshots / "sweep-parallel-coordinates.png")
     assert {p.name for p in screenshots.glob("*.png")} >= {
         "prefect-deployments.png",
         "prefect-flow-run-artifacts.png",
@@ -231,4 +247,5 @@ def test_sweep_in_the_prefect_and_mlflow_uis(
         "prefect-recommended-artifact.png",
         "mlflow-runs.png",
         "mlflow-compare-runs.png",
+        "sweep-parallel-coordinates.png",
     }
