@@ -242,12 +242,12 @@ def finish(
         tracker.log_artifact(parent, Path(p), "recommended")
     plots = out / "plots"
     for path in (
-        plot_objective_vs_weights(observed, prepared.domains, spec.objective.metric, plots / "objective_vs_weights.png")
+        plot_objective_vs_weights(observed, prepared.cells, spec.objective.metric, plots / "objective_vs_weights.png")
         if ranked
         else None,
         plot_loss_curves(observed, plots / "loss_curves.png"),
         plot_leaderboard(observed, plots / "leaderboard.png", maximize=spec.objective.maximize),
-        plot_simplex(observed, prepared.domains, plots / "simplex.png", proposal=recommended),
+        plot_simplex(observed, prepared.cells, plots / "simplex.png", proposal=recommended),
         parallel_coordinates_html(
             observed,
             prepared.domains,
@@ -448,6 +448,7 @@ def _plan(
             "data_hash": prepared.data_hash,
             "budget": prepared.budget.to_dict(),
         },
+        weights=prepared.weight_params(mixture),
     )
     return TrialPlan(key, mixture, run_id, round_, sampler)
 
@@ -503,6 +504,7 @@ def _start_stage_run(prepared: Prepared, tracker: SweepTracker, run: StageRun, s
             "seed": run.seed,
         },
         stage=stage,
+        weights=prepared.weight_params(run.mixture),
     )
 
 

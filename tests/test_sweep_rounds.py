@@ -143,7 +143,9 @@ class _Tracker:
     def finished_trials(self, stage: str = "trial") -> dict[str, TrialResult]:
         return dict(self.final.get(stage, {}))
 
-    def start_trial(self, key: str, mixture: Mixture, *, round_: int, sampler: str, params: Any, stage: str) -> str:
+    def start_trial(
+        self, key: str, mixture: Mixture, *, round_: int, sampler: str, params: Any, stage: str, weights: Any = None
+    ) -> str:
         self.started.append((key, stage, params["seed"]))
         return f"run-{key}"
 

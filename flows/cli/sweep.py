@@ -13,10 +13,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.cli.common import console, user_errors
-from flows.steps.report import rank
+from flows.steps.report import rank, share_columns
 from flows.steps.spec import SpecError, load_spec
 from flows.tracking.redact import redact_uri
 from flows.trials.result import TrialResult
+from mixture_search.schedule import split_cell
 
 
 def _given(budget: dict[str, object]) -> dict[str, object]:
@@ -122,15 +123,19 @@ def print_results(folder: Path, *, top: int = 15) -> None:
     ranked = rank(results, maximize=maximize)
     out = console()
     domains = list(dict.fromkeys(d for r in results for d in r.mixture.names))
+    if summary.get("phases"):  # a phased sweep: its trials are schedules, shown phase by phase
+        domains = list(dict.fromkeys(split_cell(n)[1] for n in domains))
+    columns = {r.trial_key: share_columns(r.mixture, domains) for r in ranked[:top]}
+    shown = list(dict.fromkeys(c for cols in columns.values() for c in cols))
     table = Table(
         title=f"leaderboard of {summary['sweep']}: {summary['finished']} of {summary['trials']} trials finished",
         title_justify="left",
     )
-    for col in ("rank", "trial", "round", "objective", *(["seeds"] if replicates else []), *domains):
+    for col in ("rank", "trial", "round", "objective", *(["seeds"] if replicates else []), *shown):
         table.add_column(col, justify="right" if col not in ("trial",) else "left", no_wrap=True)
     for i, r in enumerate(ranked[:top], start=1):
         objective = f"{r.objective:.4f}" if r.objective is not None else f"[red]{r.status}[/]"
-        shares = [f"{r.mixture.share(d):.3f}" if d in r.mixture else "-" for d in domains]
+        shares = [f"{columns[r.trial_key][c]:.3f}" if c in columns[r.trial_key] else "-" for c in shown]
         count = [str(seeds.get(r.trial_key, "-"))] if replicates else []
         table.add_row(str(i) if r.ok else "-", r.trial_key[:8], str(r.round + 1), objective, *count, *shares)
     out.print(table)
@@ -146,7 +151,12 @@ def print_results(folder: Path, *, top: int = 15) -> None:
     weights = summary.get("best", {}).get("weights", {}) if from_best else proposal.get("weights", {})
     title = "recommended mixture" + (" (the best trial: it beat the proposal in the confirmation)" if from_best else "")
     rec = Table(title=title, title_justify="left", show_header=False)
-    for d, w in sorted(weights.items(), key=lambda kv: -kv[1]):
+    schedule = (summary.get("best", {}) if from_best else proposal).get("schedule")
+    if schedule:  # one row per domain, the phases side by side
+        rec.add_row("until", *(f"{p['until']:.4f}" for p in schedule["phases"]))
+        for d in schedule["phases"][0]["weights"]:
+            rec.add_row(d, *(f"{p['weights'][d]:.4f}" for p in schedule["phases"]))
+    for d, w in sorted(weights.items(), key=lambda kv: -kv[1]) if not schedule else ():
         rec.add_row(d, f"{w:.4f}")
     out.print(rec)
     if "predicted" in proposal:

@@ -19,6 +19,8 @@ from mixture_search.catalog import load_catalog
 from mixture_search.formats import MixtureDoc, read_mixture, write_mixture
 from mixture_search.mixture import Mixture
 from mixture_search.recommend import recommend_mixture
+from mixture_search.schedule import Schedule
+from mixture_search.schedule_formats import write_schedule
 
 #: a surrogate is fitted for the proposal from this many finished trials on; below it the best trial wins
 MIN_TRIALS_TO_PROPOSE = 4
@@ -79,7 +81,20 @@ def recommend(
             "note": f"fewer than {MIN_TRIALS_TO_PROPOSE} finished trials: the best one is recommended",
         }
     summary["proxy"], summary["budget"] = prepared.proxy.to_dict(), prepared.budget.to_dict()
+    if prepared.phased:  # the schedules behind the flat weights, phase by phase
+        summary["phases"] = len(prepared.schedule(best.mixture).phases)
+        summary["best"]["schedule"] = schedule_dict(prepared.schedule(best.mixture))
+        summary["proposal"]["schedule"] = schedule_dict(prepared.schedule(recommended))
     return ranked, recommended, summary
+
+
+def schedule_dict(schedule: Schedule) -> dict[str, Any]:
+    """`{phases: [{until, weights}]}`: each phase's end and normalised shares (as our schedule YAML)."""
+    return {
+        "phases": [
+            {"until": p.until, "weights": dict(zip(p.mixture.names, p.mixture.normalized))} for p in schedule.phases
+        ]
+    }
 
 
 def objective_parts(
@@ -105,7 +120,9 @@ def objective_parts(
 
 def export(prepared: Prepared, mixture: Mixture, folder: Path) -> list[Path]:
     """The recommendation as our YAML, a Megatron data_path over the corpus files, and (with a
-    template) an OpenSeek task YAML."""
+    template) an OpenSeek task YAML; for a phased sweep, its schedule (`export_schedule`)."""
+    if prepared.phased:
+        return export_schedule(prepared, prepared.schedule(mixture), folder)
     spec = prepared.spec
     # shares to 6 decimals (what a person reads and Megatron needs); Megatron normalises them again
     mixture = Mixture([(n, round(w, 6)) for n, w in zip(mixture.names, mixture.normalized)])
@@ -133,4 +150,62 @@ def export(prepared: Prepared, mixture: Mixture, folder: Path) -> list[Path]:
     return written
 
 
-__all__ = ["MIN_TRIALS_TO_PROPOSE", "export", "objective_parts", "recommend"]
+def export_schedule(prepared: Prepared, schedule: Schedule, folder: Path) -> list[Path]:
+    """A phased sweep's recommendation in the schedule formats (`mixture_search.schedule_formats`): our
+    schedule YAML (domains), a Megatron stage script over the corpus files (one --data-path and
+    --train-samples per stage, each resuming from the previous stage's checkpoint), the EasyDeL-style
+    step schedule of the proxy run the trials trained, and with a template one OpenSeek experiment +
+    task config per stage. Stage lengths: `export.train_samples`, else the template's (OpenSeek) or the
+    proxy run's samples (Megatron)."""
+    spec = prepared.spec
+    rounded = [
+        (p.until, Mixture([(n, round(w, 6)) for n, w in zip(p.mixture.names, p.mixture.normalized)]))
+        for p in schedule.phases
+    ]
+    meta = {
+        "sweep": spec.name,
+        "sweep_key": prepared.sweep_key,
+        "data_hash": prepared.data_hash,
+        "corpus": str(prepared.corpus_dir),
+    }
+    ours = Schedule.from_pairs(rounded, name=f"{spec.name}-recommended", metadata=meta)
+    written = write_schedule(ours, "yaml", folder / "schedule.yaml")
+    catalog = load_catalog(spec.export.catalog) if spec.export.catalog else prepared.catalog
+    base = prepared.catalog.base_dir or prepared.corpus_dir
+    files = Schedule.from_pairs([(u, catalog.expand(m)) for u, m in rounded], name=ours.name)
+    absolute = Schedule.from_pairs(
+        [
+            (
+                p.until,
+                Mixture(
+                    (str(Path(base) / n) if not Path(n).is_absolute() and not spec.export.catalog else n, w)
+                    for n, w in p.mixture.pairs
+                ),
+            )
+            for p in files.phases
+        ],
+        name=ours.name,
+    )
+    steps, batch = prepared.total_steps, prepared.budget.global_batch
+    samples = spec.export.train_samples or steps * batch
+    written += write_schedule(absolute, "megatron", folder / "megatron_stages.sh", train_samples=samples)
+    written += write_schedule(ours, "easydel", folder / "easydel_schedule.yaml", steps=steps, samples_per_step=batch)
+    if spec.export.openseek_template is not None:
+        written += write_schedule(
+            files,
+            "openseek",
+            folder / "openseek",
+            template=spec.export.openseek_template,
+            train_samples=spec.export.train_samples,
+        )
+    return written
+
+
+__all__ = [
+    "MIN_TRIALS_TO_PROPOSE",
+    "export",
+    "export_schedule",
+    "objective_parts",
+    "recommend",
+    "schedule_dict",
+]

@@ -22,8 +22,10 @@ from flows.trials.result import TrialContext, trial_key
 from mixture_search import SAMPLERS, SURROGATES
 from mixture_search.catalog import DomainCatalog, load_catalog
 from mixture_search.errors import SearchError
-from mixture_search.formats import read_mixture
+from mixture_search.formats import read_mixture, read_openseek
 from mixture_search.mixture import Mixture
+from mixture_search.phases import PhasedSpace
+from mixture_search.schedule import Schedule
 from mixture_search.space import SearchSpace
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
@@ -48,12 +50,35 @@ class Prepared:
     space: SearchSpace
     catalog: DomainCatalog  # the corpus's, train split
 
+    # -- phases: a phased sweep's points are schedules in their flat form (cells p<k>.<domain>) ----------
+    @property
+    def phased(self) -> bool:
+        return isinstance(self.space, PhasedSpace)
+
+    @property
+    def cells(self) -> tuple[str, ...]:
+        """The names of a trial's mixture: the domains, or with `space.phases` the cells `p<k>.<domain>`
+        (each the run's token share of a domain in a phase). What samplers, surrogates and Ray see."""
+        return self.space.domains
+
+    def schedule(self, mixture: Mixture) -> Schedule:
+        """A trial's (or the proposal's) schedule: its phases over the domains (one phase when static)."""
+        return Schedule.from_flat(mixture) if self.phased else Schedule.constant(mixture)
+
+    def weight_params(self, mixture: Mixture) -> dict[str, str] | None:
+        """MLflow params of a phased trial: each phase's shares `w.p<k>.<domain>` and ends
+        `phase.p<k>.until` (None when static: the tracker's `w.<domain>`, as always)."""
+        if not self.phased:
+            return None
+        return {k: f"{v:.6f}" for k, v in self.schedule(mixture).params().items()}
+
     def trial_context(self) -> TrialContext:
         """What every trial of this sweep shares."""
         spec = self.spec
         return TrialContext(
             corpus=str(self.corpus_dir),
-            domains=self.domains,
+            domains=self.cells,
+            ramp=spec.space.ramp if self.phased else None,
             proxy=self.proxy,
             budget=self.budget,
             backend=spec.backend,
@@ -73,6 +98,8 @@ class Prepared:
         extra: dict[str, object] = {"backend": spec.backend, "eval": spec.eval.model_dump()}
         if stage is not None:
             extra["stage"] = stage
+        if self.phased and spec.space.ramp:  # a static sweep's (and a step schedule's) keys are unchanged
+            extra["ramp"] = spec.space.ramp
         return trial_key(
             mixture,
             proxy=self.proxy,
@@ -103,7 +130,7 @@ def prepare(spec: SweepSpec) -> Prepared:
             )
     tokens = catalog.tokens("domain")
     try:
-        space = SearchSpace(
+        space: SearchSpace = SearchSpace(
             domains=domains,
             tokens=[float(tokens[d] or 0) for d in domains],
             target_tokens=spec.space.target_tokens,
@@ -112,6 +139,8 @@ def prepare(spec: SweepSpec) -> Prepared:
             pinned=dict(spec.space.pinned),
             prior=None if spec.space.prior == "tokens" else [1.0] * len(domains),
         )
+        if spec.space.phases is not None:
+            space = phased_space(spec, space)
         direction = {"maximize": spec.objective.maximize}
         SAMPLERS.build(spec.search.sampler, space=space, seed=spec.seed, **{**spec.search.options, **direction})
         if spec.search.adaptive and spec.search.rounds > 1:
@@ -152,4 +181,37 @@ def prepare(spec: SweepSpec) -> Prepared:
     )
 
 
-__all__ = ["Prepared", "prepare"]
+def phased_space(spec: SweepSpec, base: SearchSpace) -> PhasedSpace:
+    """The space of `space.phases` over `base`: every phase's domains checked, an empty phase or caps no
+    schedule meets are one line naming `space.phases[k].<field>`, and a ramp must fit the shortest phase."""
+    assert spec.space.phases is not None
+    for k, phase in enumerate(spec.space.phases):
+        for field, names in (("bounds", phase.bounds), ("pinned", phase.pinned)):
+            unknown = [d for d in names if d not in base.domains]
+            if unknown:
+                raise SpecError(f"{unknown[0]!r} is not a domain of the sweep", where=f"space.phases[{k}].{field}")
+    try:
+        space = PhasedSpace(base=base, phases=tuple(p.as_phase() for p in spec.space.phases))
+    except SearchError as exc:
+        text = str(exc)
+        message = text[len(exc.where) + 2 :] if exc.where and text.startswith(f"{exc.where}: ") else text
+        raise SpecError(message, where=f"space.{exc.where}" if exc.where else "space.phases") from None
+    template = spec.export.openseek_template
+    if template is not None and read_openseek(template).openseek.experiment_path is None:  # type: ignore[union-attr]
+        raise SpecError(
+            "a schedule is exported as one OpenSeek experiment + task config per stage, so the template needs its "
+            "experiment config (a ../config_*.yaml naming this task)",
+            where="export.openseek_template",
+        )
+    shortest = space.length_range[:, 0]
+    if spec.space.ramp and spec.space.ramp >= float(shortest.min()):
+        k = int(shortest.argmin())
+        raise SpecError(
+            f"a ramp of {spec.space.ramp:g} of the run is not shorter than phases[{k}] (it can be "
+            f"{float(shortest[k]):.4g} of the run)",
+            where="space.ramp",
+        )
+    return space
+
+
+__all__ = ["Prepared", "phased_space", "prepare"]

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from flows.trials.result import TrialResult
+from mixture_search.mixture import Mixture
+from mixture_search.schedule import Schedule, cell
 
 
 def rank(results: Sequence[TrialResult], *, maximize: bool = False) -> list[TrialResult]:
@@ -48,8 +50,7 @@ def leaderboard_rows(
             values = seeds.get(r.trial_key, [])
             row["seeds"] = len(values)
             row["seed_std"] = round(statistics.stdev(values), 5) if len(values) > 1 else None
-        for d in domains:
-            row[d] = round(r.mixture.share(d), 4) if d in r.mixture else 0.0
+        row.update(share_columns(r.mixture, domains))
         for k in extra:
             v = r.metrics.get(k)
             row[k] = None if v is None or not math.isfinite(v) else round(v, 5)
@@ -57,6 +58,20 @@ def leaderboard_rows(
             row["error"] = r.error[:120]
         rows.append(row)
     return rows
+
+
+def share_columns(mixture: Mixture, domains: Sequence[str]) -> dict[str, float]:
+    """A mixture's leaderboard columns: each domain's share; for a schedule (a phased sweep's trial, named
+    by its cells `p<k>.<domain>`) each phase's end, then each domain's share in every phase, side by side
+    (`code@p0`, `code@p1`, ...)."""
+    if not domains or domains[0] in mixture or cell(0, domains[0]) not in mixture:
+        return {d: round(mixture.share(d), 4) if d in mixture else 0.0 for d in domains}
+    schedule = Schedule.from_flat(mixture)
+    out = {f"until@p{k}": round(u, 4) for k, u in enumerate(schedule.untils[:-1])}
+    shares = schedule.shares()
+    for i, d in enumerate(schedule.names):
+        out.update({f"{d}@p{k}": round(float(shares[k, i]), 4) for k in range(len(schedule.phases))})
+    return out
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], *, limit: int = 50) -> str:
@@ -96,7 +111,7 @@ def round_report(
     if done:
         best = rank(done, maximize=maximize)[0]
         lines += ["", f"**Best so far** ({objective} = {best.objective:.5f}, trial `{best.trial_key[:8]}`):", ""]
-        lines.append(" ".join(f"`{d}` {best.mixture.share(d):.3f}" for d in domains if d in best.mixture))
+        lines.append(" ".join(f"`{d}` {v:.3f}" for d, v in share_columns(best.mixture, domains).items()))
     if cv:
         lines += ["", "**Surrogate cross-validation** (out-of-fold):", "", markdown_table([cv])]
     if failed:

@@ -72,7 +72,7 @@ def sampler_for(
     if saved:
         sampler.restore(saved["state"])
     observed = set(saved["observed"]) if saved else set()
-    new = [r for r in results.values() if r.trial_key not in observed and set(r.mixture.names) == set(prepared.domains)]
+    new = [r for r in results.values() if r.trial_key not in observed and set(r.mixture.names) == set(prepared.cells)]
     if new:
         sampler.observe([Observation(r.mixture, r.objective if r.ok else None, r.metrics) for r in new])
         state.samplers[name] = {"state": sampler.state(), "observed": sorted(observed | {r.trial_key for r in new})}
@@ -80,9 +80,11 @@ def sampler_for(
 
 
 def observations(prepared: Prepared, results: list[TrialResult]) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y): the shares of the finished trials over the sweep's domains, and their objectives."""
+    """(X, y): the shares of the finished trials over the sweep's domains (with phases: its cells), and
+    their objectives."""
     ok = [r for r in results if r.ok]
-    X = np.array([[r.mixture.share(d) for d in prepared.domains] for r in ok]).reshape(len(ok), len(prepared.domains))
+    cells = prepared.cells
+    X = np.array([[r.mixture.share(d) for d in cells] for r in ok]).reshape(len(ok), len(cells))
     y = np.array([float(r.objective or 0.0) for r in ok])
     return X, y
 

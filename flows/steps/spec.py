@@ -49,6 +49,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PhaseModel(_Strict):
+    """One phase of a schedule (`space.phases[k]`): where it ends, as a fraction of the run (a number, or
+    [min, max] to search the boundary), and its own bounds and pins (domains not named keep `space`'s)."""
+
+    until: float | tuple[float, float] = Field(
+        ..., description="Where this phase ends (fraction of the run's tokens); [min, max] searches it."
+    )
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict, description="Domain -> (min, max) share.")
+    pinned: dict[str, float] = Field(default_factory=dict, description="Domain -> fixed share in this phase.")
+
+    @field_validator("until")
+    @classmethod
+    def _until(cls, v: float | tuple[float, float]) -> float | tuple[float, float]:
+        for u in v if isinstance(v, tuple) else (v,):
+            if not math.isfinite(u) or not 0.0 < u <= 1.0:
+                raise ValueError(f"{u} must be a fraction of the run in (0, 1]")
+        if isinstance(v, tuple) and not v[0] < v[1]:
+            raise ValueError(f"searched range [{v[0]}, {v[1]}] must have min < max")
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        return _check_bounds(v)
+
+    @field_validator("pinned")
+    @classmethod
+    def _pinned(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, share in v.items():
+            _check_share(share, name)
+        return v
+
+    def as_phase(self) -> dict[str, Any]:
+        """The form `mixture_search.phases.PhaseSpec.parse` reads."""
+        return {
+            "until": list(self.until) if isinstance(self.until, tuple) else self.until,
+            **self.model_dump(exclude={"until"}),
+        }
+
+
 class SpaceSpec(_Strict):
     domains: list[str] | None = Field(None, description="Domains to mix (default: all of the corpus), in this order.")
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict, description="Domain -> (min, max) share.")
@@ -60,6 +100,44 @@ class SpaceSpec(_Strict):
         None, gt=0, description="No domain repeated more often than this in the target run."
     )
     prior: Literal["tokens", "uniform"] = "tokens"
+    phases: list[PhaseModel] | None = Field(
+        None,
+        description="Train a schedule: one mixture per phase, e.g. [{until: 0.8}, {until: 1.0, bounds: {...}}] "
+        "(null: one mixture for the whole run). Caps by max_epochs hold over the whole run.",
+    )
+    ramp: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="With phases: a linear ramp this long (fraction of the run), centred on each boundary, "
+        "instead of a step change (0: step). Centred, so each domain's tokens over the run are unchanged.",
+    )
+
+    @model_validator(mode="after")
+    def _phases(self) -> SpaceSpec:
+        """Phases end in increasing order and the last at 1.0; a ramp needs phases (one line each)."""
+        if self.phases is None:
+            if self.ramp:
+                raise SpecError("a ramp between phases needs space.phases", where="space.ramp")
+            return self
+        if not self.phases:
+            raise SpecError("list at least one phase (or leave phases out)", where="space.phases")
+        prev = 0.0
+        for k, phase in enumerate(self.phases):
+            lo, hi = phase.until if isinstance(phase.until, tuple) else (phase.until, phase.until)
+            if lo <= prev:
+                raise SpecError(
+                    f"{phase.until} does not start after the previous phase's end {prev:g} (phases must end in "
+                    "increasing order)",
+                    where=f"space.phases[{k}].until",
+                )
+            prev = hi
+        last = self.phases[-1].until
+        if isinstance(last, tuple) or last != 1.0:
+            raise SpecError(
+                f"the last phase must end at 1.0, not {last}", where=f"space.phases[{len(self.phases) - 1}].until"
+            )
+        return self
 
     @field_validator("domains")
     @classmethod
@@ -77,12 +155,7 @@ class SpaceSpec(_Strict):
     @field_validator("bounds")
     @classmethod
     def _bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        for name, (lo, hi) in v.items():
-            for label, share in (("min", lo), ("max", hi)):
-                _check_share(share, f"{name} {label}")
-            if lo > hi:
-                raise ValueError(f"{name}: min {lo} is above max {hi}")
-        return v
+        return _check_bounds(v)
 
     @field_validator("pinned")
     @classmethod
@@ -97,6 +170,15 @@ class SpaceSpec(_Strict):
         if v is not None:
             parse_count(v, field="value")
         return v
+
+
+def _check_bounds(v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    for name, (lo, hi) in v.items():
+        for label, share in (("min", lo), ("max", hi)):
+            _check_share(share, f"{name} {label}")
+        if lo > hi:
+            raise ValueError(f"{name}: min {lo} is above max {hi}")
+    return v
 
 
 def _check_share(share: float, name: str) -> None:
@@ -218,6 +300,12 @@ class ExportSpec(_Strict):
     catalog: Path | None = Field(
         None, description="Token table/catalog that maps the corpus domains to the template's files."
     )
+    train_samples: int | None = Field(
+        None,
+        gt=0,
+        description="With space.phases: the big run's samples, where each exported stage ends (default: the "
+        "OpenSeek template's model.train_samples, and the proxy run's for the Megatron stage script).",
+    )
 
 
 def _budget(value: Any) -> TrainBudget:
@@ -311,8 +399,13 @@ class SweepSpec(_Strict):
                 "data_root": True,
                 "confirm": True,
                 "search": {"trust_region", "extrapolate", "uncertainty", "proposal_samples", "replicates"},
+                "export": {"train_samples"},
             },
         )
+        space = payload["space"]
+        if space.get("phases") is None and not space.get("ramp"):  # a static space keeps its sweep key
+            space.pop("phases", None)
+            space.pop("ramp", None)
         return content_key([payload, data_hash])
 
     def to_yaml(self) -> str:

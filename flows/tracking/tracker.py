@@ -195,10 +195,12 @@ class SweepTracker:
         sampler: str,
         params: dict[str, Any],
         stage: str = TRIAL_STAGE,
+        weights: dict[str, str] | None = None,
     ) -> str:
         """The child run of a training: the same run again if this key was started before. `stage`
         (`trial`, or `replicate` / `confirm` for a replicate or confirmation run) is its `stage` tag and
-        its role."""
+        its role. `weights`: the params that show the mixture (default `weight_params(mixture)`; a
+        schedule's are `w.p<k>.<domain>` and `phase.p<k>.until`)."""
         parent = self.parent_run()
         existing = self.client.search_runs(
             [self.experiment_id], f"tags.`{PARENT}` = '{parent}' and tags.`{TAG_TRIAL}` = '{key}'", max_results=1
@@ -219,7 +221,14 @@ class SweepTracker:
             return str(run_id)
         name = f"r{round_}-{key[:8]}" if stage == TRIAL_STAGE else f"{stage}-{sampler}-{key[:8]}"
         run = self.client.create_run(self.experiment_id, run_name=name, tags={PARENT: parent, **tags})
-        self._log(run.info.run_id, params={**weight_params(mixture), **_flat_params(params), "trial_key": key})
+        self._log(
+            run.info.run_id,
+            params={
+                **(weight_params(mixture) if weights is None else weights),
+                **_flat_params(params),
+                "trial_key": key,
+            },
+        )
         return str(run.info.run_id)
 
     def log_history(self, run_id: str, history: dict[str, Sequence[tuple[int, float]]]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from flows.steps.spec import EvalSpec, ObjectiveSpec, ResourcesSpec
 from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
+from mixture_search.schedule import Schedule
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
 
@@ -49,7 +50,7 @@ class TrialContext:
     spec's sections."""
 
     corpus: str
-    domains: tuple[str, ...]
+    domains: tuple[str, ...]  # the names of a trial's mixture (with phases: the cells p<k>.<domain>)
     proxy: ProxyConfig
     budget: TrainBudget
     backend: str
@@ -59,6 +60,26 @@ class TrialContext:
     eval: EvalSpec = field(default_factory=EvalSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     early_stop_metric: str | None = None
+    #: None: each trial trains one mixture; a number: it trains the schedule its mixture's cells give, with a
+    #: linear ramp of this fraction of the run centred on each phase boundary (0: a step change)
+    ramp: float | None = None
+
+    def train_inputs(self, mixture: Mixture, budget: TrainBudget) -> tuple[Mixture, Any]:
+        """(mixture, schedule) for `trainers.train.train`: the trial's mixture and None, or in a phased sweep
+        its first phase and the `WeightSchedule` its cells give (steps of `budget`, `ramp` at each boundary)."""
+        if self.ramp is None:
+            return mixture, None
+        # trainers.data imports torch: only the trial process, which trains anyway, gets here
+        from trainers.data.schedule import WeightSchedule
+
+        phases = Schedule.from_flat(mixture).phases
+        schedule = WeightSchedule.from_phases(
+            [(p.until, p.mixture) for p in phases],
+            budget.total_steps(self.proxy.seq_len),
+            budget.global_batch,
+            ramp=self.ramp,
+        )
+        return phases[0].mixture, schedule
 
 
 @dataclass(frozen=True)

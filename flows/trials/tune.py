@@ -129,11 +129,19 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, hooks: Mapping[str, Tri
             report(metrics, p.step)
 
     try:
+        start, schedule = ctx.train_inputs(mixture, budget)  # a phased sweep's trial trains a schedule
         if ctx.resources.workers > 1:
-            result = train_on_ray_train(mixture, ctx, budget, run_id, key)
+            result = train_on_ray_train(start, ctx, budget, run_id, key, schedule)
         else:
             result = train(
-                mixture, ctx.corpus, ctx.proxy, budget, ctx.backend, out_dir=ctx.trials_dir, progress=on_progress
+                start,
+                ctx.corpus,
+                ctx.proxy,
+                budget,
+                ctx.backend,
+                out_dir=ctx.trials_dir,
+                progress=on_progress,
+                schedule=schedule,
             )
     except TrainingDiverged as exc:
         fail({}, exc.step, str(exc))
@@ -175,7 +183,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, hooks: Mapping[str, Tri
     report(metrics, result.steps, final)
 
 
-def train_on_ray_train(mixture: Mixture, ctx: TrialContext, budget: TrainBudget, run_id: str, trial_key: str) -> Any:
+def train_on_ray_train(
+    mixture: Mixture, ctx: TrialContext, budget: TrainBudget, run_id: str, trial_key: str, schedule: Any = None
+) -> Any:
     """Train one mixture on `ctx.resources.workers` Ray Train workers (TorchTrainer: gloo on CPU, NCCL on
     GPUs), each running the trainers' distributed entry point inside the process group Ray Train set up.
     Rank 0 logs every evaluation to the trial's MLflow run and leaves a pointer to its `TrainResult`;
@@ -197,6 +207,7 @@ def train_on_ray_train(mixture: Mixture, ctx: TrialContext, budget: TrainBudget,
             "budget": budget,
             "run_id": run_id,
             "pointer": str(pointer),
+            "schedule": schedule,
         },
         torch_config=TorchConfig(backend="nccl" if res.gpus else "gloo"),
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=bool(res.gpus), resources_per_worker=per_worker),
@@ -237,6 +248,7 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
             ctx.backend,
             out_dir=ctx.trials_dir,
             progress=on_progress,
+            schedule=config.get("schedule"),
         )
         run_dir = result.run_dir
     except TrainingDiverged as exc:
