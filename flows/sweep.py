@@ -37,6 +37,7 @@ from flows.steps.confirm import (
     plan_confirmation,
 )
 from flows.steps.export import export, recommend
+from flows.steps.ladder import SCALE_STAGE, LadderResults, choose
 from flows.steps.prepare import Prepared, prepare
 from flows.steps.replicates import REPLICATE_STAGE, SeedMeans, plan_replicates, replicate_seed, seed_means
 from flows.steps.report import (
@@ -60,7 +61,11 @@ from flows.trials.tune import START_SECONDS, RoundOptions, end_trials, run_round
 from mixture_search.files import atomic_write_json
 from mixture_search.mixture import Mixture
 
-_STAGE_NAMES = {CONFIRM_STAGE: "confirmation", REPLICATE_STAGE: "replicates"}  # progress bars' words
+_STAGE_NAMES = {
+    CONFIRM_STAGE: "confirmation",
+    REPLICATE_STAGE: "replicates",
+    SCALE_STAGE: "larger scales",
+}  # progress bars' words
 
 # ------------------------------------------------------------------------------------------------
 # tasks
@@ -80,11 +85,17 @@ def suggest(
 
 @task(name="run-trials", retries=1, retry_delay_seconds=5)
 def run_trials(
-    prepared: Prepared, plans: list[TrialPlan], round_: int, tracker: SweepTracker, stage: str = TRIAL_STAGE
+    prepared: Prepared,
+    plans: list[TrialPlan],
+    round_: int,
+    tracker: SweepTracker,
+    stage: str = TRIAL_STAGE,
+    scale: int | None = None,
 ) -> list[TrialResult]:
-    """A round of trainings on Ray Tune: the trials of round `round_`, or (`stage="replicate"` or
-    `"confirm"`) the replicate or confirmation runs, with the same resources and MLflow books but never
-    stopped early."""
+    """A round of trainings on Ray Tune: the trials of round `round_`, or (`stage="replicate"`,
+    `"confirm"` or `"scale"`) the replicate, confirmation or larger-scale runs, with the same resources
+    and MLflow books but never stopped early. `scale`: the ladder's scale they train at (default the
+    smallest; a confirmation: the largest)."""
     spec = prepared.spec
     logger = get_run_logger()
     searching = stage == TRIAL_STAGE
@@ -127,7 +138,7 @@ def run_trials(
         on_trial_done=on_done,
         hooks={plans[i].key: hook for i, hook in faults.items() if i < len(plans)},
     )
-    results = run_round(plans, prepared.trial_context(), opts)
+    results = run_round(plans, prepared.trial_context(scale, stage), opts)
     for r in results:
         if r.trial_key not in ended:
             tracker.end_trial(r.run_id or "", r)
@@ -162,9 +173,62 @@ def log_cv(prepared: Prepared, cv: CrossValidation | None, round_: int, tracker:
 
 @task(name="propose")
 def propose(
-    prepared: Prepared, results: list[TrialResult], noise_std: float | None = None
+    prepared: Prepared,
+    results: list[TrialResult],
+    noise_std: float | None = None,
+    ladder: LadderResults | None = None,
 ) -> tuple[list[TrialResult], Mixture, dict[str, Any]]:
-    return recommend(prepared, results, noise_std=noise_std)
+    return recommend(prepared, results, noise_std=noise_std, ladder=ladder)
+
+
+def climb(prepared: Prepared, tracker: SweepTracker, trials: list[TrialResult]) -> LadderResults:
+    """The ladder after the last round: at each larger scale, train the mixtures the design rule picks
+    among the previous scale's runs (`flows.steps.ladder.choose`; tags `scale.why`). A rerun finds the
+    runs final in MLflow by key and trains none twice."""
+    spec = prepared.spec
+    ladder = prepared.ladder
+    assert ladder is not None
+    logger = get_run_logger()
+    out = LadderResults(ladder, [list(trials)])
+    found = tracker.finished_trials(stage=SCALE_STAGE)
+    for rung in ladder.rungs[1:]:
+        picks = choose(out.by_scale[-1], ladder.counts[rung.index], prepared.domains, maximize=spec.objective.maximize)
+        done, plans = [], []
+        for pick in picks:
+            mixture = pick.trial.mixture
+            key = prepared.trial_key(mixture, scale=rung.index)
+            out.why[key] = pick.why
+            if key in found:
+                done.append(found[key])
+                continue
+            run_id = tracker.start_trial(
+                key,
+                mixture,
+                round_=spec.search.rounds,
+                sampler=pick.why,
+                params={
+                    "proxy": rung.proxy.name,
+                    "backend": spec.backend,
+                    "data_hash": prepared.data_hash,
+                    "budget": rung.budget.to_dict(),
+                    **prepared.scale_params(mixture, scale=rung.index),
+                },
+                stage=SCALE_STAGE,
+            )
+            tracker.set_tags(run_id, {"scale.why": pick.why, "scale.index": str(rung.index)})
+            plans.append(TrialPlan(key, mixture, run_id, spec.search.rounds, pick.why))
+        logger.info(
+            "scale %d (%d params, %d tokens): %d mixtures (%s), %d to train",
+            rung.index,
+            rung.params,
+            rung.tokens,
+            len(picks),
+            ", ".join(p.why for p in picks),
+            len(plans),
+        )
+        trained = run_trials(prepared, plans, spec.search.rounds, tracker, SCALE_STAGE, rung.index) if plans else []
+        out.by_scale.append(done + trained)
+    return out
 
 
 def replicate(prepared: Prepared, tracker: SweepTracker, trials: list[TrialResult]) -> SeedMeans:
@@ -212,6 +276,7 @@ def finish(
     proposed: tuple[list[TrialResult], Mixture, dict[str, Any]],
     confirmed: Confirmation | None,
     means: SeedMeans | None = None,
+    ladder: LadderResults | None = None,
 ) -> dict[str, Any]:
     """Rank (by the mean over seeds when the top trials were replicated: `means`), plot, report and
     export; `results` (the trials as trained) go to results.json."""
@@ -250,7 +315,7 @@ def finish(
         plot_simplex(observed, prepared.cells, plots / "simplex.png", proposal=recommended),
         parallel_coordinates_html(
             observed,
-            prepared.domains,
+            prepared.cells,
             plots / "parallel_coordinates.html",
             objective=str(spec.objective.weights or spec.objective.metric),
             maximize=spec.objective.maximize,
@@ -266,6 +331,13 @@ def finish(
         seeds=means.objectives if means is not None else None,
     )
     tracker.log_artifact_text(parent, "leaderboard.json", json.dumps(rows, indent=1))
+    if ladder is not None:  # one row per mixture, its objective at each scale
+        ladder_rows = ladder.rows(prepared.domains, maximize=spec.objective.maximize)
+        summary["ladder"]["leaderboard"] = ladder_rows
+        tracker.log_artifact_text(parent, "ladder.json", json.dumps(ladder_rows, indent=1))
+        create_table_artifact(
+            key=f"{_slug(spec.name)}-ladder", table=ladder_rows, description=f"{spec.name}: each mixture at each scale"
+        )
     create_table_artifact(
         key=f"{_slug(spec.name)}-leaderboard", table=rows, description=f"final leaderboard of {spec.name}"
     )
@@ -346,9 +418,13 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
                 )
             observed = means.results if means is not None else round_results  # one observation per mixture
             cv_future = cross_validate.submit(prepared, observed)
+            ladder = None
+            if last and prepared.ladder is not None:  # the chosen mixtures again at each larger scale
+                with timings.stage("ladder"):
+                    ladder = climb(prepared, tracker, observed)
             if last:  # the proposal and its confirmation do not need the CV: they run beside it
                 with timings.stage("finish"):
-                    proposed = propose(prepared, observed, means.seed_std if means is not None else None)
+                    proposed = propose(prepared, observed, means.seed_std if means is not None else None, ladder)
                 confirmed = None
                 if parsed.confirm.enabled:
                     with timings.stage("confirm"):
@@ -358,7 +434,7 @@ def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
                     else:
                         logger.info("%s", confirmed.verdict)
                 with timings.stage("finish"):
-                    summary = finish(prepared, round_results, tracker, proposed, confirmed, means)
+                    summary = finish(prepared, round_results, tracker, proposed, confirmed, means, ladder)
             with timings.stage("cv"):
                 cv = log_cv(prepared, cv_future.result(), r, tracker)
             with timings.stage("report"):
@@ -447,6 +523,7 @@ def _plan(
             "backend": spec.backend,
             "data_hash": prepared.data_hash,
             "budget": prepared.budget.to_dict(),
+            **prepared.scale_params(mixture),
         },
         weights=prepared.weight_params(mixture),
     )
@@ -500,8 +577,9 @@ def _start_stage_run(prepared: Prepared, tracker: SweepTracker, run: StageRun, s
             "proxy": spec.proxy.preset,
             "backend": spec.backend,
             "data_hash": prepared.data_hash,
-            "budget": {**prepared.budget.to_dict(), "seed": run.seed},
+            "budget": {**prepared.trial_context(stage=stage).budget.to_dict(), "seed": run.seed},
             "seed": run.seed,
+            **prepared.scale_params(run.mixture, stage=stage),
         },
         stage=stage,
         weights=prepared.weight_params(run.mixture),

@@ -195,6 +195,18 @@ CASES: list[tuple[str, str | None, list[str]]] = [
     ("max_epochs_zero.yaml", None, ["space.max_epochs", "greater than 0"]),
     ("target_tokens_text.yaml", None, ["space.target_tokens: 'plenty' is not a count"]),
     ("objective_weight_nan.yaml", None, ["objective.weights", "val.bpb.mean: weight nan must be finite"]),
+    # repetition-matched proxies and proxy ladders
+    ("ladder_shrinks.yaml", None, ["proxy.scales[1]", "does not grow from scale 0"]),
+    ("ladder_target_params_small.yaml", None, ["target.params", "fewer than the largest proxy's"]),
+    ("ladder_target_tokens_small.yaml", None, ["space.target_tokens", "fewer than the largest proxy's"]),
+    ("ladder_no_target_params.yaml", None, ["target.params", "give the target's parameters"]),
+    ("ladder_one_scale.yaml", None, ["proxy.scales", "2 to 4 scales, got 1"]),
+    ("ladder_budget_without_scales.yaml", None, ["proxy.compute_budget", "give proxy.scales"]),
+    ("ladder_budget_too_small.yaml", None, ["proxy.compute_budget", "do not cover the smallest scale"]),
+    ("ladder_unknown_preset.yaml", None, ["proxy.scales[1].preset", "'gpt-5'"]),
+    ("ladder_budget_unknown_field.yaml", None, ["proxy.scales[1].budget.stepz", "unknown field"]),
+    ("repetition_no_target.yaml", None, ["proxy.match_repetition", "needs space.target_tokens"]),
+    ("repetition_target_below_proxy.yaml", None, ["space.target_tokens", "fewer than the proxy's 256"]),
     # names that must exist in the corpus or a registry
     ("unknown_domain.yaml", None, ["space.domains", "'klingon-poetry' is not a domain of the corpus"]),
     ("unknown_bounds_domain.yaml", None, ["space.bounds", "'klingon-poetry' is not a domain of the sweep"]),

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from flows.steps.ladder import LadderResults, propose_at_target
 from flows.steps.prepare import Prepared
 from flows.steps.report import rank
 from flows.steps.search import observations
@@ -27,11 +28,18 @@ MIN_TRIALS_TO_PROPOSE = 4
 
 
 def recommend(
-    prepared: Prepared, results: list[TrialResult], *, noise_std: float | None = None
+    prepared: Prepared,
+    results: list[TrialResult],
+    *,
+    noise_std: float | None = None,
+    ladder: LadderResults | None = None,
 ) -> tuple[list[TrialResult], Mixture, dict[str, Any]]:
     """(finished trials best first, the recommended mixture, the sweep's summary). `results` are one
     observation per mixture (with replicates: the means over seeds, `flows.steps.replicates`), and
-    `noise_std` the measured seed noise, the run noise of the proposal's interval (None: the CV RMSE)."""
+    `noise_std` the measured seed noise, the run noise of the proposal's interval (None: the CV RMSE).
+    With a ladder (`ladder`: every scale's runs) see `recommend_on_ladder`."""
+    if ladder is not None:
+        return recommend_on_ladder(prepared, results, ladder)
     spec = prepared.spec
     ok = [r for r in results if r.ok]
     ranked = rank(ok, maximize=spec.objective.maximize)
@@ -86,6 +94,46 @@ def recommend(
         summary["best"]["schedule"] = schedule_dict(prepared.schedule(best.mixture))
         summary["proposal"]["schedule"] = schedule_dict(prepared.schedule(recommended))
     return ranked, recommended, summary
+
+
+def recommend_on_ladder(
+    prepared: Prepared, results: list[TrialResult], ladder: LadderResults
+) -> tuple[list[TrialResult], Mixture, dict[str, Any]]:
+    """A ladder's recommendation: the proposal optimises the prediction at the target's scale
+    (`flows.steps.ladder.propose_at_target`), and the best is the largest proxy scale's best run (the
+    confirmation compares the two there)."""
+    spec, search = prepared.spec, prepared.spec.search
+    target = propose_at_target(
+        prepared.space,
+        prepared.domains,
+        ladder,
+        surrogate=search.surrogate,
+        maximize=spec.objective.maximize,
+        seed=spec.seed,
+        n_samples=search.proposal_samples,
+        trust_region=search.trust_region,
+        extrapolate=search.extrapolate,
+        uncertainty=search.uncertainty,
+    )
+    best = target.ranked[0]
+    summary: dict[str, Any] = {
+        "sweep": spec.name,
+        "trials": len(results),
+        "finished": sum(r.ok for r in results),
+        "failed": sum(r.status == "failed" for r in results),
+        "maximize": spec.objective.maximize,
+        "best": {
+            "trial": best.trial_key,
+            "objective": best.objective,
+            "scale": ladder.ladder.largest.index,
+            "weights": dict(zip(best.mixture.names, best.mixture.normalized)),
+        },
+        "proposal": target.summary,
+        "ladder": ladder.ladder.to_dict(2 * spec.confirm.seeds if spec.confirm.enabled else 0),
+        "proxy": prepared.proxy.to_dict(),
+        "budget": prepared.budget.to_dict(),
+    }
+    return target.ranked, target.mixture, summary
 
 
 def schedule_dict(schedule: Schedule) -> dict[str, Any]:
@@ -207,5 +255,6 @@ __all__ = [
     "export_schedule",
     "objective_parts",
     "recommend",
+    "recommend_on_ladder",
     "schedule_dict",
 ]

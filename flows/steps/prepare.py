@@ -8,6 +8,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flows.steps.checks import (
     check_corpus_paths,
@@ -17,6 +18,7 @@ from flows.steps.checks import (
     check_objective,
     check_ray_address,
 )
+from flows.steps.ladder import Ladder, Rung, build_ladder, epoch_params, repetition_target, run_tokens
 from flows.steps.spec import SpecError, SweepSpec
 from flows.trials.result import TrialContext, trial_key
 from mixture_search import SAMPLERS, SURROGATES
@@ -49,6 +51,10 @@ class Prepared:
     tracking_uri: str
     space: SearchSpace
     catalog: DomainCatalog  # the corpus's, train split
+    #: the target's tokens when proxies are repetition-matched (`flows.steps.ladder`), else None
+    repetition: int | None = None
+    #: the proxy ladder of `proxy.scales` (its smallest scale is `proxy` and `budget`), else None
+    ladder: Ladder | None = None
 
     # -- phases: a phased sweep's points are schedules in their flat form (cells p<k>.<domain>) ----------
     @property
@@ -72,15 +78,41 @@ class Prepared:
             return None
         return {k: f"{v:.6f}" for k, v in self.schedule(mixture).params().items()}
 
-    def trial_context(self) -> TrialContext:
-        """What every trial of this sweep shares."""
+    # -- scale: repetition-matched proxies and ladders (flows.steps.ladder) ----------------------------
+    def rung(self, scale: int | None = None, stage: str | None = None) -> Rung | None:
+        """The ladder's scale a training runs at: `scale` (default the smallest), the largest for a
+        confirmation run; None without a ladder."""
+        if self.ladder is None:
+            return None
+        if stage == "confirm":  # flows.steps.confirm.CONFIRM_STAGE (it imports this module)
+            return self.ladder.largest
+        return self.ladder.rungs[scale or 0]
+
+    def scale_params(
+        self, mixture: Mixture, scale: int | None = None, stage: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """MLflow params of a training: `scale.{index,params,tokens}` with a ladder, and each domain's
+        `epochs.proxy.<domain>` / `epochs.target.<domain>` when repetition-matched (empty otherwise)."""
+        rung = self.rung(scale, stage)
+        proxy, budget = (rung.proxy, rung.budget) if rung else (self.proxy, self.budget)
+        out: dict[str, dict[str, Any]] = {}
+        if rung is not None:
+            out["scale"] = rung.params_dict()
+        if self.repetition is not None and not self.phased:
+            out["epochs"] = epoch_params(self.catalog, mixture, proxy, budget, self.repetition)
+        return out
+
+    def trial_context(self, scale: int | None = None, stage: str | None = None) -> TrialContext:
+        """What every trial of this sweep (at one scale of its ladder) shares."""
         spec = self.spec
+        rung = self.rung(scale, stage)
         return TrialContext(
             corpus=str(self.corpus_dir),
             domains=self.cells,
             ramp=spec.space.ramp if self.phased else None,
-            proxy=self.proxy,
-            budget=self.budget,
+            proxy=rung.proxy if rung else self.proxy,
+            budget=rung.budget if rung else self.budget,
+            target_tokens=self.repetition,
             backend=spec.backend,
             trials_dir=str(spec.out_dir / "trials"),
             tracking_uri=self.tracking_uri,
@@ -90,20 +122,29 @@ class Prepared:
             early_stop_metric=spec.early_stopping.metric if spec.early_stopping.enabled else None,
         )
 
-    def trial_key(self, mixture: Mixture, *, seed: int | None = None, stage: str | None = None) -> str:
+    def trial_key(
+        self, mixture: Mixture, *, seed: int | None = None, stage: str | None = None, scale: int | None = None
+    ) -> str:
         """The key of a training of `mixture` in this sweep: a sweep trial (no `seed`, no `stage`), or a
         run of another stage (`stage="replicate"`, `"confirm"`) trained with `seed` instead of the budget's. The stage
-        is part of the key, so such a run never takes a trial's place."""
+        is part of the key, so such a run never takes a trial's place. With a ladder, `scale` (or the
+        confirmation's largest scale) sets the proxy and budget; repetition matching adds the target's tokens."""
         spec = self.spec
+        rung = self.rung(scale, stage)
+        proxy, budget = (rung.proxy, rung.budget) if rung else (self.proxy, self.budget)
         extra: dict[str, object] = {"backend": spec.backend, "eval": spec.eval.model_dump()}
+        if self.repetition is not None:  # only then: keys of sweeps without it are unchanged
+            extra["repetition"] = self.repetition
+        if rung is not None and rung.index > 0:
+            extra["scale"] = rung.index
         if stage is not None:
             extra["stage"] = stage
         if self.phased and spec.space.ramp:  # a static sweep's (and a step schedule's) keys are unchanged
             extra["ramp"] = spec.space.ramp
         return trial_key(
             mixture,
-            proxy=self.proxy,
-            budget=self.budget if seed is None else dataclasses.replace(self.budget, seed=seed),
+            proxy=proxy,
+            budget=budget if seed is None else dataclasses.replace(budget, seed=seed),
             data_hash=self.data_hash,
             seed=spec.seed if seed is None else seed,
             extra=extra,
@@ -153,6 +194,9 @@ def prepare(spec: SweepSpec) -> Prepared:
     SURROGATES.build(spec.search.surrogate)
     proxy = preset(spec.proxy.preset, **spec.proxy.overrides).resolve_vocab(int(corpus.vocab_size))
     budget = spec.budget
+    ladder, repetition = check_scale(spec, proxy, budget, int(corpus.vocab_size))
+    if ladder is not None:  # the smallest scale is where the search trains
+        proxy, budget = ladder.rungs[0].proxy, ladder.rungs[0].budget
     check_objective(spec, domains)
     check_eval_tasks(spec.eval.tasks, domains)
     if spec.export.openseek_template is not None:
@@ -178,13 +222,37 @@ def prepare(spec: SweepSpec) -> Prepared:
         tracking_uri=tracking_uri,
         space=space,
         catalog=catalog,
+        repetition=repetition,
+        ladder=ladder,
     )
+
+
+def check_scale(
+    spec: SweepSpec, proxy: ProxyConfig, budget: TrainBudget, vocab: int
+) -> tuple[Ladder | None, int | None]:
+    """(the ladder of `proxy.scales`, the target's tokens when proxies are repetition-matched), each
+    checked (one line naming the field): scales that grow, a target no smaller than any proxy."""
+    ladder = build_ladder(spec, vocab)
+    repetition = repetition_target(spec)
+    if repetition is not None:
+        largest = ladder.largest.tokens if ladder is not None else run_tokens(proxy, budget)
+        if repetition < largest:
+            raise SpecError(
+                f"the target's {repetition:,} tokens are fewer than the proxy's {largest:,}: a target "
+                "smaller than its proxy repeats nothing they do not",
+                where="space.target_tokens",
+            )
+    return ladder, repetition
 
 
 def phased_space(spec: SweepSpec, base: SearchSpace) -> PhasedSpace:
     """The space of `space.phases` over `base`: every phase's domains checked, an empty phase or caps no
     schedule meets are one line naming `space.phases[k].<field>`, and a ramp must fit the shortest phase."""
     assert spec.space.phases is not None
+    if spec.proxy.scales is not None:  # the ladder's scale-aware surrogates take static shares
+        raise SpecError(
+            "a ladder of proxy scales cannot search schedules yet: leave out proxy.scales", where="space.phases"
+        )
     for k, phase in enumerate(spec.space.phases):
         for field, names in (("bounds", phase.bounds), ("pinned", phase.pinned)):
             unknown = [d for d in names if d not in base.domains]

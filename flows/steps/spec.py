@@ -238,9 +238,66 @@ class ConfirmSpec(_Strict):
     seeds: int = Field(2, ge=1, description="New seeds per mixture in the confirmation.")
 
 
+class ScaleSpec(_Strict):
+    """One rung of a proxy ladder (`proxy.scales[k]`): a preset with overrides (over `proxy.overrides`
+    when it is `proxy.preset`) and the budget fields that differ from `budget` (e.g. `{tokens: 4M}`)."""
+
+    preset: str | None = Field(None, description="Preset of this scale (default: proxy.preset).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Over proxy.overrides for this scale.")
+    budget: dict[str, Any] = Field(default_factory=dict, description="Budget fields over `budget` for this scale.")
+
+
 class ProxySpec(_Strict):
     preset: str = "tiny_cpu"
     overrides: dict[str, Any] = Field(default_factory=dict)
+    match_repetition: bool | None = Field(
+        None,
+        description="Each proxy reads a subset of every domain sized so that it repeats as often as in the "
+        "target run (null: on when space.target_tokens is set).",
+    )
+    scales: list[ScaleSpec] | None = Field(
+        None,
+        description="A proxy ladder of 2-4 scales, smallest first: every candidate trains at the first, a "
+        "chosen few at the larger ones (null: one scale, proxy + budget).",
+    )
+    compute_budget: float | str | None = Field(
+        None,
+        description="With scales: the sweep's training FLOPs (6 x params x tokens per run, e.g. 2e15); it "
+        "sets how many candidates train at each larger scale (null: half the previous scale's, at least 3).",
+    )
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, v: list[ScaleSpec] | None) -> list[ScaleSpec] | None:
+        if v is not None and not 2 <= len(v) <= 4:
+            raise ValueError(f"a ladder has 2 to 4 scales, got {len(v)} (leave scales out for one scale)")
+        return v
+
+    @field_validator("compute_budget")
+    @classmethod
+    def _compute_budget(cls, v: float | str | None) -> float | str | None:
+        if v is not None:
+            parse_count(v, field="value")
+        return v
+
+    @model_validator(mode="after")
+    def _ladder_fields(self) -> ProxySpec:
+        if self.compute_budget is not None and self.scales is None:
+            raise SpecError("a compute budget sets the ladder's sizes: give proxy.scales", where="proxy.compute_budget")
+        return self
+
+
+class TargetSpec(_Strict):
+    """The run the mixture is for: with `proxy.scales` the sweep predicts and proposes at its scale."""
+
+    params: int | str | None = Field(None, description="Parameters of the target model, e.g. 1.4B.")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: int | str | None) -> int | str | None:
+        if v is not None:
+            parse_count(v, field="value")
+        return v
 
 
 class EvalSpec(_Strict):
@@ -340,6 +397,7 @@ class SweepSpec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
     proxy: ProxySpec = Field(default_factory=ProxySpec)
+    target: TargetSpec = Field(default_factory=TargetSpec)
     budget: Budget = Field(
         default_factory=_default_budget,
         description="How each proxy trains: tokens or steps, batches, LR schedule, evals (trainers.budget.TrainBudget).",
@@ -406,6 +464,7 @@ class SweepSpec(_Strict):
         if space.get("phases") is None and not space.get("ramp"):  # a static space keeps its sweep key
             space.pop("phases", None)
             space.pop("ramp", None)
+        _drop_ladder_defaults(payload)
         return content_key([payload, data_hash])
 
     def to_yaml(self) -> str:
@@ -414,6 +473,17 @@ class SweepSpec(_Strict):
         y.default_flow_style = False
         y.dump(self.model_dump(mode="json", exclude_defaults=False), buf)
         return buf.getvalue()
+
+
+def _drop_ladder_defaults(payload: dict[str, Any]) -> None:
+    """The repetition and ladder fields (`proxy.match_repetition`, `proxy.scales`, `proxy.compute_budget`,
+    `target`) enter a sweep's key only when set: a sweep that uses none of them keeps its key."""
+    proxy = payload.get("proxy", {})
+    for name in ("match_repetition", "scales", "compute_budget"):
+        if proxy.get(name) is None:
+            proxy.pop(name, None)
+    if payload.get("target") == {"params": None}:
+        payload.pop("target")
 
 
 def load_spec(source: SweepSpec | dict[str, Any] | str | Path, *, where: str | None = None) -> SweepSpec:

@@ -60,6 +60,8 @@ class TrialContext:
     eval: EvalSpec = field(default_factory=EvalSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     early_stop_metric: str | None = None
+    #: repetition-matched proxies: the target run's tokens (each domain read from its matching subset)
+    target_tokens: int | None = None
     #: None: each trial trains one mixture; a number: it trains the schedule its mixture's cells give, with a
     #: linear ramp of this fraction of the run centred on each phase boundary (0: a step change)
     ramp: float | None = None

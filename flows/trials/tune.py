@@ -142,6 +142,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, hooks: Mapping[str, Tri
                 out_dir=ctx.trials_dir,
                 progress=on_progress,
                 schedule=schedule,
+                target_tokens=ctx.target_tokens,
             )
     except TrainingDiverged as exc:
         fail({}, exc.step, str(exc))
@@ -249,6 +250,7 @@ def _ray_train_worker(config: dict[str, Any]) -> None:
             out_dir=ctx.trials_dir,
             progress=on_progress,
             schedule=config.get("schedule"),
+            target_tokens=ctx.target_tokens,
         )
         run_dir = result.run_dir
     except TrainingDiverged as exc:
