@@ -8,6 +8,7 @@ today's keys."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,18 @@ def test_without_scales_keys_and_params_are_todays(sweep_corpus: Path, tmp_path:
     )
     assert laddered.trial_key(m) == today and laddered.trial_key(m, scale=1) != today
     assert dataclasses.replace(laddered.trial_context(), target_tokens=None) == laddered.trial_context()
+
+
+@pytest.mark.usefixtures("no_mlflow_env")
+def test_the_dry_run_prints_the_ladder_and_the_repetition(sweep_corpus: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    path = tmp_path / "spec.json"  # YAML is a superset of JSON
+    path.write_text(json.dumps(_spec(sweep_corpus, tmp_path / "out")), encoding="utf-8")
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "12 runs; 1: tiny_cpu" in text and "6 runs; proposal at 20M params x 100k tokens" in text
+    assert "repetition" in text and not (tmp_path / "out").exists()  # nothing trained or written

@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
         after `mixsweep up`) the run shows in the Prefect UI. A rerun of the same spec resumes and
         retrains nothing that finished.
         """
+        from flows.steps.ladder import confirm_runs, describe  # torch, as prepare: not for `--help`
         from flows.steps.prepare import prepare  # torch, Ray and MLflow (corpus, trials): not for `--help`
 
         parsed = load_spec(spec)
@@ -74,6 +75,7 @@ def register(app: typer.Typer) -> None:
                 "trials",
                 f"up to {parsed.search.rounds * parsed.search.per_round}, {parsed.max_concurrent} at a time, {parsed.resources.cpus:g} CPU / {parsed.resources.gpus:g} GPU each",
             ),
+            *describe(prepared.ladder, prepared.repetition, confirm_runs(parsed)),
             ("mlflow", f"{redact_uri(prepared.tracking_uri)}  experiment {parsed.mlflow.experiment}"),
             ("output", str(parsed.out_dir)),
         ]

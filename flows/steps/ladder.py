@@ -255,6 +255,28 @@ def plan_counts(rungs: Sequence[Rung], first: int, budget: float | None, confirm
     return tuple(counts)
 
 
+def describe(ladder: Ladder | None, repetition: int | None, confirm: int = 0) -> list[tuple[str, str]]:
+    """Rows for `mixsweep sweep --dry-run`: the ladder's scales and runs, and the repetition matching."""
+    rows = []
+    if ladder is not None:
+        scales = "; ".join(
+            f"{r.index}: {r.proxy.name} {format_count(r.params)} params x {format_count(r.tokens)} tokens, {n} runs"
+            for r, n in zip(ladder.rungs, ladder.counts)
+        )
+        rows.append(
+            (
+                "ladder",
+                f"{scales}; proposal at {format_count(ladder.target.params)} params x "
+                f"{format_count(ladder.target.tokens)} tokens; {ladder.planned_flops(confirm):.3g} FLOPs planned",
+            )
+        )
+    if repetition is not None:
+        rows.append(
+            ("repetition", f"each domain read from a subset that repeats it as in {format_count(repetition)} tokens")
+        )
+    return rows
+
+
 # -- which mixtures climb --------------------------------------------------------------------------
 
 
@@ -419,6 +441,7 @@ __all__ = [
     "TargetProposal",
     "build_ladder",
     "choose",
+    "describe",
     "epoch_params",
     "plan_counts",
     "propose_at_target",
