@@ -210,6 +210,18 @@ def test_a_ladder_climbs_proposes_at_the_target_and_confirms_at_the_largest_scal
     assert trained[-1][0] == CONFIRM_STAGE and confirmed.pairs == 2
     assert all(p["scale"]["index"] == 1 and p["budget"]["steps"] == 8 for _, s, p in tracker.started if s == "confirm")
 
+    # when the largest scale's runs fail, the sweep still ends: the scale-free proposal, and why
+    broken = dataclasses.replace(
+        ladder,
+        by_scale=[
+            ladder.by_scale[0],
+            [dataclasses.replace(r, status="failed") if i > 1 else r for i, r in enumerate(ladder.by_scale[1])],
+        ],
+    )
+    assert broken.unusable is not None and "2 runs finished at the largest scale" in broken.unusable
+    _, _, fallback = recommend(prepared, trials, ladder=broken)
+    assert fallback["ladder"]["note"] == broken.unusable and "at" not in fallback["proposal"]
+
     # a rerun finds every larger-scale run final: nothing trains again, the same picks come back
     again = sweep_module.climb(prepared, tracker, trials)  # type: ignore[arg-type]
     assert len(trained) == 2 and [r.trial_key for r in again.by_scale[1]] == [r.trial_key for r in ladder.by_scale[1]]

@@ -38,7 +38,7 @@ def recommend(
     observation per mixture (with replicates: the means over seeds, `flows.steps.replicates`), and
     `noise_std` the measured seed noise, the run noise of the proposal's interval (None: the CV RMSE).
     With a ladder (`ladder`: every scale's runs) see `recommend_on_ladder`."""
-    if ladder is not None:
+    if ladder is not None and ladder.unusable is None:
         return recommend_on_ladder(prepared, results, ladder)
     spec = prepared.spec
     ok = [r for r in results if r.ok]
@@ -89,6 +89,9 @@ def recommend(
             "note": f"fewer than {MIN_TRIALS_TO_PROPOSE} finished trials: the best one is recommended",
         }
     summary["proxy"], summary["budget"] = prepared.proxy.to_dict(), prepared.budget.to_dict()
+    if ladder is not None:  # a ladder whose largest scale failed: the scale-free proposal, and why
+        confirm = 2 * spec.confirm.seeds if spec.confirm.enabled else 0
+        summary["ladder"] = {**ladder.ladder.to_dict(confirm), "note": ladder.unusable}
     if prepared.phased:  # the schedules behind the flat weights, phase by phase
         summary["phases"] = len(prepared.schedule(best.mixture).phases)
         summary["best"]["schedule"] = schedule_dict(prepared.schedule(best.mixture))

@@ -336,6 +336,18 @@ class LadderResults:
                     scales.append([self.ladder.rungs[k].params, self.ladder.rungs[k].tokens])
         return np.array(rows, dtype=float), np.array(ys, dtype=float), np.array(scales, dtype=float).reshape(-1, 2)
 
+    @property
+    def unusable(self) -> str | None:
+        """Why the runs cannot support a proposal at the target's scale (None: they can): the largest
+        scale's ranking is the held-out CV, so it needs MIN_PER_SCALE finished runs."""
+        done = sum(r.ok for r in self.by_scale[-1])
+        if len(self.by_scale) < 2 or done < MIN_PER_SCALE:
+            return (
+                f"{done} runs finished at the largest scale, {MIN_PER_SCALE} are needed to propose at the target's "
+                "scale: proposed from the smallest scale's trials instead"
+            )
+        return None
+
     def rows(self, domains: Sequence[str], *, maximize: bool) -> list[dict[str, Any]]:
         """The ladder's leaderboard: one row per mixture, its objective at each scale (None: not trained
         there), ranked by the largest scale it reached, then by its objective there."""
