@@ -131,6 +131,15 @@ def test_a_template_without_its_experiment_config_cannot_take_stages(sweep_corpu
         _prepared(sweep_corpus, tmp_path / "out", {"phases": TWO_PHASES}, export={"openseek_template": str(lone)})
 
 
+def test_validate_refuses_a_phased_sweep_in_its_check_step(sweep_corpus: Path, tmp_path: Path) -> None:
+    from flows.steps.validate import ValidateSpec, prepare_validation  # the validation's own check step
+
+    sweep = _spec(sweep_corpus, tmp_path / "out", {"phases": TWO_PHASES})
+    spec = ValidateSpec.model_validate({"name": "v", "sweep": sweep, "output_dir": str(tmp_path)})
+    with pytest.raises(SpecError, match=r"^sweep\.space\.phases: validating schedules at scale is not supported"):
+        prepare_validation(spec)
+
+
 # -- a static sweep is unchanged ------------------------------------------------------------------------
 
 

@@ -151,6 +151,11 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
     """The sweep's checks, then the target's: preset, budget, domains, the scale-up ratio."""
     sweep_spec = load_spec(spec.sweep, where="sweep" if isinstance(spec.sweep, dict) else None)
     sweep = prepare(sweep_spec)
+    if sweep.phased:  # the validation trains static mixtures at the target's scale, not schedules
+        raise SpecError(
+            "validating schedules at scale is not supported yet: validate a sweep without space.phases",
+            where="sweep.space.phases",
+        )
     if spec.target.preset not in PRESETS:
         raise SpecError(f"unknown preset {spec.target.preset!r} (known: {', '.join(PRESETS)})", where="target.preset")
     vocab = sweep.proxy.vocab_size
