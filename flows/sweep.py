@@ -364,8 +364,12 @@ def finish(
 
 
 @flow(name="sweep", log_prints=True, validate_parameters=False)
-def sweep(spec: dict[str, Any] | str) -> dict[str, Any]:
-    """Search the data mixture: `spec` is a SweepSpec as a mapping, a YAML file path, or YAML text."""
+def sweep(spec: SweepSpec | str) -> dict[str, Any]:
+    """Search the data mixture: `spec` is a SweepSpec (a mapping: the Prefect run form's fields), a YAML
+    file path, or YAML text. The type gives Prefect's UI its form and the API its parameter schema,
+    which refuses a wrong type, an unknown key or a value out of range before a flow run starts; the
+    rest (unknown domains, corpus files, ...) `load_spec` and the check step refuse in one line before
+    anything trains. (Prefect's own validation stays off: it would replace those one-line errors.)"""
     timings = Timings()
     parsed = load_spec(spec)
     with timings.stage("check"):

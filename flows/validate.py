@@ -247,12 +247,12 @@ def _slug(name: str) -> str:
 
 
 @flow(name="validate", log_prints=True, validate_parameters=False)
-def validate(spec: dict[str, Any] | str) -> dict[str, Any]:
+def validate(spec: ValidateSpec | str) -> dict[str, Any]:
     """Check a sweep's recommendation at a larger scale: `spec` is a ValidateSpec mapping or YAML path."""
     started = time.perf_counter()
     parsed = load_validate_spec(spec)
     plan = check_validation(parsed)
-    summary = sweep(plan.sweep_spec.model_dump(mode="json"))
+    summary = sweep(plan.sweep_spec)
     candidates = choose(plan, summary)
     tracker = SweepTracker(plan.tracking_uri, parsed.mlflow.experiment, sweep_name=parsed.name, sweep_key=plan.key)
     parent = tracker.parent_run({"spec": parsed.model_dump(mode="json"), "sweep_key": plan.sweep.sweep_key})

@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,7 +113,20 @@ def run_smoke_sweep(stack: LocalStack, corpus: Path, out: Path, name: str) -> st
     return found.group(1)
 
 
+def run_form_page(driver: webdriver.Chrome, prefect: str, shots: Path) -> None:
+    """The custom-run form of `sweep/smoke`: the spec's sections as fields with their help, filled in
+    from `deploy/specs/smoke.yaml`, with the registries' names as choices."""
+    with urllib.request.urlopen(f"{prefect}/api/deployments/name/sweep/smoke", timeout=30) as response:
+        deployment = json.load(response)
+    smoke = yaml.safe_load((REPO / "deploy" / "specs" / "smoke.yaml").read_text())
+    assert deployment["parameters"]["spec"] == smoke  # the form opens with the spec file's values
+    driver.get(f"{prefect}/v2/deployments/deployment/{deployment['id']}/run")
+    wait_texts(driver, "Rounds", "Per Round", "Trials (candidate mixtures) per round.")
+    driver.save_screenshot(shots / "prefect-run-form.png")
+
+
 def prefect_pages(driver: webdriver.Chrome, prefect: str, flow_run_id: str, slug: str, shots: Path) -> None:
+    run_form_page(driver, prefect, shots)
     driver.get(f"{prefect}/v2/deployments")
     for name in ("demo", "smoke"):  # each deployment's row links to it, under its flow `sweep`
         wait_for(driver, f"deployment {name}", lambda d, n=name: d.find_elements(By.LINK_TEXT, n))
@@ -241,6 +255,7 @@ def test_sweep_in_the_prefect_and_mlflow_uis(
     wait_texts(browser, *(f"w.{domain}" for domain in DOMAINS), "is better")
     browser.save_screenshot(screenshots / "sweep-parallel-coordinates.png")
     assert {p.name for p in screenshots.glob("*.png")} >= {
+        "prefect-run-form.png",
         "prefect-deployments.png",
         "prefect-flow-run-artifacts.png",
         "prefect-leaderboard-artifact.png",

@@ -12,6 +12,7 @@ cluster configuration).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 import psutil
+from ruamel.yaml import YAML
 
 from flows.stack.quiet_env import QUIET_ENV
 from mixture_search.errors import MixSweepError
@@ -160,6 +162,27 @@ COMPONENTS: tuple[Component, ...] = (
         lambda c: None,
     ),
 )
+
+
+def inline_spec_files(deploy_file: Path, out: Path) -> Path:
+    """A copy of the Prefect deployments file `deploy_file` at `out` in which a deployment's `spec`
+    parameter that is the path of a YAML file (relative to the repository) holds the file's mapping."""
+    yaml = YAML(typ="rt")
+    doc = yaml.load(deploy_file.read_text(encoding="utf-8"))
+    for deployment in doc.get("deployments") or []:
+        params = deployment.get("parameters") or {}
+        spec = params.get("spec")
+        if isinstance(spec, str) and spec.endswith((".yaml", ".yml")):
+            path = spec if Path(spec).is_absolute() else REPO / spec
+            if not Path(path).is_file():
+                raise StackError(
+                    "spec file not found", where=f"{deploy_file}: {deployment.get('name')}.parameters.spec"
+                )
+            params["spec"] = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
+    buf = io.StringIO()
+    yaml.dump(doc, buf)
+    atomic_write(out, buf.getvalue())
+    return out
 
 
 class LocalStack:
@@ -303,10 +326,13 @@ class LocalStack:
         self.log(f"{name}: started (pid {procs[name].pid})")
 
     def deploy(self) -> None:
-        """Register the deployments of `deploy/prefect.yaml` on this stack's Prefect server."""
+        """Register the deployments of `deploy/prefect.yaml` on this stack's Prefect server, each `spec`
+        parameter that names a YAML file replaced by the file's contents: Prefect's run form then opens
+        with every field of the spec filled in (a path or YAML text can still be passed instead)."""
         self.log(f"registering deployments from {self.cfg.deploy_file}")
+        prefect_file = inline_spec_files(self.cfg.deploy_file, self.cfg.home / "prefect" / "deployments.yaml")
         _run(
-            [str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(self.cfg.deploy_file)],
+            [str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)],
             env={**_prefect_env(self.cfg), **self.cfg.client_env(), "MIXSWEEP_REPO": str(REPO)},
             cwd=REPO,
             what="prefect deploy",

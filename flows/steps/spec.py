@@ -32,8 +32,11 @@ from ruamel.yaml.error import MarkedYAMLError
 from mixture_search.errors import MixSweepError
 from mixture_search.keys import content_key
 from mixture_search.proposal import DEFAULT_EXTRAPOLATE, DEFAULT_TRUST_REGION, DEFAULT_UNCERTAINTY
+from mixture_search.samplers import SAMPLERS
+from mixture_search.surrogates import SURROGATES
 from mixture_search.units import parse_count
 from trainers.budget import TrainBudget
+from trainers.presets import PRESETS
 
 #: Operator settings (environment of the CLI or the Prefect worker): the folder every data path of a spec
 #: must resolve into, and the explicit switch that lifts it. A spec cannot lift the operator's root.
@@ -47,6 +50,18 @@ class SpecError(MixSweepError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _choice(names: tuple[str, ...] | list[str]) -> WithJsonSchema:
+    """A registry's names as the field's JSON schema (a drop-down in Prefect's run form). The values are
+    still checked against the registry itself, with a one-line error, when the spec is checked."""
+    return WithJsonSchema({"type": "string", "enum": list(names)})
+
+
+#: a name from a registry (validated by the registry; an enum in the JSON schema)
+SamplerName = Annotated[str, _choice(SAMPLERS.names())]
+SurrogateName = Annotated[str, _choice(SURROGATES.names())]
+PresetName = Annotated[str, _choice(list(PRESETS))]
 
 
 class PhaseModel(_Strict):
@@ -99,7 +114,10 @@ class SpaceSpec(_Strict):
     max_epochs: float | None = Field(
         None, gt=0, description="No domain repeated more often than this in the target run."
     )
-    prior: Literal["tokens", "uniform"] = "tokens"
+    prior: Literal["tokens", "uniform"] = Field(
+        "tokens",
+        description="Centre of the first round's Dirichlet: each domain's share of the corpus tokens, or uniform.",
+    )
     phases: list[PhaseModel] | None = Field(
         None,
         description="Train a schedule: one mixture per phase, e.g. [{until: 0.8}, {until: 1.0, bounds: {...}}] "
@@ -187,14 +205,20 @@ def _check_share(share: float, name: str) -> None:
 
 
 class SearchSpec(_Strict):
-    sampler: str = Field("dirichlet", description="Sampler of the first round (see `mixsweep suggest --help`).")
-    options: dict[str, Any] = Field(default_factory=dict)
-    adaptive: str | None = Field("adaptive", description="Sampler of rounds 2.. (None: keep `sampler`).")
-    adaptive_options: dict[str, Any] = Field(default_factory=dict)
-    rounds: int = Field(2, ge=1)
-    per_round: int = Field(4, ge=1)
-    surrogate: str = "auto"
-    proposal_samples: int = Field(100_000, ge=1000)
+    sampler: SamplerName = Field("dirichlet", description="Sampler of the first round (see `mixsweep suggest --help`).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Options of the first round's sampler.")
+    adaptive: SamplerName | None = Field("adaptive", description="Sampler of rounds 2.. (None: keep `sampler`).")
+    adaptive_options: dict[str, Any] = Field(default_factory=dict, description="Options of the sampler of rounds 2..")
+    rounds: int = Field(
+        2, ge=1, description="Rounds of candidates; each round's trials train before the next is chosen."
+    )
+    per_round: int = Field(4, ge=1, description="Trials (candidate mixtures) per round.")
+    surrogate: SurrogateName = Field(
+        "auto", description="Model of the objective over mixtures (auto: the best by cross-validation)."
+    )
+    proposal_samples: int = Field(
+        100_000, ge=1000, description="Mixtures the surrogate scores when it proposes the recommendation."
+    )
     trust_region: float | None = Field(
         DEFAULT_TRUST_REGION,
         ge=0,
@@ -242,14 +266,18 @@ class ScaleSpec(_Strict):
     """One rung of a proxy ladder (`proxy.scales[k]`): a preset with overrides (over `proxy.overrides`
     when it is `proxy.preset`) and the budget fields that differ from `budget` (e.g. `{tokens: 4M}`)."""
 
-    preset: str | None = Field(None, description="Preset of this scale (default: proxy.preset).")
+    preset: PresetName | None = Field(None, description="Preset of this scale (default: proxy.preset).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Over proxy.overrides for this scale.")
     budget: dict[str, Any] = Field(default_factory=dict, description="Budget fields over `budget` for this scale.")
 
 
 class ProxySpec(_Strict):
-    preset: str = "tiny_cpu"
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    preset: PresetName = Field(
+        "tiny_cpu", description="The proxy model (trainers/presets.py; `mixsweep train --help`)."
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Proxy config fields to change, e.g. {seq_len: 128, num_layers: 4}."
+    )
     match_repetition: bool | None = Field(
         None,
         description="Each proxy reads a subset of every domain sized so that it repeats as often as in the "
@@ -312,7 +340,7 @@ class ObjectiveSpec(_Strict):
         "val.bpb.mean", description="Metric to rank by, e.g. val.bpb.mean, val.loss.code, lighteval score."
     )
     weights: dict[str, float] | None = Field(None, description="A weighted sum of metrics instead of one metric.")
-    maximize: bool = False
+    maximize: bool = Field(False, description="Higher is better (e.g. an accuracy); default: lower (a loss).")
 
     @field_validator("weights")
     @classmethod
@@ -337,14 +365,14 @@ class ResourcesSpec(_Strict):
 
 
 class EarlyStopSpec(_Strict):
-    enabled: bool = False
-    metric: str = "val.loss.mean"
+    enabled: bool = Field(False, description="Stop the worst trials early at evaluations (Ray Tune's ASHA).")
+    metric: str = Field("val.loss.mean", description="What ASHA compares at each evaluation (lower is better).")
     grace_period: int = Field(1, ge=1, description="Evaluations before a trial may be stopped.")
-    reduction_factor: float = Field(2.0, gt=1)
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1 / this of the trials at each rung.")
 
 
 class MlflowSpec(_Strict):
-    experiment: str = "mixsweep"
+    experiment: str = Field("mixsweep", description="MLflow experiment the sweep's runs go to.")
     tracking_uri: str | None = Field(
         None, description="Default: $MLFLOW_TRACKING_URI, else a SQLite file in the output folder."
     )
@@ -391,31 +419,42 @@ def _default_budget() -> TrainBudget:
 
 
 class SweepSpec(_Strict):
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    corpus: Path
-    space: SpaceSpec = Field(default_factory=SpaceSpec)
-    search: SearchSpec = Field(default_factory=SearchSpec)
-    confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
-    proxy: ProxySpec = Field(default_factory=ProxySpec)
-    target: TargetSpec = Field(default_factory=TargetSpec)
+    name: str = Field(
+        ...,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The sweep's name: its MLflow parent run and output folder (letters, digits, _ . -).",
+    )
+    corpus: Path = Field(..., description="A prepared corpus folder (`mixsweep data prepare`), e.g. runs/data/demo.")
+    space: SpaceSpec = Field(default_factory=SpaceSpec, description="Which mixtures may be tried.")
+    search: SearchSpec = Field(default_factory=SearchSpec, description="How candidates are chosen and proposed.")
+    confirm: ConfirmSpec = Field(
+        default_factory=ConfirmSpec, description="Train the proposal and the best trial again before exporting."
+    )
+    proxy: ProxySpec = Field(default_factory=ProxySpec, description="The small model each trial trains.")
+    target: TargetSpec = Field(
+        default_factory=TargetSpec, description="The run the mixture is for (its size, for a proxy ladder)."
+    )
     budget: Budget = Field(
         default_factory=_default_budget,
         description="How each proxy trains: tokens or steps, batches, LR schedule, evals (trainers.budget.TrainBudget).",
     )
-    backend: Literal["auto", "megatron", "deepspeed"] = "auto"
-    eval: EvalSpec = Field(default_factory=EvalSpec)
-    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    max_concurrent: int = Field(1, ge=1)
+    backend: Literal["auto", "megatron", "deepspeed"] = Field(
+        "auto", description="Training backend (auto: Megatron-Core, DeepSpeed where it is missing)."
+    )
+    eval: EvalSpec = Field(default_factory=EvalSpec, description="LightEval tasks on each trained proxy.")
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec, description="What the sweep ranks by.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="What each trial gets on Ray.")
+    max_concurrent: int = Field(1, ge=1, description="Trials that train at the same time.")
     max_failures: int = Field(2, ge=0, description="Ray retries of a trial whose worker died.")
-    early_stopping: EarlyStopSpec = Field(default_factory=EarlyStopSpec)
+    early_stopping: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="Stop bad trials early (ASHA).")
     ray_address: str | None = Field(
         None, description="An existing Ray cluster (ray://host:10001 or host:6379); default: local."
     )
-    mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
-    export: ExportSpec = Field(default_factory=ExportSpec)
+    mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="Where runs are tracked.")
+    export: ExportSpec = Field(default_factory=ExportSpec, description="Where the recommendation is written into.")
     output_dir: Path | None = Field(None, description="Checkpoints, Ray results, reports (default runs/sweeps/<name>).")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Seed of the samplers and of every proxy's training.")
     data_root: Path | None = Field(
         None,
         description="corpus, export.openseek_template and export.catalog must lie inside this folder "

@@ -19,7 +19,16 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from flows.steps.checks import check_eval_tasks, check_mlflow
 from flows.steps.prepare import Prepared, prepare
-from flows.steps.spec import Budget, EvalSpec, MlflowSpec, ResourcesSpec, SpecError, SweepSpec, load_spec
+from flows.steps.spec import (
+    Budget,
+    EvalSpec,
+    MlflowSpec,
+    PresetName,
+    ResourcesSpec,
+    SpecError,
+    SweepSpec,
+    load_spec,
+)
 from flows.steps.validate_report import Scale
 from flows.trials.result import TrialResult, trial_key
 from mixture_search.keys import content_key
@@ -37,7 +46,7 @@ class _Strict(BaseModel):
 
 
 class TargetSpec(_Strict):
-    preset: str = Field("moe_cpu_16m", description="A preset of trainers.presets for the larger model.")
+    preset: PresetName = Field("moe_cpu_16m", description="A preset of trainers.presets for the larger model.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Field overrides, e.g. {seq_len: 128}.")
 
 
@@ -48,9 +57,11 @@ def _default_budget() -> TrainBudget:
 class ValidateSpec(_Strict):
     """What `mixsweep validate` runs; unknown keys and bad values are one-line errors naming the field."""
 
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(
+        ..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="The validation's name: its MLflow run and folder."
+    )
     sweep: str | dict[str, Any] = Field(..., description="The sweep: a SweepSpec YAML path, or the spec inline.")
-    target: TargetSpec = Field(default_factory=TargetSpec)
+    target: TargetSpec = Field(default_factory=TargetSpec, description="The larger model the mixtures train at.")
     budget: Budget = Field(
         default_factory=_default_budget, description="TrainBudget of the target (no seed: see seeds)."
     )
@@ -59,12 +70,16 @@ class ValidateSpec(_Strict):
     baselines: list[Baseline] = Field(["uniform", "natural", "best"], description="Compared with the recommendation.")
     target_domains: list[str] | None = Field(None, description="Domains of the objective (default: the sweep's).")
     rank_mixtures: int = Field(5, ge=3, le=12, description="Mixtures trained at both scales for Spearman.")
-    eval: EvalSpec = Field(default_factory=lambda: EvalSpec(tasks=["local"], max_docs=8))
+    eval: EvalSpec = Field(
+        default_factory=lambda: EvalSpec(tasks=["local"], max_docs=8), description="LightEval tasks on every model."
+    )
     min_scale: float = Field(4.0, ge=1.0, description="Target/proxy ratio required of parameters and tokens.")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    max_concurrent: int = Field(2, ge=1)
-    max_failures: int = Field(2, ge=0)
-    mlflow: MlflowSpec = Field(default_factory=lambda: MlflowSpec(experiment="mixsweep-validate"))
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="What each training gets on Ray.")
+    max_concurrent: int = Field(2, ge=1, description="Trainings at the same time.")
+    max_failures: int = Field(2, ge=0, description="Ray retries of a training whose worker died.")
+    mlflow: MlflowSpec = Field(
+        default_factory=lambda: MlflowSpec(experiment="mixsweep-validate"), description="Where runs are tracked."
+    )
     output_dir: Path | None = Field(None, description="Default: runs/validate/<name>.")
 
     @field_validator("seeds")
