@@ -19,11 +19,12 @@ Per scale (the run's length scales with the corpus: 24,576,000 samples of 4096 t
 * a proxy trial (`trainers.train`, tiny_cpu at seq_len 256 on the baseline collapsed to its 79 domains): seconds
   from its process' start to its first optimizer step, its blend built by a first run and cached for the second.
 
-Every measurement runs in its own child process, its peak RSS read from `os.wait4` (`ru_maxrss`; file pages it maps
-and touches count, as the kernel counts them). The `.bin` files are sparse, so delivery reads page-cache zeros: it
+Every measurement runs in its own child process, which reports its own peak RSS (VmHWM: file pages it maps and
+touches count, as the kernel counts them); the `mixsweep` commands run in such a child too (typer in-process). The `.bin` files are sparse, so delivery reads page-cache zeros: it
 measures the data path's CPU cost, not a disk. The benchmark waits while `/tmp/mixsweep-quiet` exists.
 
     .venv/bin/python benchmarks/scale_data.py --scales 0.01,0.1   # then --scales 1 (merged into the JSON)
+    .venv/bin/python benchmarks/scale_data.py --dry-sweep         # item 4: the dry sweep at 100%, into the JSON
     .venv/bin/python benchmarks/scale_data.py --smoke             # 1e-4 scale, seconds, writes nothing
 """
 
@@ -218,24 +219,21 @@ def wait_quiet() -> None:
 
 
 def run_child(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command, returning its wall time, peak RSS (its own, from wait4) and the JSON it printed last."""
+    """Run a command, returning its wall time and the JSON it printed last (its own peak RSS among it)."""
     wait_quiet()
     start = time.time()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, **(env or {})}, cwd=REPO)
-    assert proc.stdout is not None
-    out = proc.stdout.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    out, _ = proc.communicate()
     wall = time.time() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:6])} ... failed with {proc.returncode}")
     result: dict[str, Any] = {}
-    for line in out.splitlines():
+    for line in out.decode().splitlines():
         if line.startswith("RESULT "):
             result = json.loads(line[7:])
     for key in [k for k in result if k.endswith("_at")]:
         result[key.removesuffix("_at") + "_seconds_from_start"] = result.pop(key) - start
-    return {**result, "wall_seconds": wall, "peak_rss_gib": usage.ru_maxrss * 1024 / GIB}
+    return {**result, "wall_seconds": wall}
 
 
 def child_argv(kind: str, root: Path, cache: Path, n: int, seq: int) -> list[str]:
@@ -263,7 +261,7 @@ def dir_bytes(path: Path) -> int:
 
 
 def cli(args: list[str]) -> dict[str, Any]:
-    row = run_child([str(REPO / ".venv" / "bin" / "mixsweep"), *args])
+    row = run_child([sys.executable, str(Path(__file__).resolve()), "--child-cli", *args])
     print(f"    mixsweep {args[0]} {args[1]:<8} {row['wall_seconds']:.2f} s, {row['peak_rss_gib']:.2f} GiB")
     return {"seconds": row["wall_seconds"], "peak_rss_gib": row["peak_rss_gib"]}
 
@@ -407,7 +405,53 @@ def goals(rows: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def peak_rss_gib() -> float:
+    """This process' peak RSS since it started (VmHWM of its address space). Not `getrusage`: Linux starts a
+    child's ru_maxrss at its parent's RSS at the fork and keeps it across exec, so every child of a parent that
+    built the 100% fixture would read at least that."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / GIB
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_cli(args: list[str]) -> None:
+    """`mixsweep ARGS` in this process (output discarded), then its peak RSS as a RESULT line."""
+    import contextlib
+    import io
+
+    from flows.cli import app
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        app(args=args, standalone_mode=False)
+    print("RESULT " + json.dumps({"peak_rss_gib": peak_rss_gib()}), flush=True)
+
+
+DRY_SPEC = REPO / "deploy" / "specs" / "openseek_scale.yaml"
+
+
+def dry_sweep(out: Path) -> None:
+    """Item 4: `mixsweep sweep deploy/specs/openseek_scale.yaml --dry-run` on the 100% fixture, timed from the
+    command's start (goal: under 30 s), merged into the JSON."""
+    build_fixture(FixtureConfig(Path("/tmp/openseek-fixture-100pct"), scale=1.0))
+    row = cli(["sweep", str(DRY_SPEC), "--dry-run"])
+    result = json.loads(out.read_text())
+    result["dry_sweep"] = {"spec": str(DRY_SPEC.relative_to(REPO)), **row}
+    result["goals"]["dry_sweep_seconds_at_100pct"] = {
+        "figure": row["seconds"],
+        "target": 30.0,
+        "met": row["seconds"] < 30,
+    }
+    atomic_write_json(out, result, indent=2)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-cli":
+        run_cli(sys.argv[2:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--dry-sweep":
+        dry_sweep(RESULTS)
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scales", default="0.01,0.1", help="comma-separated shares of the real size, e.g. 0.01,0.1,1")
     ap.add_argument("--smoke", action="store_true", help="scale 1e-4 only, writes nothing")
@@ -420,7 +464,7 @@ def main() -> None:
         kind, root, cache, n, seq = args.child
         warnings.filterwarnings("ignore")
         result = CHILDREN[kind](Path(root), Path(cache), int(n), int(seq))
-        print("RESULT " + json.dumps(result), flush=True)
+        print("RESULT " + json.dumps({**result, "peak_rss_gib": peak_rss_gib()}), flush=True)
         return
     scales = [1e-4] if args.smoke else [float(s) for s in args.scales.split(",")]
     previous = json.loads(args.out.read_text()) if args.out.is_file() and not args.smoke else {}
