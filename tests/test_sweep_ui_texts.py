@@ -48,34 +48,27 @@ def test_parallel_coordinates_is_self_contained_html(tmp_path: Path) -> None:
     assert not (tmp_path / "none.html").exists()
 
 
+def _round_report(run_urls: dict[str, str] | None) -> str:
+    return round_report(
+        sweep="demo",
+        round_=0,
+        rounds=2,
+        results=TRIALS,
+        domains=DOMAINS,
+        objective="val.bpb.mean",
+        maximize=False,
+        cv=None,
+        mlflow_url="http://mlflow/#/experiments/1" if run_urls else None,
+        run_urls=run_urls,
+    )
+
+
 def test_round_report_links_each_trial_to_its_mlflow_run() -> None:
     urls = {r.trial_key: f"http://mlflow/#/experiments/1/runs/{r.run_id}" for r in TRIALS}
-    report = round_report(
-        sweep="demo",
-        round_=0,
-        rounds=2,
-        results=TRIALS,
-        domains=DOMAINS,
-        objective="val.bpb.mean",
-        maximize=False,
-        cv=None,
-        mlflow_url="http://mlflow/#/experiments/1",
-        run_urls=urls,
-    )
+    report = _round_report(urls)
     for r in TRIALS:
         assert f"[{r.trial_key[:8]}]({urls[r.trial_key]})" in report
-    plain = round_report(
-        sweep="demo",
-        round_=0,
-        rounds=2,
-        results=TRIALS,
-        domains=DOMAINS,
-        objective="val.bpb.mean",
-        maximize=False,
-        cv=None,
-        mlflow_url=None,
-    )
-    assert "](" not in plain
+    assert "](" not in _round_report(None)
 
 
 def test_recommended_markdown_links_confirmation_runs_and_says_what_next() -> None:
