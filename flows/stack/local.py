@@ -167,8 +167,8 @@ COMPONENTS: tuple[Component, ...] = (
 def inline_spec_files(deploy_file: Path, out: Path) -> Path:
     """A copy of the Prefect deployments file `deploy_file` at `out` in which a deployment's `spec`
     parameter that is the path of a YAML file (relative to the repository) holds the file's mapping."""
-    yaml = YAML(typ="rt")
-    doc = yaml.load(deploy_file.read_text(encoding="utf-8"))
+    round_trip = YAML(typ="rt")  # ruamel's round-trip loader builds no Python objects: safe, and keeps comments
+    doc = round_trip.load(deploy_file.read_text(encoding="utf-8"))
     for deployment in doc.get("deployments") or []:
         params = deployment.get("parameters") or {}
         spec = params.get("spec")
@@ -180,7 +180,7 @@ def inline_spec_files(deploy_file: Path, out: Path) -> Path:
                 )
             params["spec"] = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
     buf = io.StringIO()
-    yaml.dump(doc, buf)
+    round_trip.dump(doc, buf)
     atomic_write(out, buf.getvalue())
     return out
 
