@@ -35,9 +35,16 @@ class MixingLawOptions:
     ridge: float = 1e-3
     #: starting floors/ceilings tried per sign, as multiples of the target's range beyond its extremes
     offsets: tuple[float, ...] = (0.1, 1.0)
+    #: function evaluations per parameter: of each start's short run, and of the best start's final run.
+    #: Fewer runs than parameters leave the law unidentified (the fit drifts towards its linear limit and
+    #: stops at the cap, with predictions that barely move after the first few hundred evaluations)
+    start_evals: int = 6
+    final_evals: int = 30
 
     def __post_init__(self) -> None:
         check_range(self.ridge, "ridge", "surrogate mixing_law", low=0.0)
+        check_range(self.start_evals, "start_evals", "surrogate mixing_law", low=1)
+        check_range(self.final_evals, "final_evals", "surrogate mixing_law", low=1)
         if not self.offsets or any(not isinstance(o, (int, float)) or o <= 0 for o in self.offsets):
             raise SearchError("option offsets must be positive numbers", where="surrogate mixing_law")
 
@@ -58,16 +65,22 @@ class MixingLawSurrogate(BaseSurrogate):
         centre = np.eye(m) - 1.0 / m  # t - mean(t)
         span = max(float(np.ptp(z)), 1e-6)
 
+        ridge_rows = lam * centre
+        # the Jacobian's constant parts (d/dc of the data rows, the ridge rows), filled in once
+        jac_template = np.zeros((n + m, m + 1))
+        jac_template[:n, 0] = 1.0
+        jac_template[n:, 1:] = ridge_rows
+
         def residuals(theta: np.ndarray, sign: float) -> np.ndarray:
-            c, t = theta[0], theta[1:]
-            return np.concatenate([c + sign * _exp(X @ t) - z, lam * (centre @ t)])
+            out = np.empty(n + m)
+            out[:n] = theta[0] + sign * _exp(X @ theta[1:]) - z
+            out[n:] = ridge_rows @ theta[1:]
+            return out
 
         def jacobian(theta: np.ndarray, sign: float) -> np.ndarray:
-            t = theta[1:]
-            e = sign * _exp(X @ t)
-            top = np.hstack([np.ones((n, 1)), e[:, None] * X])
-            bottom = np.hstack([np.zeros((m, 1)), lam * centre])
-            return np.vstack([top, bottom])
+            J = jac_template.copy()
+            J[:n, 1:] = (sign * _exp(X @ theta[1:]))[:, None] * X
+            return J
 
         best: tuple[float, float, np.ndarray] | None = None
         for sign in (1.0, -1.0):
@@ -78,13 +91,20 @@ class MixingLawSurrogate(BaseSurrogate):
                 # Levenberg-Marquardt: a start of the wrong sign never converges, so every start gets a
                 # short run and only the best is run to convergence below
                 fit = least_squares(
-                    residuals, np.r_[c0, t0], jac=jacobian, args=(sign,), method="lm", max_nfev=20 * (m + 2)
+                    residuals,
+                    np.r_[c0, t0],
+                    jac=jacobian,
+                    args=(sign,),
+                    method="lm",
+                    max_nfev=self.options.start_evals * (m + 2),
                 )
                 if best is None or fit.cost < best[0] - 1e-12:
                     best = (float(fit.cost), sign, fit.x)
         assert best is not None
         _, self._sign, theta = best
-        theta = least_squares(residuals, theta, jac=jacobian, args=(self._sign,), method="lm", max_nfev=100 * (m + 2)).x
+        theta = least_squares(
+            residuals, theta, jac=jacobian, args=(self._sign,), method="lm", max_nfev=self.options.final_evals * (m + 2)
+        ).x
         self._c, self._t = float(theta[0]), theta[1:].copy()
         J = jacobian(theta, self._sign)
         resid = residuals(theta, self._sign)[:n]
