@@ -16,7 +16,7 @@ import yaml
 
 from flows.steps.export import export, recommend
 from flows.steps.prepare import Prepared, prepare
-from flows.steps.report import leaderboard_rows
+from flows.steps.report import leaderboard_rows, share_columns
 from flows.steps.search import SearchState, cross_validate_cached, sampler_for, suggest_candidates
 from flows.steps.spec import SpecError, load_spec
 from flows.trials.result import TrialResult
@@ -156,6 +156,25 @@ def test_a_static_sweep_keeps_its_keys(sweep_corpus: Path, tmp_path: Path) -> No
     assert prepared.trial_context().train_inputs(m, prepared.budget) == (m, None)
 
 
+def test_the_dry_run_prints_the_phases(sweep_corpus: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    phases = [{"until": [0.6, 0.8]}, {"until": 1.0, "bounds": {"code": [0.3, 0.8]}, "pinned": {"zh": 0.1}}]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(_spec(sweep_corpus, tmp_path / "out", {"phases": phases, "ramp": 0.05})))
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "p0 until 0.6-0.8 (searched); p1 until 1 (code [0.3, 0.8], zh = 0.1)" in text, text
+    assert "a linear ramp over 5% of the run centred on each boundary" in text
+    static = tmp_path / "static.yaml"
+    static.write_text(yaml.safe_dump(_spec(sweep_corpus, tmp_path / "out")))
+    assert "one mixture per phase" not in CliRunner().invoke(app, ["sweep", str(static), "--dry-run"]).output
+    assert not (tmp_path / "out").exists()  # nothing trained or written
+
+
 # -- the rounds on a phased space (training stubbed) -------------------------------------------------------
 
 
@@ -224,6 +243,23 @@ def test_a_phased_sweep_searches_trains_proposes_and_exports_schedules(sweep_cor
     script = (out / "recommended" / "megatron_stages.sh").read_text()
     assert "--train-samples 750 " in script and "--train-samples 1000 " in script
     assert read_schedule(out / "recommended" / "megatron_stages.sh").untils == (0.75, 1.0)
+
+    # `mixsweep results` on what the flow writes: one column per domain, its phases side by side in a cell,
+    # so the leaderboard of 2 x 4 domains fits an 80-column terminal
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from mixture_search.files import atomic_write_json
+
+    atomic_write_json(out / "results.json", [r.to_dict() for r in trials], default=str)
+    atomic_write_json(out / "summary.json", summary, default=str)
+    shown = CliRunner().invoke(app, ["results", str(out), "--top", "3"], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    assert max(len(line) for line in shown.output.splitlines()) <= 80 and "…" not in shown.output, shown.output
+    best = share_columns(ranked[0].mixture, list(prepared.domains))
+    wide = CliRunner().invoke(app, ["results", str(out), "--top", "3"], env={"COLUMNS": "200"}).output
+    assert f"{best['code@p0']:.3f} →{best['code@p1']:.3f}" in wide, wide  # one line where there is room
+    assert "each cell: phase 0 → phase 1" in shown.output
 
 
 # -- what a trial trains ----------------------------------------------------------------------------------

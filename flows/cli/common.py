@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -20,8 +21,10 @@ EXIT_BAD_INPUT = 2
 
 
 def console() -> Console:
-    # Outside a terminal (pipes, CI logs) keep table rows on one line rather than wrapping at 80.
-    return Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False)
+    # Outside a terminal (pipes, CI logs) keep table rows on one line rather than wrapping at 80, unless
+    # COLUMNS asks for a width.
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or 200
+    return Console(width=width, soft_wrap=False)
 
 
 def error_console() -> Console:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from flows.cli.common import console, user_errors
 from flows.steps.report import rank, share_columns
-from flows.steps.spec import SpecError, load_spec
+from flows.steps.spec import SpecError, SweepSpec, load_spec
 from flows.tracking.redact import redact_uri
 from flows.trials.result import TrialResult
 from mixture_search.schedule import split_cell
@@ -23,6 +23,28 @@ from mixture_search.schedule import split_cell
 def _given(budget: dict[str, object]) -> dict[str, object]:
     """The budget fields that say something (None is "not set")."""
     return {k: v for k, v in budget.items() if v is not None}
+
+
+def _phases_row(spec: SweepSpec) -> str:
+    """A phased sweep's schedule in one line: each phase's end (searched or fixed) and its own bounds
+    and pins, then how the mixture changes at a boundary."""
+    parts = []
+    for k, phase in enumerate(spec.space.phases or []):
+        until = (
+            f"until {phase.until[0]:g}-{phase.until[1]:g} (searched)"
+            if isinstance(phase.until, tuple)
+            else f"until {phase.until:g}"
+        )
+        own = [f"{d} [{lo:g}, {hi:g}]" for d, (lo, hi) in phase.bounds.items()]
+        own += [f"{d} = {share:g}" for d, share in phase.pinned.items()]
+        parts.append(f"p{k} {until}" + (f" ({', '.join(own)})" if own else ""))
+    ramp = spec.space.ramp
+    change = (
+        f"a linear ramp over {ramp:.0%} of the run centred on each boundary"
+        if ramp
+        else "a step change at each boundary"
+    )
+    return f"{'; '.join(parts)}; {change}; one mixture per phase, searched together"
 
 
 def register(app: typer.Typer) -> None:
@@ -64,6 +86,7 @@ def register(app: typer.Typer) -> None:
                     else ""
                 ),
             ),
+            *([("phases", _phases_row(parsed))] if prepared.phased else []),
             ("proxy", f"{parsed.proxy.preset} {parsed.proxy.overrides or ''}: {prepared.params:,} parameters"),
             ("budget", f"{prepared.total_steps} steps; " + json.dumps(_given(parsed.budget.to_dict()))),
             ("backend", parsed.backend),
@@ -128,16 +151,25 @@ def print_results(folder: Path, *, top: int = 15) -> None:
     if summary.get("phases"):  # a phased sweep: its trials are schedules, shown phase by phase
         domains = list(dict.fromkeys(split_cell(n)[1] for n in domains))
     columns = {r.trial_key: share_columns(r.mixture, domains) for r in ranked[:top]}
+    phases = int(summary.get("phases") or 0)
+    if phases:  # one column per domain, its phases in one cell (p0 -> p1 ...): fits a terminal
+        columns = {key: _by_domain(cols) for key, cols in columns.items()}
     shown = list(dict.fromkeys(c for cols in columns.values() for c in cols))
     table = Table(
         title=f"leaderboard of {summary['sweep']}: {summary['finished']} of {summary['trials']} trials finished",
         title_justify="left",
+        caption=f"each cell: {' → '.join(f'phase {k}' for k in range(phases))}" if phases else None,
+        caption_justify="left",
     )
     for col in ("rank", "trial", "round", "objective", *(["seeds"] if replicates else []), *shown):
-        table.add_column(col, justify="right" if col not in ("trial",) else "left", no_wrap=True)
+        # the shares may wrap (a schedule's phases within their cell): nothing is cut off in a narrow terminal
+        share = col in shown
+        table.add_column(
+            col, justify="right" if col != "trial" else "left", no_wrap=not share, min_width=6 if share else None
+        )
     for i, r in enumerate(ranked[:top], start=1):
         objective = f"{r.objective:.4f}" if r.objective is not None else f"[red]{r.status}[/]"
-        shares = [f"{columns[r.trial_key][c]:.3f}" if c in columns[r.trial_key] else "-" for c in shown]
+        shares = [_cell(columns[r.trial_key].get(c)) for c in shown]
         count = [str(seeds.get(r.trial_key, "-"))] if replicates else []
         table.add_row(str(i) if r.ok else "-", r.trial_key[:8], str(r.round + 1), objective, *count, *shares)
     out.print(table)
@@ -170,6 +202,23 @@ def print_results(folder: Path, *, top: int = 15) -> None:
         print_confirmation(confirm)
     for path in summary.get("exports", []):
         out.print(f"[dim]exported[/] {path}")
+
+
+def _by_domain(columns: dict[str, float]) -> dict[str, list[float]]:
+    """`share_columns` of a schedule (`until@p0`, `code@p0`, `code@p1`, ...) grouped by their name before
+    the phase: `until` (the boundaries) and each domain, with one value per phase."""
+    grouped: dict[str, list[float]] = {}
+    for name, value in columns.items():
+        grouped.setdefault(name.split("@")[0], []).append(value)
+    return grouped
+
+
+def _cell(value: float | list[float] | None) -> str:
+    if value is None:
+        return "-"
+    return " →".join(
+        f"{v:.3f}" for v in value
+    )  # wraps as 0.120 / →0.300 in a narrow terminal if isinstance(value, list) else f"{value:.3f}"
 
 
 def print_confirmation(confirm: dict[str, Any]) -> None:
