@@ -150,8 +150,9 @@ def print_results(folder: Path, *, top: int = 15) -> None:
     domains = list(dict.fromkeys(d for r in results for d in r.mixture.names))
     if summary.get("phases"):  # a phased sweep: its trials are schedules, shown phase by phase
         domains = list(dict.fromkeys(split_cell(n)[1] for n in domains))
-    columns = {r.trial_key: share_columns(r.mixture, domains) for r in ranked[:top]}
     phases = int(summary.get("phases") or 0)
+    columns: dict[str, dict[str, float]] | dict[str, dict[str, list[float]]]
+    columns = {r.trial_key: share_columns(r.mixture, domains) for r in ranked[:top]}
     if phases:  # one column per domain, its phases in one cell (p0 -> p1 ...): fits a terminal
         columns = {key: _by_domain(cols) for key, cols in columns.items()}
     shown = list(dict.fromkeys(c for cols in columns.values() for c in cols))
@@ -214,11 +215,13 @@ def _by_domain(columns: dict[str, float]) -> dict[str, list[float]]:
 
 
 def _cell(value: float | list[float] | None) -> str:
+    """A share, or a schedule's shares phase by phase: `0.120 →0.300` wraps as 0.120 / →0.300 in a
+    narrow terminal."""
     if value is None:
         return "-"
-    return " →".join(
-        f"{v:.3f}" for v in value
-    )  # wraps as 0.120 / →0.300 in a narrow terminal if isinstance(value, list) else f"{value:.3f}"
+    if isinstance(value, list):
+        return " →".join(f"{v:.3f}" for v in value)
+    return f"{value:.3f}"
 
 
 def print_confirmation(confirm: dict[str, Any]) -> None:
