@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML
+
 from eval.errors import EvalError
+from eval.tasks.openseek import BENCHMARKS
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,6 @@ def local_aggregates(tasks: Iterable[Any]) -> list[Aggregate]:
 
 def openseek_aggregates(names: Iterable[str]) -> list[Aggregate]:
     """OpenSeek's averages over the benchmarks that ran (each with its primary metric)."""
-    from eval.tasks.openseek import BENCHMARKS
-
     ran = [BENCHMARKS[n] for n in names]
     if not ran:
         return []
@@ -155,12 +156,7 @@ def load_spec(path: Path | str) -> tuple[list[Aggregate], dict[str, float]]:
     except OSError as exc:
         raise EvalError(f"unreadable ({exc.strerror})", where=str(path)) from None
     try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            from ruamel.yaml import YAML
-
-            data = YAML(typ="safe").load(text)
+        data = json.loads(text) if path.suffix == ".json" else YAML(typ="safe").load(text)
     except Exception as exc:
         raise EvalError(
             f"not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({' '.join(str(exc).split())[:200]})",

@@ -93,7 +93,7 @@ def preload() -> None:
     import lighteval.models.transformers.transformers_model
     import lighteval.pipeline  # noqa: F401
 
-    from eval import runner
+    from eval import runner  # imports lighteval: in the worker only, as above
 
     runner.go_offline()
     runner._classes()

@@ -30,6 +30,7 @@ from torch import Tensor
 from eval.convert.tensors import canonical_names
 from eval.errors import ConversionError
 from trainers.config import ProxyConfig
+from trainers.models.gpt import GPT
 
 PROBE_SEED = 1234
 PROBE_BATCH = 2
@@ -89,8 +90,6 @@ def _megatron_logits(module: torch.nn.Module) -> Callable[[Tensor], Tensor]:
 
 def from_module(module: torch.nn.Module, proxy: ProxyConfig, *, origin: str = "in-memory model") -> Source:
     """A live model: Megatron-Core's `GPTModel` or the trainers' plain `GPT`."""
-    from trainers.models.gpt import GPT
-
     if isinstance(module, GPT):
         backend, forward = "module", _plain_logits(module)
     elif type(module).__name__ == "GPTModel":
@@ -190,7 +189,7 @@ def _mla_core_attention() -> type:
     """Core attention for MLA without TransformerEngine: causal SDPA with Megatron's softmax scale,
     output sized by the *value* head dim (MLA's differs from the query/key one; Megatron's local
     `DotProductAttention` cannot take that, which is why MLA is otherwise TE-only)."""
-    from megatron.core.transformer.module import MegatronModule
+    from megatron.core.transformer.module import MegatronModule  # megatron: seconds to import (here and below)
 
     class MLACoreAttention(MegatronModule):
         def __init__(self, config: Any, layer_number: int, attn_mask_type: Any, attention_type: str, softmax_scale: float | None = None, **_: Any) -> None:  # fmt: skip
@@ -209,14 +208,14 @@ def _megatron_model(proxy: ProxyConfig) -> Any:
     """The `GPTModel` the Megatron backend trains, built with the backend's own config and layer spec
     in float32 (the precision the check runs in). MLA (trained with TransformerEngine) is built with
     the local spec and `_mla_core_attention`, so an MLA checkpoint also converts where TE is absent."""
-    from megatron.core.models.gpt import GPTModel
+    from megatron.core.models.gpt import GPTModel  # megatron: lazy, as above
 
-    from trainers.backends import megatron as backend
+    from trainers.backends import megatron as backend  # imports megatron: lazy, as above
 
     config = backend.transformer_config(proxy, cuda=False, tp=1, ep=1)
     spec = backend.layer_spec(config, use_te=False)
     if proxy.mla is not None:
-        import megatron.core.transformer.multi_latent_attention as mla_module
+        import megatron.core.transformer.multi_latent_attention as mla_module  # megatron: lazy, as above
 
         if not isinstance(getattr(mla_module, "TELinear", None), type):
             # 0.16.1 sets HAVE_TE when TE's wrapper module imports without TE, then isinstance(x, TELinear) fails
@@ -243,7 +242,7 @@ def _megatron_model(proxy: ProxyConfig) -> Any:
 def _megatron_runtime() -> Iterator[None]:
     """A process group and Megatron's parallel state (tp = ep = 1) for as long as the block runs;
     on a CPU-only machine with the trainers' CUDA shim applied."""
-    from megatron.core import parallel_state
+    from megatron.core import parallel_state  # megatron: lazy, as above
 
     from trainers.distributed import process_group
 
@@ -252,7 +251,7 @@ def _megatron_runtime() -> Iterator[None]:
         if created:
             parallel_state.initialize_model_parallel()
         if not torch.cuda.is_available():
-            from trainers.backends import megatron_cpu_shim
+            from trainers.backends import megatron_cpu_shim  # imports megatron: lazy, as above
 
             megatron_cpu_shim.apply()
             megatron_cpu_shim.seed_streams(0, 0, 0, 0)
@@ -274,6 +273,7 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def read_megatron(ref: CheckpointRef) -> Source:
+    # megatron and torch's distributed checkpointing: seconds to import, only for Megatron checkpoints
     from megatron.core import dist_checkpointing
     from torch.distributed.checkpoint.api import CheckpointException
 
@@ -401,8 +401,6 @@ def deepspeed_state_dict(model_dir: Path) -> dict[str, Tensor]:
 
 
 def read_deepspeed(ref: CheckpointRef) -> Source:
-    from trainers.models.gpt import GPT
-
     proxy = ref.proxy()
     if (ref.model_dir / "metadata.json").exists():
         raise ConversionError(

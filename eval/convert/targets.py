@@ -228,7 +228,7 @@ class Target:
 
     def config(self, cfg: ProxyConfig) -> Any:
         """The Hugging Face config object (float32, the dtype the verification runs in)."""
-        from transformers import AutoConfig
+        from transformers import AutoConfig  # transformers: ~2 s to import, only when a model is built
 
         kwargs = _common_config(cfg) | self.extra_config(cfg)
         config = AutoConfig.for_model(self.model_type, **kwargs)

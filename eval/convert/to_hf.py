@@ -74,7 +74,7 @@ class ConversionReport:
 def _tokenizer(path: Path | None, vocab: int) -> Any:
     if path is None:
         return None
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers: ~2 s to import; lazy in this module for the CLI
 
     if not (Path(path) / "tokenizer_config.json").exists() and not (Path(path) / "tokenizer.json").exists():
         raise ConversionError("not a Hugging Face tokenizer folder (no tokenizer.json)", where=str(path))
@@ -88,7 +88,7 @@ def _tokenizer(path: Path | None, vocab: int) -> Any:
 
 
 def _build(source: Source, target_name: str | None, tokenizer: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig  # transformers: lazy, as above
 
     proxy = source.proxy
     target = target_for(proxy, target_name)
@@ -124,7 +124,7 @@ def _build(source: Source, target_name: str | None, tokenizer: Any) -> tuple[Any
 
 def _verify(folder: Path, source: Source) -> float:
     """Max |logit difference| between the written model (reloaded) and the source on the probe."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # transformers: lazy, as above
 
     loaded: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, output_loading_info=True)
     model, info = loaded
@@ -148,7 +148,7 @@ def _verify(folder: Path, source: Source) -> float:
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """transformers' per-file progress bars and load reports are noise for a folder this size."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # transformers: lazy, as above
 
     enabled = hf_logging.is_progress_bar_enabled()
     verbosity = hf_logging.get_verbosity()

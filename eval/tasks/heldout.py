@@ -66,7 +66,7 @@ def _strip_partial(text: str) -> str:
 
 def from_corpus(corpus: Any, *, seq_len: int, max_passages: int = 64) -> HeldOut:
     """Held-out windows of a prepared corpus, decoded to text with the corpus tokenizer."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers: ~2 s to import, only when a corpus is decoded
 
     from trainers.data import ValidationSet
 

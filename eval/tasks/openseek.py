@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eval.errors import EvalError, MissingDatasetError
+from eval.tasks.local import accuracy_metrics
 
 EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
 LETTERS = "ABCDEFGHIJ"
@@ -39,7 +42,7 @@ def data_root(data_dir: Path | str | None = None) -> Path:
 
 # -- prompts (module level: LightEval hashes task configs by their prompt function's name) -------------
 def _doc(task_name: str, query: str, choices: list[str], gold: int, **kw: Any) -> Any:
-    from lighteval.tasks.requests import Doc
+    from lighteval.tasks.requests import Doc  # lighteval: only in the evaluation worker
 
     return Doc(task_name=task_name, query=query, choices=choices, gold_index=gold, **kw)
 
@@ -492,7 +495,7 @@ def check_available(names: list[str], data_dir: Path | str | None = None) -> Pat
 
 
 def _gen_metric(extract: Callable[[str], str]) -> Any:
-    import numpy as np
+    # lighteval: seconds to import, and only the evaluation worker needs it (here and below)
     from lighteval.metrics.metrics_sample import ExactMatches
     from lighteval.metrics.utils.metric_utils import SampleLevelMetric
     from lighteval.tasks.requests import SamplingMethod
@@ -507,9 +510,7 @@ def _gen_metric(extract: Callable[[str], str]) -> Any:
 
 
 def lighteval_configs(names: list[str], root: Path) -> list[Any]:
-    from lighteval.tasks.lighteval_task import LightevalTaskConfig
-
-    from eval.tasks.local import accuracy_metrics
+    from lighteval.tasks.lighteval_task import LightevalTaskConfig  # lighteval: only in the evaluation worker
 
     configs = []
     for name in names:

@@ -319,7 +319,7 @@ class MegatronEngine:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.cuda:
-            from megatron.core.distributed import finalize_model_grads
+            from megatron.core.distributed import finalize_model_grads  # megatron: the CUDA path only
 
             finalize_model_grads([self.model])
             _, grad_norm, _ = self.optimizer.step()
