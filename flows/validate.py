@@ -68,10 +68,10 @@ def check_validation(spec: ValidateSpec) -> ValidatePlan:
 
 
 @task(name="choose-mixtures")
-def choose(plan: ValidatePlan, summary: dict[str, Any]) -> list[Candidate]:
+def choose(plan: ValidatePlan, summary: dict[str, Any], compare: dict[str, Any] | None = None) -> list[Candidate]:
     results_file = plan.sweep_spec.out_dir / "results.json"
     results = [TrialResult.from_dict(r) for r in json.loads(results_file.read_text(encoding="utf-8"))]
-    return choose_mixtures(plan, summary, results)
+    return choose_mixtures(plan, summary, results, compare)
 
 
 @task(name="train-mixtures", retries=1, retry_delay_seconds=5)
@@ -253,7 +253,8 @@ def validate(spec: ValidateSpec | str) -> dict[str, Any]:
     parsed = load_validate_spec(spec)
     plan = check_validation(parsed)
     summary = sweep(plan.sweep_spec)
-    candidates = choose(plan, summary)
+    compare = sweep(plan.compare_spec) if plan.compare_spec is not None else None  # run or resumed, as the sweep
+    candidates = choose(plan, summary, compare)
     tracker = SweepTracker(plan.tracking_uri, parsed.mlflow.experiment, sweep_name=parsed.name, sweep_key=plan.key)
     parent = tracker.parent_run({"spec": parsed.model_dump(mode="json"), "sweep_key": plan.sweep.sweep_key})
     tracker.set_tags(parent, {"mixsweep.kind": "validate", "sweep": plan.sweep_spec.name})

@@ -7,6 +7,7 @@ real two-phase training reads the first phase's mixture before the boundary and 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +132,63 @@ def test_a_template_without_its_experiment_config_cannot_take_stages(sweep_corpu
         _prepared(sweep_corpus, tmp_path / "out", {"phases": TWO_PHASES}, export={"openseek_template": str(lone)})
 
 
-def test_validate_refuses_a_phased_sweep_in_its_check_step(sweep_corpus: Path, tmp_path: Path) -> None:
-    from flows.steps.validate import ValidateSpec, prepare_validation  # the validation's own check step
+def test_validate_trains_schedules_and_the_compared_static_sweeps_mixture(sweep_corpus: Path, tmp_path: Path) -> None:
+    """A phased sweep validates: its recommendation and best trial are schedules; uniform, natural and the
+    `compare` sweep's exported mixture are static, the same mixture in every phase with the
+    recommendation's phase ends; every candidate's key carries the ramp, and differs from the sweep's."""
+    from flows.steps.validate import ValidateSpec, choose_mixtures, key_of, prepare_validation
+
+    sweep = _spec(sweep_corpus, tmp_path / "out", {"phases": [{"until": [0.6, 0.9]}, {"until": 1.0}], "ramp": 0.05})
+    static = _spec(sweep_corpus, tmp_path / "static", name="static")
+    spec = ValidateSpec.model_validate(
+        {"name": "v", "sweep": sweep, "compare": static, "output_dir": str(tmp_path / "v"), "min_scale": 1.0}
+    )
+    plan = prepare_validation(spec)
+    assert plan.sweep.phased and plan.compare_spec is not None and plan.compare_spec.name == "static"
+    rec = Schedule.from_pairs([(0.7, {"prose": 1, "code": 1, "zh": 1, "digits": 1}), (1.0, {"code": 1})])
+    best = Schedule.from_pairs([(0.8, {"prose": 1, "code": 3, "zh": 1, "digits": 1}), (1.0, {"zh": 1})])
+    weights = {c: 0.0 for c in plan.sweep.cells}
+    summary = {
+        "best": {"weights": {**weights, **dict(best.flat().pairs)}},
+        "proposal": {"weights": {**weights, **dict(rec.flat().pairs)}},
+    }
+    compare = {"best": {"weights": {}}, "proposal": {"weights": {"prose": 0.1, "code": 0.6, "zh": 0.2, "digits": 0.1}}}
+    chosen = {c.name: c for c in choose_mixtures(plan, summary, [], compare)}
+    assert list(chosen) == ["recommended", "uniform", "natural", "best", "static"]
+    for name, c in chosen.items():  # every candidate trains as a schedule over the sweep's cells
+        assert c.mixture.names == plan.sweep.cells, name
+    schedules = {name: plan.sweep.schedule(c.mixture) for name, c in chosen.items()}
+    assert schedules["recommended"].untils == pytest.approx((0.7, 1.0))
+    assert schedules["recommended"].phases[1].mixture.share("code") == pytest.approx(1.0)
+    assert schedules["best"].untils == pytest.approx((0.8, 1.0))
+    for name in ("uniform", "natural", "static"):  # static: one mixture in both phases
+        phases = schedules[name].phases
+        assert schedules[name].untils == pytest.approx((0.7, 1.0)), name
+        assert phases[0].mixture.normalized == pytest.approx(phases[1].mixture.normalized), name
+    assert schedules["static"].phases[0].mixture.share("code") == pytest.approx(0.6)
+    assert schedules["uniform"].phases[0].mixture.normalized == pytest.approx((0.25,) * 4)
+    ramped = key_of(plan, chosen["recommended"], "target", 0)
+    stepped = prepare_validation(spec.model_copy(update={"sweep": {**sweep, "space": {**sweep["space"], "ramp": 0.0}}}))
+    assert ramped != key_of(stepped, chosen["recommended"], "target", 0)  # the ramp is in the key
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "words"),
+    [
+        ({"space": {"phases": TWO_PHASES}, "name": "other"}, "compare.space.phases", "must be static"),
+        ({"name": "phases"}, "compare", "sweep's own folder"),
+        ({"space": {"domains": ["prose", "code", "zh"]}, "name": "other"}, "compare.corpus", "same corpus and domains"),
+    ],
+)
+def test_a_compared_sweep_that_cannot_be_compared_is_one_line(
+    sweep_corpus: Path, tmp_path: Path, change: dict[str, Any], where: str, words: str
+) -> None:
+    from flows.steps.validate import ValidateSpec, prepare_validation
 
     sweep = _spec(sweep_corpus, tmp_path / "out", {"phases": TWO_PHASES})
-    spec = ValidateSpec.model_validate({"name": "v", "sweep": sweep, "output_dir": str(tmp_path)})
-    with pytest.raises(SpecError, match=r"^sweep\.space\.phases: validating schedules at scale is not supported"):
+    other = {**_spec(sweep_corpus, tmp_path / "out"), **change}
+    spec = ValidateSpec.model_validate({"name": "v", "sweep": sweep, "compare": other, "output_dir": str(tmp_path)})
+    with pytest.raises(SpecError, match=rf"^{re.escape(where)}: .*{words}"):
         prepare_validation(spec)
 
 

@@ -208,9 +208,10 @@ def test_defaults() -> None:
 
 # -- which mixtures ---------------------------------------------------------------------------------------
 def _plan(baselines: list[str], rank_mixtures: int) -> Any:
-    sweep = SimpleNamespace(domains=DOMAINS, space=SimpleNamespace(tokens=[600.0, 300.0, 100.0]))
+    space = SimpleNamespace(tokens=[600.0, 300.0, 100.0])
+    sweep = SimpleNamespace(domains=DOMAINS, cells=DOMAINS, phased=False, space=space)
     spec = SimpleNamespace(baselines=baselines, rank_mixtures=rank_mixtures)
-    return SimpleNamespace(sweep=sweep, spec=spec)
+    return SimpleNamespace(sweep=sweep, spec=spec, compare_spec=None)
 
 
 def _trial(key: str, objective: float, weights: tuple[float, ...]) -> TrialResult:

@@ -37,12 +37,27 @@ def register(app: typer.Typer) -> None:
         parsed = load_validate_spec(spec)
         plan = prepare_validation(parsed)
         p, t = plan.scale["proxy"], plan.scale["target"]
-        mixtures = 1 + len(parsed.baselines)
+        mixtures = 1 + len(parsed.baselines) + (plan.compare_spec is not None)
+        compared = [plan.compare_spec.name] if plan.compare_spec is not None else []
         table = Table(
             title=f"validate {parsed.name}  [dim](key {plan.key})[/]", title_justify="left", show_header=False
         )
         rows = [
-            ("sweep", f"{plan.sweep_spec.name} (key {plan.sweep.sweep_key}), output {plan.sweep_spec.out_dir}"),
+            (
+                "sweep",
+                f"{plan.sweep_spec.name} (key {plan.sweep.sweep_key}), output {plan.sweep_spec.out_dir}"
+                + (f"; schedules of {len(plan.sweep_spec.space.phases or [])} phases" if plan.sweep.phased else ""),
+            ),
+            *(
+                [
+                    (
+                        "compare",
+                        f"{plan.compare_spec.name}, output {plan.compare_spec.out_dir}: its mixture as a baseline",
+                    )
+                ]
+                if plan.compare_spec is not None
+                else []
+            ),
             ("proxy", f"{plan.sweep_spec.proxy.preset}: {p['params']:,.0f} parameters, {p['tokens']:,.0f} tokens"),
             (
                 "target",
@@ -50,7 +65,10 @@ def register(app: typer.Typer) -> None:
                 f"({t['params'] / p['params']:.2f}x), {t['tokens']:,.0f} tokens ({t['tokens'] / p['tokens']:.2f}x)",
             ),
             ("budget", json.dumps({k: v for k, v in parsed.budget.to_dict().items() if v is not None})),
-            ("mixtures", f"recommended vs {', '.join(parsed.baselines)}; {parsed.rank_mixtures} at both scales"),
+            (
+                "mixtures",
+                f"recommended vs {', '.join([*parsed.baselines, *compared])}; {parsed.rank_mixtures} at both scales",
+            ),
             ("seeds", ", ".join(map(str, parsed.seeds))),
             (
                 "trainings",

@@ -33,6 +33,8 @@ from flows.steps.validate_report import Scale
 from flows.trials.result import TrialResult, trial_key
 from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
+from mixture_search.phases import PhasedSpace
+from mixture_search.schedule import Phase, Schedule
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
 from trainers.errors import ConfigError
@@ -61,6 +63,12 @@ class ValidateSpec(_Strict):
         ..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="The validation's name: its MLflow run and folder."
     )
     sweep: str | dict[str, Any] = Field(..., description="The sweep: a SweepSpec YAML path, or the spec inline.")
+    compare: str | dict[str, Any] | None = Field(
+        None,
+        description="Another sweep without phases on the same corpus (a SweepSpec YAML path or inline), run or "
+        "resumed too: its exported mixture is trained as one more baseline, named after that sweep. With a "
+        "phased `sweep`: does the best schedule beat the best static mixture?",
+    )
     target: TargetSpec = Field(default_factory=TargetSpec, description="The larger model the mixtures train at.")
     budget: Budget = Field(
         default_factory=_default_budget, description="TrainBudget of the target (no seed: see seeds)."
@@ -153,6 +161,8 @@ class ValidatePlan:
     spec: ValidateSpec
     sweep_spec: SweepSpec
     sweep: Prepared
+    #: the sweep of `compare` (static, on the same corpus and domains), else None
+    compare_spec: SweepSpec | None
     target_proxy: ProxyConfig
     target_budget: TrainBudget
     backend: str
@@ -166,11 +176,7 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
     """The sweep's checks, then the target's: preset, budget, domains, the scale-up ratio."""
     sweep_spec = load_spec(spec.sweep, where="sweep" if isinstance(spec.sweep, dict) else None)
     sweep = prepare(sweep_spec)
-    if sweep.phased:  # the validation trains static mixtures at the target's scale, not schedules
-        raise SpecError(
-            "validating schedules at scale is not supported yet: validate a sweep without space.phases",
-            where="sweep.space.phases",
-        )
+    compare_spec = _prepare_compare(spec, sweep_spec, sweep) if spec.compare is not None else None
     if spec.target.preset not in PRESETS:
         raise SpecError(f"unknown preset {spec.target.preset!r} (known: {', '.join(PRESETS)})", where="target.preset")
     vocab = sweep.proxy.vocab_size
@@ -204,12 +210,15 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
     if uri.startswith("sqlite:///"):
         spec.out_dir.mkdir(parents=True, exist_ok=True)
     check_mlflow(uri)
-    payload = spec.model_dump(mode="json", exclude={"sweep", "mlflow", "output_dir", "max_concurrent", "max_failures"})
-    key = content_key([payload, sweep.sweep_key])
+    payload = spec.model_dump(
+        mode="json", exclude={"sweep", "compare", "mlflow", "output_dir", "max_concurrent", "max_failures"}
+    )
+    key = content_key([payload, sweep.sweep_key, *([compare_spec.sweep_key(sweep.data_hash)] if compare_spec else [])])
     return ValidatePlan(
         spec=spec,
         sweep_spec=sweep_spec,
         sweep=sweep,
+        compare_spec=compare_spec,
         target_proxy=target,
         target_budget=budget,
         backend=spec.backend or sweep_spec.backend,
@@ -218,6 +227,27 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
         tracking_uri=uri,
         key=key,
     )
+
+
+def _prepare_compare(spec: ValidateSpec, sweep_spec: SweepSpec, sweep: Prepared) -> SweepSpec:
+    """The `compare` sweep, checked like the sweep itself: static, on the same corpus and domains."""
+    assert spec.compare is not None
+    compare_spec = load_spec(spec.compare, where="compare" if isinstance(spec.compare, dict) else None)
+    other = prepare(compare_spec)
+    if other.phased:
+        raise SpecError(
+            "the compared sweep must be static (its mixture is trained as a baseline); put the phased one "
+            "under `sweep`",
+            where="compare.space.phases",
+        )
+    if other.data_hash != sweep.data_hash or other.domains != sweep.domains:
+        raise SpecError(
+            f"the compared sweep must read the same corpus and domains as the sweep ({sweep_spec.corpus})",
+            where="compare.corpus",
+        )
+    if compare_spec.out_dir == sweep_spec.out_dir:
+        raise SpecError("the compared sweep writes to the sweep's own folder: give it another name", where="compare")
+    return compare_spec
 
 
 def _scale(cfg: Any, tokens: int) -> dict[str, float]:
@@ -232,26 +262,52 @@ class Candidate:
     mixture: Mixture
 
 
-def choose_mixtures(plan: ValidatePlan, summary: dict[str, Any], results: list[TrialResult]) -> list[Candidate]:
-    """The recommendation, the baselines, and sweep trials (worst first, spread over the ranking) until
-    `rank_mixtures` are chosen. A mixture equal to one already chosen is not trained twice."""
-    domains = plan.sweep.domains
-    tokens = dict(zip(domains, cast(Sequence[float], plan.sweep.space.tokens)))  # prepare() gives a list
+def exported_weights(summary: dict[str, Any]) -> dict[str, float]:
+    """The weights a sweep exported (`summary.json`): the proposal's, or the best trial's when its
+    confirmation found the proposal worse. A phased sweep's are over the cells `p<k>.<domain>`."""
+    exported = (summary.get("confirm") or {}).get("exported")
+    return dict(summary["best"]["weights"] if exported == "best_trial" else summary["proposal"]["weights"])
+
+
+def choose_mixtures(
+    plan: ValidatePlan,
+    summary: dict[str, Any],
+    results: list[TrialResult],
+    compare: dict[str, Any] | None = None,
+) -> list[Candidate]:
+    """The recommendation, the baselines (with `compare`, the summary of the `compare` sweep: its
+    exported mixture too), and sweep trials (worst first, spread over the ranking) until `rank_mixtures`
+    are chosen. A mixture equal to one already chosen is not trained twice. In a phased sweep every
+    candidate is a schedule over the cells: a static baseline is the same mixture in every phase, with
+    the recommendation's phase ends."""
+    sweep = plan.sweep
+    cells, domains = sweep.cells, sweep.domains
+    space = sweep.space.base if isinstance(sweep.space, PhasedSpace) else sweep.space
+    assert space is not None
+    tokens = dict(zip(domains, cast(Sequence[float], space.tokens)))  # prepare() gives a list
 
     def of(weights: dict[str, float]) -> Mixture:
-        return Mixture([(d, float(weights.get(d, 0.0))) for d in domains])
+        return Mixture([(d, float(weights.get(d, 0.0))) for d in cells])
+
+    recommended = of(exported_weights(summary))
+
+    def static(weights: dict[str, float]) -> Mixture:
+        mixture = Mixture([(d, float(weights.get(d, 0.0))) for d in domains])
+        if not sweep.phased:
+            return mixture
+        untils = sweep.schedule(recommended).untils
+        return Schedule(tuple(Phase(u, mixture) for u in untils)).flat()
 
     pool = {
-        "uniform": Mixture([(d, 1.0) for d in domains]),
-        "natural": Mixture([(d, float(tokens[d])) for d in domains]),
+        "uniform": static({d: 1.0 for d in domains}),
+        "natural": static({d: float(tokens[d]) for d in domains}),
         "best": of(summary["best"]["weights"]),
     }
-    # what the sweep exported: the best trial when its confirmation found the proposal worse
-    exported = (summary.get("confirm") or {}).get("exported")
-    recommended = summary["best"]["weights"] if exported == "best_trial" else summary["proposal"]["weights"]
-    chosen = [Candidate("recommended", "recommended", of(recommended))]
+    chosen = [Candidate("recommended", "recommended", recommended)]
     for name in plan.spec.baselines:
         chosen.append(Candidate(name, "baseline", pool[name]))
+    if compare is not None and plan.compare_spec is not None:
+        chosen.append(Candidate(plan.compare_spec.name, "baseline", static(exported_weights(compare))))
     out: list[Candidate] = []
     for c in chosen:
         if all(o.mixture.key != c.mixture.key for o in out):
@@ -294,5 +350,12 @@ def key_of(plan: ValidatePlan, c: Candidate, scale: Scale, seed: int) -> str:
         budget=budget,
         data_hash=plan.sweep.data_hash,
         seed=seed,
-        extra={"backend": backend, "eval": eval_spec, "scale": scale, "domains": list(plan.target_domains)},
+        extra={
+            "backend": backend,
+            "eval": eval_spec,
+            "scale": scale,
+            "domains": list(plan.target_domains),
+            # a phased sweep's trainings change mixture at each boundary, with a step or a ramp
+            **({"ramp": plan.sweep_spec.space.ramp} if plan.sweep.phased else {}),
+        },
     )
