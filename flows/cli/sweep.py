@@ -148,9 +148,9 @@ def print_results(folder: Path, *, top: int = 15) -> None:
     ranked = rank(results, maximize=maximize)
     out = console()
     domains = list(dict.fromkeys(d for r in results for d in r.mixture.names))
-    if summary.get("phases"):  # a phased sweep: its trials are schedules, shown phase by phase
-        domains = list(dict.fromkeys(split_cell(n)[1] for n in domains))
     phases = int(summary.get("phases") or 0)
+    if phases:  # a phased sweep: its trials are schedules, shown phase by phase
+        domains = list(dict.fromkeys(split_cell(n)[1] for n in domains))
     columns: dict[str, dict[str, float]] | dict[str, dict[str, list[float]]]
     columns = {r.trial_key: share_columns(r.mixture, domains) for r in ranked[:top]}
     if phases:  # one column per domain, its phases in one cell (p0 -> p1 ...): fits a terminal

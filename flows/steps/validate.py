@@ -290,13 +290,11 @@ def choose_mixtures(
         return Mixture([(d, float(weights.get(d, 0.0))) for d in cells])
 
     recommended = of(exported_weights(summary))
+    untils = sweep.schedule(recommended).untils if sweep.phased else (1.0,)
 
     def static(weights: dict[str, float]) -> Mixture:
         mixture = Mixture([(d, float(weights.get(d, 0.0))) for d in domains])
-        if not sweep.phased:
-            return mixture
-        untils = sweep.schedule(recommended).untils
-        return Schedule(tuple(Phase(u, mixture) for u in untils)).flat()
+        return Schedule(tuple(Phase(u, mixture) for u in untils)).flat() if sweep.phased else mixture
 
     pool = {
         "uniform": static({d: 1.0 for d in domains}),
