@@ -27,6 +27,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.exceptions import TerminationSignal
+from prefect.logging import get_logger
+from prefect.runtime import flow_run as current_flow_run
 
 from flows.steps.charts import parallel_coordinates_html
 from flows.steps.confirm import (
@@ -38,7 +40,7 @@ from flows.steps.confirm import (
 )
 from flows.steps.export import export, recommend
 from flows.steps.ladder import SCALE_STAGE, LadderResults, choose
-from flows.steps.prepare import Prepared, prepare
+from flows.steps.prepare import Prepared, prepare, tracking_uri_of
 from flows.steps.replicates import REPLICATE_STAGE, SeedMeans, plan_replicates, replicate_seed, seed_means
 from flows.steps.report import (
     leaderboard_rows,
@@ -363,7 +365,33 @@ def finish(
 # the flow
 
 
-@flow(name="sweep", log_prints=True, validate_parameters=False)
+def end_mlflow_runs_on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect's `on_cancellation` hook of the sweep: its MLflow parent run and any child still `RUNNING` end
+    `KILLED`, tagged why; ended runs (finished trials) are left as they are.
+
+    A cancelled sweep does this itself (`_end_early`), but its process may die first: a local Ray cluster
+    started by the sweep is in the flow run's process group, so it gets the same SIGTERM, and Ray's core
+    worker then aborts the driver within seconds. The worker runs this hook after the flow run's process
+    has ended and before the flow run shows Cancelled, so the runs end in every case (in the flow's own
+    process, where Prefect may run it too, it finds the runs still `RUNNING` and does the same)."""
+    logger = get_logger("mixsweep.sweep")  # the worker's log (Prefect logs the hook's start and end on the run)
+    try:
+        spec = load_spec(flow_run.parameters["spec"])
+        tracker = SweepTracker.of_flow_run(tracking_uri_of(spec), spec.mlflow.experiment, str(flow_run.id))
+        if tracker is None or tracker.parent_status() != "RUNNING":
+            return
+        ended = tracker.abort("KILLED", "cancelled (the flow run was cancelled; runs ended by the worker)")
+        logger.warning("sweep cancelled: MLflow runs marked KILLED: the parent and %d running", len(ended))
+    except Exception as exc:  # MLflow down, a spec path the worker cannot read: say so, in one line
+        logger.warning("could not mark the MLflow runs KILLED: %s", " ".join(str(exc).split())[:300])
+
+
+@flow(
+    name="sweep",
+    log_prints=True,
+    validate_parameters=False,
+    on_cancellation=[end_mlflow_runs_on_cancellation],
+)
 def sweep(spec: SweepSpec | str) -> dict[str, Any]:
     """Search the data mixture: `spec` is a SweepSpec (a mapping: the Prefect run form's fields), a YAML
     file path, or YAML text. The type gives Prefect's UI its form and the API its parameter schema,
@@ -386,6 +414,7 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
             "params": prepared.params,
         }
     )
+    tracker.tag_flow_run(current_flow_run.id)  # what the on_cancellation hook looks for
     tracker.log_artifact_text(parent, "spec.yaml", parsed.to_yaml())
     with timings.stage("resume"):
         known = tracker.finished_trials()
@@ -489,12 +518,11 @@ def _cancellation(exc: BaseException) -> str | None:
         seen = seen.__cause__ or seen.__context__
     try:
         from prefect.client.orchestration import get_client  # only when a sweep ends early
-        from prefect.runtime import flow_run
 
-        if not flow_run.id:
+        if not current_flow_run.id:
             return None
         with get_client(sync_client=True) as client:
-            state = client.read_flow_run(flow_run.id).state
+            state = client.read_flow_run(current_flow_run.id).state
         return (
             "the flow run is Cancelling"
             if state is not None and (state.is_cancelling() or state.is_cancelled())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -97,6 +100,38 @@ def test_an_aborted_sweep_marks_its_running_runs_and_keeps_the_finished_ones(mlf
     again = SweepTracker(mlflow_server, "tracking-test", sweep_name="a", sweep_key="k4")
     assert again.parent_run() == parent and client.get_run(parent).info.status == "RUNNING"  # a rerun continues
     assert set(again.finished_trials()) == {keys[0]}  # and trains only what did not finish
+
+
+def test_the_cancellation_hook_ends_the_runs_of_its_flow_run_only(mlflow_server: str, tmp_path: Path) -> None:
+    """The worker's on_cancellation hook (the sweep's own process may die before it can) finds the parent
+    run by the flow run's id, ends it and its running children KILLED, and leaves other sweeps alone."""
+    from prefect.client.schemas.objects import FlowRun
+
+    from flows.sweep import end_mlflow_runs_on_cancellation
+
+    flow_run = FlowRun(flow_id=uuid.uuid4(), name="cancelled-run", parameters={"spec": {}})
+    other_id = str(uuid.uuid4())
+    runs = {}
+    for name, run_id in (("mine", str(flow_run.id)), ("other", other_id)):
+        t = SweepTracker(mlflow_server, "hook-test", sweep_name=name, sweep_key=f"key-{name}")
+        t.tag_flow_run(run_id)
+        m = Mixture({"code": 1.0, "web": 2.0})
+        key = trial_key(m, proxy=PROXY, budget=BUDGET, data_hash=name, seed=0)
+        runs[name] = (t.parent_run(), t.start_trial(key, m, round_=0, sampler="grid", params={}))
+    spec = {
+        "name": "mine",
+        "corpus": str(tmp_path),
+        "mlflow": {"experiment": "hook-test", "tracking_uri": mlflow_server},
+    }
+    flow_run.parameters = {"spec": spec}
+    end_mlflow_runs_on_cancellation(None, flow_run, None)
+    client = MlflowClient(mlflow_server)
+    for run_id in runs["mine"]:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and run.data.tags["mixsweep.end_reason"].startswith("cancelled (")
+    assert [client.get_run(r).info.status for r in runs["other"]] == ["RUNNING", "RUNNING"]
+    end_mlflow_runs_on_cancellation(None, flow_run, None)  # again (the flow's process ran it first): no change
+    assert client.get_run(runs["mine"][0]).info.status == "KILLED"
 
 
 def test_large_results_fall_back_to_the_artifact(mlflow_server: str) -> None:

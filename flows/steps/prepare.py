@@ -151,6 +151,13 @@ class Prepared:
         )
 
 
+def tracking_uri_of(spec: SweepSpec) -> str:
+    """Where a sweep's runs are tracked: `mlflow.tracking_uri`, else `MLFLOW_TRACKING_URI`, else SQLite in its folder."""
+    return (
+        spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
+    )
+
+
 def prepare(spec: SweepSpec) -> Prepared:
     """Everything that can be wrong with a sweep, before any training; raises a one-line `MixSweepError`."""
     check_names(spec)
@@ -204,9 +211,7 @@ def prepare(spec: SweepSpec) -> Prepared:
     check_corpus_paths(spec, corpus)
     if spec.export.catalog is not None:
         load_catalog(spec.export.catalog)
-    tracking_uri = (
-        spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
-    )
+    tracking_uri = tracking_uri_of(spec)
     check_mlflow(tracking_uri)
     check_ray_address(spec.ray_address)
     return Prepared(

@@ -36,6 +36,7 @@ TAG_SWEEP = "mixsweep.sweep_key"
 TAG_TRIAL = "mixsweep.trial_key"
 TAG_STATUS = "mixsweep.status"
 TAG_END_REASON = "mixsweep.end_reason"  # why a sweep and its running children ended early
+TAG_FLOW_RUN = "mixsweep.flow_run_id"  # on the parent: the Prefect flow run that last ran the sweep
 PARENT = "mlflow.parentRunId"
 TRIAL_STAGE = "trial"  # a child run's `stage` (and role): a sweep trial, unless another stage says so
 HF_ARTIFACT_LIMIT = 64 * 2**20  # a converted proxy up to this size is stored in MLflow, a bigger one by path
@@ -129,6 +130,35 @@ class SweepTracker:
             if params:
                 self._log(self._parent, params=_flat_params(params))
         return self._parent
+
+    def tag_flow_run(self, flow_run_id: str | None) -> None:
+        """Record on the parent run the Prefect flow run now running the sweep (found again by `of_flow_run`)."""
+        if flow_run_id:
+            self._log(self.parent_run(), tags={TAG_FLOW_RUN: str(flow_run_id)})
+
+    @classmethod
+    def of_flow_run(cls, tracking_uri: str, experiment: str, flow_run_id: str) -> SweepTracker | None:
+        """The tracker of the sweep that the Prefect flow run `flow_run_id` ran last (its parent run carries
+        the flow run's id), or None when there is no such run. Creates no experiment."""
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        found = client.search_runs(
+            [exp.experiment_id],
+            f"tags.`{TAG_FLOW_RUN}` = '{flow_run_id}' and tags.`{TAG_ROLE}` = 'sweep'",
+            max_results=1,
+        )
+        if not found:
+            return None
+        run = found[0]
+        tracker = cls(tracking_uri, experiment, sweep_name=run.info.run_name, sweep_key=run.data.tags[TAG_SWEEP])
+        tracker._parent = run.info.run_id
+        return tracker
+
+    def parent_status(self) -> str:
+        """The parent run's MLflow status (`RUNNING`, `FINISHED`, `KILLED`, `FAILED`)."""
+        return str(self.client.get_run(self.parent_run()).info.status)
 
     def finish_parent(self, status: str = "FINISHED") -> None:
         if self._parent:
