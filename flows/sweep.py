@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.exceptions import TerminationSignal
+from prefect.flows import FlowStateHook
 from prefect.logging import get_logger
 from prefect.runtime import flow_run as current_flow_run
 
@@ -365,25 +366,45 @@ def finish(
 # the flow
 
 
-def end_mlflow_runs_on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
-    """Prefect's `on_cancellation` hook of the sweep: its MLflow parent run and any child still `RUNNING` end
-    `KILLED`, tagged why; ended runs (finished trials) are left as they are.
+def end_runs_of_flow_run(tracking_uri: str, experiment: str, flow_run_id: str) -> None:
+    """What a flow's `on_cancellation` hook does: the MLflow parent run that the Prefect flow run `flow_run_id`
+    last ran (tag `mixsweep.flow_run_id`) and any child still `RUNNING` end `KILLED`, tagged why; ended runs
+    (finished trials) are left as they are, and so is a parent already ended.
 
-    A cancelled sweep does this itself (`_end_early`), but its process may die first: a local Ray cluster
+    A cancelled sweep does this itself (`end_early`), but its process may die first: a local Ray cluster
     started by the sweep is in the flow run's process group, so it gets the same SIGTERM, and Ray's core
-    worker then aborts the driver within seconds. The worker runs this hook after the flow run's process
+    worker then aborts the driver within seconds. The worker runs the hook after the flow run's process
     has ended and before the flow run shows Cancelled, so the runs end in every case (in the flow's own
     process, where Prefect may run it too, it finds the runs still `RUNNING` and does the same)."""
-    logger = get_logger("mixsweep.sweep")  # the worker's log (Prefect logs the hook's start and end on the run)
+    logger = get_logger("mixsweep.cancel")  # the worker's log
     try:
-        spec = load_spec(flow_run.parameters["spec"])
-        tracker = SweepTracker.of_flow_run(tracking_uri_of(spec), spec.mlflow.experiment, str(flow_run.id))
+        tracker = SweepTracker.of_flow_run(tracking_uri, experiment, flow_run_id)
         if tracker is None or tracker.parent_status() != "RUNNING":
             return
         ended = tracker.abort("KILLED", "cancelled (the flow run was cancelled; runs ended by the worker)")
-        logger.warning("sweep cancelled: MLflow runs marked KILLED: the parent and %d running", len(ended))
-    except Exception as exc:  # MLflow down, a spec path the worker cannot read: say so, in one line
+        logger.warning("cancelled: MLflow runs marked KILLED: the parent and %d running", len(ended))
+    except Exception as exc:  # MLflow down: say so, in one line
         logger.warning("could not mark the MLflow runs KILLED: %s", " ".join(str(exc).split())[:300])
+
+
+def cancellation_hook(load: Callable[[Any], Any], tracking_uri: Callable[[Any], str]) -> FlowStateHook[..., Any]:
+    """A flow's `on_cancellation` hook (`end_runs_of_flow_run`): `load` reads the flow run's `spec` parameter,
+    `tracking_uri` says where its runs are tracked."""
+
+    def hook(flow: Any, flow_run: Any, state: Any) -> None:
+        try:
+            spec = load(flow_run.parameters["spec"])
+        except Exception as exc:  # a spec path the worker cannot read: say so, in one line
+            get_logger("mixsweep.cancel").warning("could not read the spec: %s", " ".join(str(exc).split())[:300])
+            return
+        end_runs_of_flow_run(tracking_uri(spec), spec.mlflow.experiment, str(flow_run.id))
+
+    hook.__name__ = hook.__qualname__ = "end_mlflow_runs_on_cancellation"  # the name Prefect logs
+    return hook
+
+
+#: the sweep's `on_cancellation` hook
+end_mlflow_runs_on_cancellation = cancellation_hook(load_spec, tracking_uri_of)
 
 
 @flow(
@@ -473,7 +494,7 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
             with timings.stage("report"):
                 _round_report(prepared, tracker, parent, r, observed, cv, means)
     except BaseException as exc:  # a cancellation from Prefect arrives as TerminationSignal (a BaseException)
-        _end_early(tracker, exc, logger)
+        end_early(tracker, exc, logger)
         raise
     finally:
         end_trials()  # each node's evaluation worker ends with the sweep
@@ -489,7 +510,7 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
     return summary
 
 
-def _end_early(tracker: SweepTracker, exc: BaseException, logger: Any) -> None:
+def end_early(tracker: SweepTracker, exc: BaseException, logger: Any) -> None:
     """Leave MLflow as the sweep left off: a cancellation (from the Prefect UI or CLI: SIGTERM) or an
     interrupt marks the parent and its running children `KILLED`, an error `FAILED`, each with a tag
     saying why. Finished trials are untouched, so a rerun continues. Never masks `exc`."""

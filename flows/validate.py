@@ -8,10 +8,13 @@
 3. Each mixture is trained with every seed at the proxy scale (the sweep's own proxy and budget, so
    the sweep's trials are reused) and at the target scale (a larger preset and budget, at least
    `min_scale` times the proxy's parameters and tokens), on Ray Tune through `flows.trials.tune.run_round`,
-   one round per scale and seed; target models are then evaluated with LightEval's local tasks.
+   one round per scale and seed; target models are then evaluated with LightEval's local tasks. A sweep
+   with a proxy ladder (`proxy.scales`) trains them at its largest scale too, the target must outgrow
+   that one, and its model of (mixture, scale) predicts every mixture at the target's size.
 4. `flows.steps.validate_report` turns the runs into means with error bars, paired differences, Spearman's
-   rho of proxy vs target ranking and a verdict, written as `validation.json`, plots and a
-   self-contained `report.html`, and logged to MLflow (a parent run, one child per training).
+   rho of proxy (and scale-aware prediction) vs target ranking and a verdict, written as
+   `validation.json`, plots and a self-contained `report.html`, and logged to MLflow (a parent run, one
+   child per training).
 
 Every training is keyed (trial key in MLflow, training folder by `trainers.train`), so a rerun trains
 nothing that finished.
@@ -28,7 +31,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run as current_flow_run
 
+from flows.steps.ladder import SCALE_STAGE
 from flows.steps.spec import EvalSpec, ObjectiveSpec
 from flows.steps.validate import (
     Candidate,
@@ -39,7 +44,9 @@ from flows.steps.validate import (
     load_validate_spec,
     objective,
     prepare_validation,
+    scale_aware_predictions,
     scale_inputs,
+    validate_tracking_uri,
 )
 from flows.steps.validate_report import (
     RunRecord,
@@ -48,11 +55,12 @@ from flows.steps.validate_report import (
     plot_domain_bpb,
     plot_objective,
     plot_rank_agreement,
+    plot_scale_aware,
     render_html,
     summarize,
     table_rows,
 )
-from flows.sweep import sweep
+from flows.sweep import cancellation_hook, end_early, sweep
 from flows.tracking.tracker import SweepTracker
 from flows.trials.result import TrialPlan, TrialResult
 from flows.trials.tune import RoundOptions, end_trials, run_round
@@ -67,11 +75,31 @@ def check_validation(spec: ValidateSpec) -> ValidatePlan:
     return prepare_validation(spec)
 
 
+def _sweep_trials(plan: ValidatePlan) -> list[TrialResult]:
+    results_file = plan.sweep_spec.out_dir / "results.json"
+    return [TrialResult.from_dict(r) for r in json.loads(results_file.read_text(encoding="utf-8"))]
+
+
 @task(name="choose-mixtures")
 def choose(plan: ValidatePlan, summary: dict[str, Any], compare: dict[str, Any] | None = None) -> list[Candidate]:
-    results_file = plan.sweep_spec.out_dir / "results.json"
-    results = [TrialResult.from_dict(r) for r in json.loads(results_file.read_text(encoding="utf-8"))]
-    return choose_mixtures(plan, summary, results, compare)
+    return choose_mixtures(plan, summary, _sweep_trials(plan), compare)
+
+
+@task(name="predict-at-target")
+def predict_at_target(plan: ValidatePlan, candidates: list[Candidate]) -> dict[str, Any] | None:
+    """A ladder sweep's scale-aware model, fitted again on its runs (the trials in `results.json`, the larger
+    scales' runs from the sweep's MLflow experiment), predicting every mixture at the target's size."""
+    if plan.sweep.ladder is None:
+        return None
+    spec = plan.sweep_spec
+    tracker = SweepTracker(
+        plan.sweep.tracking_uri, spec.mlflow.experiment, sweep_name=spec.name, sweep_key=plan.sweep.sweep_key
+    )
+    scale_runs = list(tracker.finished_trials(stage=SCALE_STAGE).values())
+    found = scale_aware_predictions(plan, candidates, _sweep_trials(plan), scale_runs)
+    if found is not None:
+        get_run_logger().info("scale-aware prediction: %s", found.get("text") or found.get("note"))
+    return found
 
 
 @task(name="train-mixtures", retries=1, retry_delay_seconds=5)
@@ -109,6 +137,8 @@ def train_mixtures(
         trials_dir=trials_dir,
         tracking_uri=plan.tracking_uri,
         objective=ObjectiveSpec(weights={f"val.bpb.{d}": 1.0 / len(plan.target_domains) for d in plan.target_domains}),
+        # the target is the run a proxy stands in for: it reads the whole corpus, never a repetition-matched subset
+        target_tokens=_repetition_tokens(plan, scale),
         eval=spec.eval if scale == "target" else EvalSpec(tasks=[], max_docs=spec.eval.max_docs),
         resources=spec.resources,
         early_stop_metric=None,
@@ -162,7 +192,14 @@ def _end(tracker: SweepTracker, result: TrialResult) -> None:
         tracker.set_tags(result.run_id or "", {"hf_dir": hf_dir})
 
 
+def _repetition_tokens(plan: ValidatePlan, scale: Scale) -> int | None:
+    """The target tokens a training's proxy matches its repetition to: the sweep's at its proxy scales."""
+    return None if scale == "target" else plan.sweep.repetition
+
+
 def _preset_of(plan: ValidatePlan, scale: Scale) -> str:
+    if scale == "largest_proxy" and plan.sweep.ladder is not None:
+        return plan.sweep.ladder.largest.proxy.name
     return plan.sweep_spec.proxy.preset if scale == "proxy" else plan.spec.target.preset
 
 
@@ -174,14 +211,16 @@ def report(
     summary: dict[str, Any],
     tracker: SweepTracker,
     runtime_s: float,
+    scale_aware: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     spec, out = plan.spec, plan.spec.out_dir
     mixtures = [
         {"name": c.name, "role": c.role, "weights": dict(zip(c.mixture.names, c.mixture.normalized))}
         for c in candidates
     ]
-    doc = summarize(records, mixtures, plan.target_domains)
+    doc = summarize(records, mixtures, plan.target_domains, scale_aware)
     p, t = plan.scale["proxy"], plan.scale["target"]
+    ref = plan.scale.get("largest_proxy", p)  # what the target's size is measured against
     doc.update(
         {
             "name": spec.name,
@@ -197,20 +236,33 @@ def report(
     )
     doc["setup"] = {
         "sweep": f"{plan.sweep_spec.name}: {summary.get('finished')} proxy trials, {plan.sweep_spec.search.rounds} rounds",
-        "proxy": f"{plan.sweep_spec.proxy.preset} {plan.sweep_spec.proxy.overrides or ''}: "
-        f"{p['params'] / 1e6:.2f}M parameters ({p['active'] / 1e6:.2f}M active), {p['tokens']:,.0f} tokens",
+        "proxy" + (" (the ladder's smallest)" if "largest_proxy" in plan.scale else ""): (
+            f"{plan.sweep_spec.proxy.preset} {plan.sweep_spec.proxy.overrides or ''}: "
+            f"{p['params'] / 1e6:.2f}M parameters ({p['active'] / 1e6:.2f}M active), {p['tokens']:,.0f} tokens"
+        ),
+        **(
+            {
+                "largest proxy (the ladder's)": f"{_preset_of(plan, 'largest_proxy')}: {ref['params'] / 1e6:.2f}M "
+                f"parameters ({ref['active'] / 1e6:.2f}M active), {ref['tokens']:,.0f} tokens"
+            }
+            if "largest_proxy" in plan.scale
+            else {}
+        ),
         "target": f"{spec.target.preset} {spec.target.overrides or ''}: {t['params'] / 1e6:.2f}M parameters "
         f"({t['active'] / 1e6:.2f}M active), {t['tokens']:,.0f} tokens",
-        "scale-up": f"{t['params'] / p['params']:.2f}x parameters, {t['tokens'] / p['tokens']:.2f}x tokens",
+        "scale-up": f"{t['params'] / ref['params']:.2f}x parameters, {t['tokens'] / ref['tokens']:.2f}x tokens"
+        + (" (over the largest proxy)" if "largest_proxy" in plan.scale else ""),
+        **({"scale-aware prediction": scale_aware.get("text") or scale_aware.get("note")} if scale_aware else {}),
         "seeds": ", ".join(map(str, spec.seeds)),
         "objective": "mean held-out bits per byte over " + ", ".join(plan.target_domains),
         "LightEval tasks": ", ".join(spec.eval.tasks) or "none",
-        "surrogate's prediction for the recommendation (proxy scale)": (
+        "surrogate's prediction for the recommendation "
+        + ("(at the sweep's target)" if "largest_proxy" in plan.scale else "(proxy scale)"): (
             f"{doc['predicted']:.4f}" if isinstance(doc["predicted"], (int, float)) else "-"
         ),
         "wall time of this run (finished trainings are reused)": f"{runtime_s / 60:.1f} min",
-        "training + evaluation time (sum over trials, proxy / target)": (
-            f"{doc['train_wall_s']['proxy'] / 60:.1f} / {doc['train_wall_s']['target'] / 60:.1f} min"
+        f"training + evaluation time (sum over trials, {' / '.join(doc['train_wall_s'])})": (
+            " / ".join(f"{v / 60:.1f}" for v in doc["train_wall_s"].values()) + " min"
         ),
     }
     plots = out / "plots"
@@ -219,6 +271,8 @@ def report(
         "per-domain bits per byte": plot_domain_bpb(doc, plan.target_domains, plots / "domain_bpb.png"),
         "proxy vs target rank agreement": plot_rank_agreement(doc, plots / "rank_agreement.png"),
     }
+    if doc.get("scale_aware", {}).get("rank_agreement"):
+        images["scale-aware prediction vs target"] = plot_scale_aware(doc, plots / "scale_aware.png")
     atomic_write_json(out / "validation.json", doc, default=str)
     atomic_write(out / "report.html", render_html(doc, images))
     parent = tracker.parent_run()
@@ -227,6 +281,12 @@ def report(
     rho = doc["rank_agreement"]["spearman"]
     if rho is not None and math.isfinite(rho):
         metrics["spearman"] = rho
+    for name, ag in (
+        ("spearman_largest_proxy", doc.get("rank_agreement_largest_proxy")),
+        ("spearman_scale_aware", doc.get("scale_aware", {}).get("rank_agreement")),
+    ):
+        if ag and ag["spearman"] is not None and math.isfinite(ag["spearman"]):
+            metrics[name] = ag["spearman"]
     metrics.update({f"goal.{name}": float(g["met"]) for name, g in doc["goals"].items()})
     tracker.log_metrics(parent, metrics)
     for name in ("validation.json", "report.html"):
@@ -246,7 +306,16 @@ def _slug(name: str) -> str:
 # the flow
 
 
-@flow(name="validate", log_prints=True, validate_parameters=False)
+#: the validation's `on_cancellation` hook: its parent run and the trainings still `RUNNING` end `KILLED`
+end_validate_runs_on_cancellation = cancellation_hook(load_validate_spec, validate_tracking_uri)
+
+
+@flow(
+    name="validate",
+    log_prints=True,
+    validate_parameters=False,
+    on_cancellation=[end_validate_runs_on_cancellation],
+)
 def validate(spec: ValidateSpec | str) -> dict[str, Any]:
     """Check a sweep's recommendation at a larger scale: `spec` is a ValidateSpec mapping or YAML path."""
     started = time.perf_counter()
@@ -255,17 +324,22 @@ def validate(spec: ValidateSpec | str) -> dict[str, Any]:
     summary = sweep(plan.sweep_spec)
     compare = sweep(plan.compare_spec) if plan.compare_spec is not None else None  # run or resumed, as the sweep
     candidates = choose(plan, summary, compare)
+    scale_aware = predict_at_target(plan, candidates)
     tracker = SweepTracker(plan.tracking_uri, parsed.mlflow.experiment, sweep_name=parsed.name, sweep_key=plan.key)
     parent = tracker.parent_run({"spec": parsed.model_dump(mode="json"), "sweep_key": plan.sweep.sweep_key})
     tracker.set_tags(parent, {"mixsweep.kind": "validate", "sweep": plan.sweep_spec.name})
+    tracker.tag_flow_run(current_flow_run.id)  # what the on_cancellation hook looks for
     records: list[RunRecord] = []
     try:
-        for scale in ("proxy", "target"):
+        for scale in plan.scales:
             for seed in parsed.seeds:
                 records += train_mixtures(plan, candidates, scale, seed, tracker)
+        doc = report(plan, candidates, records, summary, tracker, time.perf_counter() - started, scale_aware)
+    except BaseException as exc:  # cancelled (SIGTERM), interrupted or failed: MLflow says so, finished runs stay
+        end_early(tracker, exc, get_run_logger())
+        raise
     finally:
         end_trials()  # each node's evaluation worker ends with the trainings
-    doc = report(plan, candidates, records, summary, tracker, time.perf_counter() - started)
     tracker.finish_parent()
     get_run_logger().info("%s", doc["verdict"])
     return {"verdict": doc["verdict"], "report": str(parsed.out_dir / "report.html"), "runtime_s": doc["runtime_s"]}

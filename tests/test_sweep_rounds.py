@@ -256,18 +256,18 @@ def test_a_cancelled_sweep_is_killed_in_mlflow_and_a_failed_one_failed() -> None
 
     logger = logging.getLogger("test")
     tracker = _Aborting()
-    sweep_module._end_early(tracker, TerminationSignal(signal.SIGTERM), logger)  # type: ignore[arg-type]
+    sweep_module.end_early(tracker, TerminationSignal(signal.SIGTERM), logger)  # type: ignore[arg-type]
     try:  # Ray Tune may wrap the signal in an error of its own: the chain still says what happened
         try:
             raise TerminationSignal(signal.SIGTERM)
         except TerminationSignal as inner:
             raise RuntimeError("Tune run failed") from inner
     except RuntimeError as wrapped:
-        sweep_module._end_early(tracker, wrapped, logger)  # type: ignore[arg-type]
-    sweep_module._end_early(tracker, ValueError("disk\nfull"), logger)  # type: ignore[arg-type]
+        sweep_module.end_early(tracker, wrapped, logger)  # type: ignore[arg-type]
+    sweep_module.end_early(tracker, ValueError("disk\nfull"), logger)  # type: ignore[arg-type]
     assert tracker.calls == [
         ("KILLED", "cancelled (TerminationSignal)"),
         ("KILLED", "cancelled (TerminationSignal)"),
         ("FAILED", "error: ValueError: disk full"),
     ]
-    sweep_module._end_early(_Aborting(broken=True), KeyboardInterrupt(), logger)  # type: ignore[arg-type]  # never raises
+    sweep_module.end_early(_Aborting(broken=True), KeyboardInterrupt(), logger)  # type: ignore[arg-type]  # never raises

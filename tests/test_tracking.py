@@ -134,6 +134,25 @@ def test_the_cancellation_hook_ends_the_runs_of_its_flow_run_only(mlflow_server:
     assert client.get_run(runs["mine"][0]).info.status == "KILLED"
 
 
+def test_the_validations_cancellation_hook_reads_its_own_spec(mlflow_server: str) -> None:
+    from prefect.client.schemas.objects import FlowRun
+
+    from flows.validate import end_validate_runs_on_cancellation
+
+    t = SweepTracker(mlflow_server, "hook-validate", sweep_name="v", sweep_key="validate-key")
+    flow_run = FlowRun(flow_id=uuid.uuid4(), name="cancelled-validation")
+    t.tag_flow_run(str(flow_run.id))
+    flow_run.parameters = {
+        "spec": {
+            "name": "v",
+            "sweep": "deploy/specs/demo.yaml",
+            "mlflow": {"experiment": "hook-validate", "tracking_uri": mlflow_server},
+        }
+    }
+    end_validate_runs_on_cancellation(None, flow_run, None)
+    assert t.parent_status() == "KILLED"
+
+
 def test_large_results_fall_back_to_the_artifact(mlflow_server: str) -> None:
     m = read_mixture(OPENSEEK_EXPERIMENT).mixture  # 84 long names: too big for a tag
     t = SweepTracker(mlflow_server, "tracking-test", sweep_name="big", sweep_key="k2")

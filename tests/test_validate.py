@@ -274,3 +274,162 @@ def test_an_unknown_evaluation_task_is_refused_before_anything_trains(tmp_path: 
     with pytest.raises(SpecError, match=r"^eval\.tasks: unknown task 'no-such-task'"):
         prepare_validation(spec)
     assert not (tmp_path / "v" / "trials").exists()
+
+
+# -- a ladder sweep: its largest proxy and its scale-aware prediction ---------------------------------------
+LADDER_MIXTURES = MIXTURES + [
+    {"name": f"proxy-{i}", "role": "rank", "weights": {"code": 1.0 + i, "en": 1.0, "zh": 1.0}} for i in range(4)
+]
+
+
+def _ladder_runs(target: dict[str, float], largest: dict[str, float]) -> list[RunRecord]:
+    runs = _runs(
+        {n: [v, v + 0.01] for n, v in target.items()}, {n: [3.0 + v / 10, 3.0 + v / 10] for n, v in target.items()}
+    )
+    for name, v in largest.items():
+        runs += [RunRecord(name, "largest_proxy", s, v + s / 100, {}, trial_key=f"{name}l{s}") for s in (0, 1)]
+    return runs
+
+
+def test_a_ladders_scale_aware_prediction_is_ranked_against_the_target(tmp_path: Path) -> None:
+    from flows.steps.validate_report import plot_scale_aware
+
+    target = {m["name"]: 2.0 + i / 10 for i, m in enumerate(LADDER_MIXTURES)}  # the order of the list
+    largest = {n: 3.0 - v for n, v in target.items()}  # the largest proxy has it upside down
+    predicted = {n: v + 0.05 for n, v in target.items()}
+    aware = {"predicted": predicted, "surrogate": "scale_law", "maximize": False, "text": "scale_law on 12 + 6 runs"}
+    doc = summarize(_ladder_runs(target, largest), LADDER_MIXTURES, DOMAINS, aware)
+    assert doc["scale_aware"]["rank_agreement"]["spearman"] == pytest.approx(1.0)
+    assert doc["scale_aware"]["rank_agreement"]["n"] == 8 and "predicted" not in doc["scale_aware"]
+    assert doc["rank_agreement_largest_proxy"]["spearman"] == pytest.approx(-1.0)
+    assert doc["goals"]["scale_aware_spearman"] == {
+        "figure": pytest.approx(1.0), "goal": 0.9, "n": 8, "min_mixtures": 8, "met": True
+    }  # fmt: skip
+    assert "The ladder's largest proxy ranks 8 of them with Spearman -1.00" in doc["verdict"]
+    assert (
+        "The sweep's scale-aware surrogate (scale_law), predicting at the target's size, ranks the 8" in doc["verdict"]
+    )
+    assert (
+        "scale-aware prediction-to-target Spearman >= 0.9 over at least 8 mixtures (1.00 over 8 mixtures): met"
+        in (doc["verdict"])
+    )
+    assert set(doc["train_wall_s"]) == {"proxy", "largest_proxy", "target"}
+    row = next(r for r in table_rows(doc) if r["mixture"] == "recommended")
+    assert row["scale-aware prediction"] == "2.0500" and row["largest proxy objective (mean ± std)"].startswith("1.0")
+    assert plot_scale_aware(doc, tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # fewer than 8 mixtures: the goal is not met however well they rank; a maximised objective ranks reversed
+    few = {n: -v for n, v in list(predicted.items())[:4]}
+    doc = summarize(
+        _ladder_runs(target, largest), LADDER_MIXTURES, DOMAINS, {**aware, "predicted": few, "maximize": True}
+    )
+    assert doc["scale_aware"]["rank_agreement"]["spearman"] == pytest.approx(1.0)
+    assert doc["goals"]["scale_aware_spearman"]["met"] is False and doc["goals"]["scale_aware_spearman"]["n"] == 4
+
+    # without a ladder nothing changes
+    plain = summarize(_runs({n: [v, v] for n, v in target.items()}, {}), LADDER_MIXTURES, DOMAINS)
+    assert "scale_aware" not in plain and "rank_agreement_largest_proxy" not in plain
+    assert set(plain["goals"]) == {"beats_uniform_beyond_noise", "beats_natural_beyond_noise", "proxy_target_spearman"}
+
+
+def _ladder_sweep(corpus: Path, out: Path) -> dict[str, Any]:
+    return {
+        "name": "ladder",
+        "corpus": str(corpus),
+        "output_dir": str(out),
+        "mlflow": {"tracking_uri": f"sqlite:///{out / 'mlflow.db'}"},
+        "search": {"rounds": 1, "per_round": 6, "surrogate": "auto", "proposal_samples": 1000},
+        "proxy": {
+            "preset": "tiny_cpu",
+            "overrides": {"seq_len": 64},
+            "scales": [{}, {"overrides": {"hidden_size": 96}, "budget": {"steps": 16}}],
+        },
+        "budget": {"steps": 4, "micro_batch": 2, "global_batch": 2},
+        "space": {"target_tokens": 4096},
+        "target": {"params": "16M"},
+    }
+
+
+def test_a_ladder_sweeps_target_must_outgrow_its_largest_proxy(tmp_path: Path) -> None:
+    from flows.steps.validate import prepare_validation
+    from tests.data_support import build_tiny_corpus
+
+    corpus = build_tiny_corpus(tmp_path / "tiny")
+    validate = {
+        "name": "v",
+        "sweep": _ladder_sweep(corpus, tmp_path / "sweep"),
+        "target": {"preset": "moe_cpu_16m", "overrides": {"seq_len": 64}},
+        "budget": {"steps": 8, "micro_batch": 2, "global_batch": 8},  # 4096 tokens: 8x the smallest, 2x the largest
+        "output_dir": str(tmp_path / "v"),
+    }
+    with pytest.raises(SpecError, match=r"the target has 2\.00x the largest proxy's \(scale 1\) tokens") as err:
+        prepare_validation(load_validate_spec(validate))
+    assert err.value.where == "budget"
+    plan = prepare_validation(load_validate_spec({**validate, "budget": {**validate["budget"], "steps": 32}}))
+    assert plan.scales == ("proxy", "largest_proxy", "target")
+    assert plan.scale["largest_proxy"]["tokens"] == 16 * 2 * 64 and plan.scale["target"]["tokens"] == 32 * 8 * 64
+
+
+def test_the_scale_aware_prediction_refits_the_sweeps_ladder(tmp_path: Path) -> None:
+    """`scale_aware_predictions` takes the sweep's trials (smallest scale) and its larger scale's runs (told
+    apart by key), fits the sweep's surrogate and predicts every candidate at the validation target's size.
+    On a synthetic ladder where loss falls with scale and the best mixture is code-heavy, it ranks the
+    candidates about as the truth does, below what they reach at the largest proxy."""
+    from flows.steps.validate import Candidate, prepare_validation, scale_aware_predictions
+    from tests.data_support import build_tiny_corpus
+
+    corpus = build_tiny_corpus(tmp_path / "tiny")
+    plan = prepare_validation(
+        load_validate_spec(
+            {
+                "name": "v",
+                "sweep": _ladder_sweep(corpus, tmp_path / "sweep"),
+                "target": {"preset": "moe_cpu_16m", "overrides": {"seq_len": 64}},
+                "budget": {"steps": 32, "micro_batch": 2, "global_batch": 8},
+                "output_dir": str(tmp_path / "v"),
+            }
+        )
+    )
+    sweep = plan.sweep
+    domains = sweep.domains
+    rng = __import__("numpy").random.default_rng(0)
+
+    def truth(m: Mixture, tokens: float) -> float:
+        return (
+            2.0
+            + 40.0 / tokens**0.5
+            + sum((m.share(d) - (0.6 if i == 0 else 0.4 / (len(domains) - 1))) ** 2 for i, d in enumerate(domains))
+        )
+
+    def result(m: Mixture, key: str, tokens: float) -> TrialResult:
+        return TrialResult(key, m, "finished", objective=truth(m, tokens))
+
+    small, large = plan.scale["proxy"]["tokens"], plan.scale["largest_proxy"]["tokens"]
+    mixtures = [Mixture(dict(zip(domains, rng.dirichlet([1.0] * len(domains))))) for _ in range(10)]
+    trials = [result(m, sweep.trial_key(m), small) for m in mixtures]
+    scale_runs = [result(m, sweep.trial_key(m, scale=1), large) for m in mixtures[:5]]
+    scale_runs.append(result(mixtures[5], "not-a-ladder-run", large))  # another stage's run: not counted
+    candidates = [Candidate(f"c{i}", "rank", m) for i, m in enumerate(mixtures[6:])]
+    candidates.append(
+        Candidate("code-heavy", "rank", Mixture({d: (6.0 if i == 0 else 1.0) for i, d in enumerate(domains)}))
+    )
+    found = scale_aware_predictions(plan, candidates, trials, scale_runs)
+    assert found is not None and found["runs_per_scale"] == [10, 5]
+    assert set(found["predicted"]) == {c.name for c in candidates}
+    assert found["at"] == {"params": plan.scale["target"]["params"], "tokens": plan.scale["target"]["tokens"]}
+    true = {c.name: truth(c.mixture, plan.scale["target"]["tokens"]) for c in candidates}
+    assert rank_agreement(found["predicted"], true)["spearman"] >= 0.8
+    at_largest = [truth(c.mixture, large) for c in candidates]  # the model knows that loss falls with scale
+    assert all(found["predicted"][c.name] < v for c, v in zip(candidates, at_largest))
+    # too few runs at the larger scale: said, not fitted
+    assert "note" in (scale_aware_predictions(plan, candidates, trials, scale_runs[:2]) or {})
+    # a sweep without a ladder: nothing to predict
+    assert (
+        scale_aware_predictions(
+            plan.__class__(**{**plan.__dict__, "sweep": __import__("dataclasses").replace(sweep, ladder=None)}),
+            candidates,
+            trials,
+            [],
+        )
+        is None
+    )

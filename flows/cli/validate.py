@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         parsed = load_validate_spec(spec)
         plan = prepare_validation(parsed)
         p, t = plan.scale["proxy"], plan.scale["target"]
+        ref = plan.scale.get("largest_proxy", p)  # what the target outgrows: the ladder's largest proxy
         mixtures = 1 + len(parsed.baselines) + (plan.compare_spec is not None)
         compared = [plan.compare_spec.name] if plan.compare_spec is not None else []
         table = Table(
@@ -58,16 +59,29 @@ def register(app: typer.Typer) -> None:
                 if plan.compare_spec is not None
                 else []
             ),
-            ("proxy", f"{plan.sweep_spec.proxy.preset}: {p['params']:,.0f} parameters, {p['tokens']:,.0f} tokens"),
+            ("proxy", f"{plan.sweep.proxy.name}: {p['params']:,.0f} parameters, {p['tokens']:,.0f} tokens"),
+            *(
+                [
+                    (
+                        "largest proxy",
+                        f"{plan.sweep.ladder.largest.proxy.name} (ladder scale {plan.sweep.ladder.largest.index}): "
+                        f"{ref['params']:,.0f} parameters, {ref['tokens']:,.0f} tokens; the sweep's scale-aware "
+                        "surrogate predicts every mixture at the target's size",
+                    )
+                ]
+                if plan.sweep.ladder is not None
+                else []
+            ),
             (
                 "target",
                 f"{parsed.target.preset} {parsed.target.overrides or ''}: {t['params']:,.0f} parameters "
-                f"({t['params'] / p['params']:.2f}x), {t['tokens']:,.0f} tokens ({t['tokens'] / p['tokens']:.2f}x)",
+                f"({t['params'] / ref['params']:.2f}x), {t['tokens']:,.0f} tokens ({t['tokens'] / ref['tokens']:.2f}x)",
             ),
             ("budget", json.dumps({k: v for k, v in parsed.budget.to_dict().items() if v is not None})),
             (
                 "mixtures",
-                f"recommended vs {', '.join([*parsed.baselines, *compared])}; {parsed.rank_mixtures} at both scales",
+                f"recommended vs {', '.join([*parsed.baselines, *compared])}; {parsed.rank_mixtures} at "
+                f"{'each of the ' + str(len(plan.scales)) if len(plan.scales) > 2 else 'both'} scales",
             ),
             ("seeds", ", ".join(map(str, parsed.seeds))),
             (

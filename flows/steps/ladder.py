@@ -374,6 +374,26 @@ class LadderResults:
 # -- the proposal at the target's scale ------------------------------------------------------------
 
 
+def fit_scale_model(
+    results: LadderResults, domains: Sequence[str], *, surrogate: str, seed: int
+) -> tuple[Any, str, Any]:
+    """(model of (mixture, scale), its name, its held-out-largest-scale CV) fitted on every scale's runs:
+    `auto` chooses by holding out the largest scale; a named surrogate is scored that way and fitted (a
+    scale-free one as `LargestScaleSurrogate`, which fits the largest scale's runs). `model.at(scale)`
+    predicts at any scale. What the sweep's proposal optimises and `mixsweep validate` checks."""
+    X, y, S = results.observations(domains)
+    try:
+        if surrogate == "auto":
+            model, cvs, chosen = choose_by_largest_scale(X, y, S, seed=seed)
+            return model, chosen, next(c for c in cvs if c.surrogate == chosen)
+        base: Any = SURROGATES.build(surrogate, seed=seed)
+        cv = holdout_largest_scale(base, X, y, S, seed=seed)[0]
+        model = base if is_scale_aware_name(surrogate) else LargestScaleSurrogate(seed=seed, surrogate=surrogate)
+        return model.fit(X, y, scales=S), surrogate, cv
+    except MixSweepError as exc:
+        raise SpecError(f"the ladder's runs do not support a proposal: {exc}", where="proxy.scales") from None
+
+
 @dataclass(frozen=True)
 class TargetProposal:
     mixture: Mixture
@@ -401,17 +421,7 @@ def propose_at_target(
     ladder = results.ladder
     top = results.by_scale[-1]
     ranked = [r for r in rank(top, maximize=maximize) if r.ok]
-    try:
-        if surrogate == "auto":
-            model, cvs, chosen = choose_by_largest_scale(X, y, S, seed=seed)
-            cv = next(c for c in cvs if c.surrogate == chosen)
-        else:
-            base: Any = SURROGATES.build(surrogate, seed=seed)
-            cv = holdout_largest_scale(base, X, y, S, seed=seed)[0]
-            model = base if is_scale_aware_name(surrogate) else LargestScaleSurrogate(seed=seed, surrogate=surrogate)
-            model, chosen = model.fit(X, y, scales=S), surrogate
-    except MixSweepError as exc:
-        raise SpecError(f"the ladder's runs do not support a proposal: {exc}", where="proxy.scales") from None
+    model, chosen, cv = fit_scale_model(results, domains, surrogate=surrogate, seed=seed)
     last = (S[:, 0] == ladder.largest.params) & (S[:, 1] == ladder.largest.tokens)
     region = None
     if trust_region is not None or extrapolate is not None:
@@ -455,6 +465,7 @@ __all__ = [
     "choose",
     "describe",
     "epoch_params",
+    "fit_scale_model",
     "plan_counts",
     "propose_at_target",
     "repetition_target",

@@ -1,7 +1,8 @@
 """The steps of `mixsweep validate` as plain functions (no Prefect): the spec (`ValidateSpec`), its
 checks against the sweep and the target scale (`prepare_validation`), the mixtures to train
-(`choose_mixtures`) and each training's inputs and key (`scale_inputs`, `key_of`). The flow is
-`flows/validate.py`; the report is `flows.steps.validate_report`."""
+(`choose_mixtures`), each training's inputs and key (`scale_inputs`, `key_of`) and, for a sweep with a
+proxy ladder, its scale-aware surrogate's predictions at the target's size (`scale_aware_predictions`).
+The flow is `flows/validate.py`; the report is `flows.steps.validate_report`."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from flows.steps.checks import check_eval_tasks, check_mlflow
+from flows.steps.ladder import LadderResults, fit_scale_model
 from flows.steps.prepare import Prepared, prepare
 from flows.steps.spec import (
     Budget,
@@ -35,6 +38,8 @@ from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
 from mixture_search.phases import PhasedSpace
 from mixture_search.schedule import Phase, Schedule
+from mixture_search.surrogates.scale import Scale as ModelScale
+from mixture_search.units import format_count
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
 from trainers.errors import ConfigError
@@ -81,7 +86,11 @@ class ValidateSpec(_Strict):
     eval: EvalSpec = Field(
         default_factory=lambda: EvalSpec(tasks=["local"], max_docs=8), description="LightEval tasks on every model."
     )
-    min_scale: float = Field(4.0, ge=1.0, description="Target/proxy ratio required of parameters and tokens.")
+    min_scale: float = Field(
+        4.0,
+        ge=1.0,
+        description="Target/proxy ratio required of parameters and tokens (with a ladder: of its largest proxy).",
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="What each training gets on Ray.")
     max_concurrent: int = Field(2, ge=1, description="Trainings at the same time.")
     max_failures: int = Field(2, ge=0, description="Ray retries of a training whose worker died.")
@@ -167,9 +176,15 @@ class ValidatePlan:
     target_budget: TrainBudget
     backend: str
     target_domains: tuple[str, ...]
-    scale: dict[str, dict[str, float]]  # {"proxy"|"target": {params, active, tokens}}
+    scale: dict[str, dict[str, float]]  # {"proxy"|"largest_proxy"|"target": {params, active, tokens}}
     tracking_uri: str
     key: str
+
+    @property
+    def scales(self) -> tuple[Scale, ...]:
+        """Where every mixture trains: the sweep's proxy (with a ladder: its smallest and its largest
+        scale) and the target."""
+        return ("proxy", "largest_proxy", "target") if self.sweep.ladder is not None else ("proxy", "target")
 
 
 def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
@@ -191,12 +206,17 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
         "proxy": _scale(proxy, proxy_budget.total_steps(proxy.seq_len) * proxy_budget.global_batch * proxy.seq_len),
         "target": _scale(target, budget.total_steps(target.seq_len) * budget.global_batch * target.seq_len),
     }
+    reference, name = "proxy", "proxy's"
+    if sweep.ladder is not None:  # the target must outgrow the ladder's largest scale, not only its smallest
+        largest = sweep.ladder.largest
+        scale["largest_proxy"] = _scale(largest.proxy, largest.tokens)
+        reference, name = "largest_proxy", f"largest proxy's (scale {largest.index})"
     for what, where in (("params", "target"), ("tokens", "budget")):
-        ratio = scale["target"][what] / scale["proxy"][what]
+        ratio = scale["target"][what] / scale[reference][what]
         if ratio < spec.min_scale - 1e-9:
             raise SpecError(
-                f"the target has {ratio:.2f}x the proxy's {what} ({scale['target'][what]:,.0f} vs "
-                f"{scale['proxy'][what]:,.0f}); min_scale asks for {spec.min_scale:g}x",
+                f"the target has {ratio:.2f}x the {name} {what} ({scale['target'][what]:,.0f} vs "
+                f"{scale[reference][what]:,.0f}); min_scale asks for {spec.min_scale:g}x",
                 where=where,
             )
     domains = tuple(spec.target_domains or sweep.domains)
@@ -206,7 +226,7 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
             f"{unknown[0]!r} is not a domain of the sweep ({', '.join(sweep.domains)})", where="target_domains"
         )
     check_eval_tasks(spec.eval.tasks, sweep.domains)
-    uri = spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
+    uri = validate_tracking_uri(spec)
     if uri.startswith("sqlite:///"):
         spec.out_dir.mkdir(parents=True, exist_ok=True)
     check_mlflow(uri)
@@ -226,6 +246,13 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
         scale=scale,
         tracking_uri=uri,
         key=key,
+    )
+
+
+def validate_tracking_uri(spec: ValidateSpec) -> str:
+    """Where a validation's runs are tracked: `mlflow.tracking_uri`, else `MLFLOW_TRACKING_URI`, else SQLite."""
+    return (
+        spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
     )
 
 
@@ -330,11 +357,16 @@ def objective(metrics: dict[str, float], domains: tuple[str, ...]) -> float | No
 
 
 def scale_inputs(plan: ValidatePlan, scale: Scale, seed: int) -> tuple[ProxyConfig, TrainBudget, str, str]:
-    """(proxy config, budget, backend, trials folder) of a scale and seed. The proxy scale uses the
+    """(proxy config, budget, backend, trials folder) of a scale and seed. The proxy scales use the
     sweep's own folder, so its trainings (seed = the sweep's budget seed) are found, not repeated."""
     if scale == "proxy":
         budget = dataclasses.replace(plan.sweep.budget, seed=seed)
         return plan.sweep.proxy, budget, plan.sweep_spec.backend, str(plan.sweep_spec.out_dir / "trials")
+    if scale == "largest_proxy":
+        assert plan.sweep.ladder is not None
+        rung = plan.sweep.ladder.largest
+        budget = dataclasses.replace(rung.budget, seed=seed)
+        return rung.proxy, budget, plan.sweep_spec.backend, str(plan.sweep_spec.out_dir / "trials")
     budget = dataclasses.replace(plan.target_budget, seed=seed)
     return plan.target_proxy, budget, plan.backend, str(plan.spec.out_dir / "trials")
 
@@ -357,3 +389,55 @@ def key_of(plan: ValidatePlan, c: Candidate, scale: Scale, seed: int) -> str:
             **({"ramp": plan.sweep_spec.space.ramp} if plan.sweep.phased else {}),
         },
     )
+
+
+def scale_aware_predictions(
+    plan: ValidatePlan,
+    candidates: Sequence[Candidate],
+    trials: Sequence[TrialResult],
+    scale_runs: Sequence[TrialResult],
+) -> dict[str, Any] | None:
+    """A ladder sweep's own model of (mixture, scale), fitted again as the sweep fitted it (its surrogate
+    and seed, on its trials at the smallest scale and its runs at the larger ones: `scale_runs`, told apart by
+    their keys), and its prediction for every candidate at the validation target's size. That is the
+    ranking the sweep's proposal trusted: `validate_report` holds it against the target's. None without a
+    ladder; `{"note"}` when the ladder's runs cannot support a fit."""
+    ladder = plan.sweep.ladder
+    if ladder is None:
+        return None
+    sweep = plan.sweep
+    by_scale: list[list[TrialResult]] = [list(trials)] + [[] for _ in ladder.rungs[1:]]
+    for r in scale_runs:
+        for rung in ladder.rungs[1:]:
+            if r.trial_key == sweep.trial_key(r.mixture, scale=rung.index):
+                by_scale[rung.index].append(r)
+    results = LadderResults(ladder, by_scale)
+    if results.unusable is not None:
+        return {"note": results.unusable}
+    model, chosen, cv = fit_scale_model(
+        results, sweep.domains, surrogate=plan.sweep_spec.search.surrogate, seed=plan.sweep_spec.seed
+    )
+    at = ModelScale(plan.scale["target"]["params"], plan.scale["target"]["tokens"])
+    X = np.array([[c.mixture.share(d) for d in sweep.domains] for c in candidates], dtype=float)
+    predicted = model.at(at).predict_mean(X)
+    return {
+        "predicted": {c.name: float(p) for c, p in zip(candidates, predicted)},
+        "surrogate": chosen,
+        "objective": _objective_text(plan.sweep_spec),
+        "maximize": plan.sweep_spec.objective.maximize,
+        "runs_per_scale": [sum(r.ok for r in runs) for runs in by_scale],
+        "at": {"params": at.params, "tokens": at.tokens},
+        "sweep_target": {"params": ladder.target.params, "tokens": ladder.target.tokens},
+        "cv_largest_scale": {
+            k: v for k, v in dataclasses.asdict(cv).items() if not isinstance(v, float) or math.isfinite(v)
+        },
+        "text": f"{chosen} fitted on {' + '.join(str(sum(r.ok for r in runs)) for runs in by_scale)} runs "
+        f"(scales {', '.join(format_count(r.params) for r in ladder.rungs)} params), predicted at "
+        f"{format_count(at.params)} params x {format_count(at.tokens)} tokens",
+    }
+
+
+def _objective_text(spec: SweepSpec) -> str:
+    o = spec.objective
+    text = " + ".join(f"{w:g} {m}" for m, w in o.weights.items()) if o.weights else o.metric
+    return f"{text} ({'higher' if o.maximize else 'lower'} is better)"

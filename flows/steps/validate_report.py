@@ -1,9 +1,10 @@
 """Statistics, plots and the HTML report of a validation (plain functions: runs in, numbers/PNG/HTML out).
 
-A validation trains a few mixtures at two scales (the sweep's proxy and a larger target) with several
-seeds each. Here the per-seed numbers become means with a spread (standard deviation over seeds and a
+A validation trains a few mixtures at two scales (the sweep's proxy and a larger target; with a proxy
+ladder, its largest scale too) with several seeds each. Here the per-seed numbers become means with a spread (standard deviation over seeds and a
 95% Student-t interval), differences between the recommendation and each baseline (paired by seed: the
-same seed gives the same initialisation), the proxy-vs-target rank agreement (Spearman), a verdict
+same seed gives the same initialisation), the proxy-vs-target rank agreement (Spearman; with a ladder, also the scale-aware surrogate's predictions at the
+target's size against the target), a verdict
 computed from those numbers, and a self-contained HTML page (images inlined as base64).
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 from flows.steps.report import _plt, _save, markdown_table
 from mixture_search.keys import metric_key
 
-Scale = Literal["proxy", "target"]
+Scale = Literal["proxy", "largest_proxy", "target"]
 RECOMMENDED = "recommended"
 
 
@@ -127,19 +128,25 @@ def summarize(
     runs: Sequence[RunRecord],
     mixtures: Sequence[dict[str, Any]],
     domains: Sequence[str],
+    scale_aware: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per mixture: proxy and target objective over seeds, per-domain target bpb, LightEval means;
     the recommendation against each baseline; proxy-vs-target rank agreement; a verdict.
 
     `mixtures` are `{"name", "role", "weights"}` with role `recommended`, `baseline` or `rank` (trained
-    at both scales only for the rank agreement). Lower objective (bits per byte) is better."""
+    at both scales only for the rank agreement). Lower objective (bits per byte) is better.
+    `scale_aware` (a ladder sweep: `flows.steps.validate.scale_aware_predictions`) holds the sweep's
+    model's `predicted` objective of each mixture at the target's size, ranked against the target here."""
     rows = []
     by_name: dict[str, dict[str, Any]] = {}
+    predicted = dict((scale_aware or {}).get("predicted") or {})
+    laddered = any(r.scale == "largest_proxy" for r in runs)
     for m in mixtures:
         name = m["name"]
         mine = [r for r in runs if r.mixture == name and r.objective is not None and math.isfinite(r.objective)]
         target = [r for r in mine if r.scale == "target"]
         proxy = [r for r in mine if r.scale == "proxy"]
+        largest = [r for r in mine if r.scale == "largest_proxy"]
         per_domain = {d: Stat.of([r.metrics.get(f"val.bpb.{d}", math.nan) for r in target]) for d in domains}
         light = [lighteval_means(r.metrics, domains) for r in target]
         row = {
@@ -148,6 +155,15 @@ def summarize(
             "weights": dict(m["weights"]),
             "proxy": _stat_dict(Stat.of([float(r.objective or 0) for r in proxy])),
             "proxy_seeds": {r.seed: r.objective for r in proxy},
+            **(
+                {
+                    "largest_proxy": _stat_dict(Stat.of([float(r.objective or 0) for r in largest])),
+                    "largest_proxy_seeds": {r.seed: r.objective for r in largest},
+                }
+                if laddered
+                else {}
+            ),
+            **({"predicted": predicted[name]} if name in predicted else {}),
             "target": _stat_dict(Stat.of([float(r.objective or 0) for r in target])),
             "target_seeds": {r.seed: r.objective for r in target},
             "domains": {d: _stat_dict(s) for d, s in per_domain.items()},
@@ -181,12 +197,26 @@ def summarize(
         {r["name"]: r["proxy"]["mean"] for r in rows if r["proxy"]},
         {r["name"]: r["target"]["mean"] for r in rows if r["target"]},
     )
+    targets = {r["name"]: r["target"]["mean"] for r in rows if r["target"]}
     doc = {
         "mixtures": rows,
         "comparisons": comparisons,
         "rank_agreement": agreement,
-        "train_wall_s": {s: round(sum(r.wall_s for r in runs if r.scale == s), 1) for s in ("proxy", "target")},
+        "train_wall_s": {
+            s: round(sum(r.wall_s for r in runs if r.scale == s), 1)
+            for s in ("proxy", *(("largest_proxy",) if laddered else ()), "target")
+        },
     }
+    if laddered:  # the naive transfer from the ladder's largest scale: its ranking taken as the target's
+        doc["rank_agreement_largest_proxy"] = rank_agreement(
+            {r["name"]: r["largest_proxy"]["mean"] for r in rows if r.get("largest_proxy")}, targets
+        )
+    if scale_aware is not None:
+        sign = -1.0 if scale_aware.get("maximize") else 1.0  # a maximised objective ranks the other way
+        doc["scale_aware"] = {
+            **{k: v for k, v in scale_aware.items() if k != "predicted"},
+            "rank_agreement": rank_agreement({n: sign * v for n, v in predicted.items()}, targets),
+        }
     doc["goals"] = goals(doc)
     doc["verdict"] = verdict(doc)
     return doc
@@ -196,6 +226,8 @@ def summarize(
 GOAL_BASELINES = ("natural", "uniform")
 #: ... and the proxy ranks the mixtures as the target does
 GOAL_SPEARMAN = 0.9
+#: a ladder's scale-aware ranking is held to the same rho, over at least this many mixtures
+GOAL_SCALE_AWARE_MIXTURES = 8
 
 
 def goals(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -221,6 +253,17 @@ def goals(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         "n": doc["rank_agreement"]["n"],
         "met": bool(finite and rho >= GOAL_SPEARMAN),
     }
+    if doc.get("scale_aware") and "rank_agreement" in doc["scale_aware"]:
+        ag = doc["scale_aware"]["rank_agreement"]
+        rho, n = ag["spearman"], ag["n"]
+        finite = rho is not None and math.isfinite(rho)
+        out["scale_aware_spearman"] = {
+            "figure": rho if finite else None,
+            "goal": GOAL_SPEARMAN,
+            "n": n,
+            "min_mixtures": GOAL_SCALE_AWARE_MIXTURES,
+            "met": bool(finite and rho >= GOAL_SPEARMAN and n >= GOAL_SCALE_AWARE_MIXTURES),
+        }
     return out
 
 
@@ -228,9 +271,11 @@ def goals_text(found: Mapping[str, Mapping[str, Any]]) -> str:
     """One sentence: which goals are met and which are not, with their figures."""
     parts = []
     for name, g in found.items():
-        if name == "proxy_target_spearman":
+        if name in ("proxy_target_spearman", "scale_aware_spearman"):
             figure = "undefined" if g["figure"] is None else f"{g['figure']:.2f}"
-            label = f"proxy-to-target Spearman >= {g['goal']} ({figure} over {g['n']} mixtures)"
+            what = "proxy-to-target" if name == "proxy_target_spearman" else "scale-aware prediction-to-target"
+            least = f" over at least {g['min_mixtures']} mixtures" if "min_mixtures" in g else ""
+            label = f"{what} Spearman >= {g['goal']}{least} ({figure} over {g['n']} mixtures)"
         else:
             baseline = name.removeprefix("beats_").removesuffix("_beyond_noise")
             low, high = g["interval"]
@@ -312,6 +357,22 @@ def verdict(doc: Mapping[str, Any]) -> str:
         )
     else:
         parts.append(f"The rank agreement is undefined ({ag['n']} mixtures with distinct objectives at both scales).")
+    largest = doc.get("rank_agreement_largest_proxy")
+    if largest and largest["spearman"] is not None and math.isfinite(largest["spearman"]):
+        parts.append(
+            f"The ladder's largest proxy ranks {largest['n']} of them with Spearman {largest['spearman']:.2f} "
+            f"(p = {largest['p_value']:.2f})."
+        )
+    aware = doc.get("scale_aware") or {}
+    if "rank_agreement" in aware:
+        ag = aware["rank_agreement"]
+        if ag["spearman"] is not None and math.isfinite(ag["spearman"]):
+            parts.append(
+                f"The sweep's scale-aware surrogate ({aware['surrogate']}), predicting at the target's size, ranks "
+                f"the {ag['n']} mixtures with Spearman {ag['spearman']:.2f} (p = {ag['p_value']:.2f})."
+            )
+    elif "note" in aware:
+        parts.append(f"No scale-aware prediction: {aware['note']}.")
     if doc.get("goals"):
         parts.append(goals_text(doc["goals"]))
     return " ".join(parts)
@@ -391,6 +452,32 @@ def plot_rank_agreement(doc: Mapping[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_scale_aware(doc: Mapping[str, Any], path: Path) -> Path:
+    """A ladder sweep's prediction at the target's size against the target objective (std over seeds),
+    with the y = x line: how far off the scale-aware surrogate is, and whether it ranks the mixtures."""
+    plt = _plt()
+    rows = [r for r in doc["mixtures"] if r["target"] and "predicted" in r]
+    fig, ax = plt.subplots(figsize=(5.4, 4.4))
+    for r in rows:
+        t = _stat(r["target"])
+        assert t is not None
+        color = "tab:red" if r["role"] == RECOMMENDED else ("tab:blue" if r["role"] == "baseline" else "tab:gray")
+        ax.errorbar([r["predicted"]], [t.mean], yerr=[t.std if t.n >= 2 else 0.0], fmt="o", color=color, capsize=3)
+        ax.annotate(r["name"], (r["predicted"], t.mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if rows:
+        values = [r["predicted"] for r in rows] + [r["target"]["mean"] for r in rows]
+        ax.plot([min(values), max(values)], [min(values), max(values)], ":", color="gray", lw=1, label="y = x")
+        ax.legend(fontsize=7)
+    ag = (doc.get("scale_aware") or {}).get("rank_agreement") or {}
+    rho = ag.get("spearman")
+    label = f"Spearman {rho:.2f} (n={ag['n']})" if rho is not None and math.isfinite(rho) else "Spearman undefined"
+    ax.set_xlabel("predicted at the target's size (sweep's scale-aware surrogate)")
+    ax.set_ylabel("target objective (bits per byte)")
+    ax.set_title(f"scale-aware prediction vs target: {label}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 # ------------------------------------------------------------------------------------------------
 # tables and HTML
 
@@ -400,7 +487,7 @@ def table_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     deltas = {c["baseline"]: c for c in doc["comparisons"]}
     rows = []
     for r in sorted(doc["mixtures"], key=lambda r: r["target"]["mean"] if r["target"] else math.inf):
-        t, p = _stat(r["target"]), _stat(r["proxy"])
+        t, p, lp = _stat(r["target"]), _stat(r["proxy"]), _stat(r.get("largest_proxy"))
         bpb, cloze = _stat(r["lighteval"].get("bpb")), _stat(r["lighteval"].get("cloze"))
         c = deltas.get(r["name"])
         delta = _stat(c["delta"]) if c else None
@@ -411,6 +498,8 @@ def table_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "target objective (mean ± std)": t.text() if t else "-",
                 "target 95% interval": t.interval_text() if t else "",
                 "proxy objective (mean ± std)": p.text() if p else "-",
+                **({"largest proxy objective (mean ± std)": lp.text() if lp else "-"} if "largest_proxy" in r else {}),
+                **({"scale-aware prediction": f"{r['predicted']:.4f}"} if "predicted" in r else {}),
                 "LightEval bpb": bpb.text() if bpb else "-",
                 "LightEval cloze acc": cloze.text(3) if cloze else "-",
                 "recommended minus this (95% interval)": (
