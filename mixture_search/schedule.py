@@ -124,7 +124,8 @@ class Schedule:
         untils = np.cumsum(lengths) / sum(lengths)
         untils[-1] = 1.0
         return cls(
-            tuple(Phase(float(u), Mixture(cells[k])) for k, u in enumerate(untils)),
+            # 12 decimals: a phase end of 0.75 comes back as 0.75, not as its cells' sum 0.7500000000000001
+            tuple(Phase(round(float(u), 12), Mixture(cells[k])) for k, u in enumerate(untils)),
             name=name,
             metadata=dict(metadata or {}),
         )

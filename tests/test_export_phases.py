@@ -15,7 +15,7 @@ from mixture_search.catalog import load_catalog
 from mixture_search.errors import FormatError
 from mixture_search.formats import read_mixture
 from mixture_search.mixture import Mixture
-from mixture_search.schedule import Schedule
+from mixture_search.schedule import Phase, Schedule
 from mixture_search.schedule_formats import (
     is_schedule_file,
     read_schedule,
@@ -55,6 +55,18 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     assert back.name == "small" and back.metadata == {"train_tokens": 1_000_000_000}
     assert render_schedule(back) == out.read_text()
     assert is_schedule_file(out) and not is_schedule_file(OPENSEEK_TASK)
+
+
+def test_a_phase_end_comes_back_from_the_flat_cells_as_given() -> None:
+    """Phase ends are sums of cells: without rounding, 0.75 could come back as 0.7500000000000001."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = rng.dirichlet([1.0] * 5), rng.dirichlet([1.0] * 5)
+        domains = [f"d{i}" for i in range(5)]
+        schedule = Schedule((Phase(0.75, Mixture(dict(zip(domains, a)))), Phase(1.0, Mixture(dict(zip(domains, b))))))
+        assert Schedule.from_flat(schedule.flat()).untils == (0.75, 1.0)
 
 
 def test_megatron_stage_script_runs_each_stage_with_its_data_path_and_samples(tmp_path: Path) -> None:
