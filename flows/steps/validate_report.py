@@ -1,11 +1,12 @@
 """Statistics, plots and the HTML report of a validation (plain functions: runs in, numbers/PNG/HTML out).
 
 A validation trains a few mixtures at two scales (the sweep's proxy and a larger target; with a proxy
-ladder, its largest scale too) with several seeds each. Here the per-seed numbers become means with a spread (standard deviation over seeds and a
-95% Student-t interval), differences between the recommendation and each baseline (paired by seed: the
-same seed gives the same initialisation), the proxy-vs-target rank agreement (Spearman; with a ladder, also the scale-aware surrogate's predictions at the
-target's size against the target), a verdict
-computed from those numbers, and a self-contained HTML page (images inlined as base64).
+ladder, its largest scale too) with several seeds each. Here the per-seed numbers become means with a
+spread (standard deviation over seeds and a 95% Student-t interval), differences between the
+recommendation and each baseline (paired by seed: the same seed gives the same initialisation), the
+proxy-vs-target rank agreement (Spearman; with a ladder, also the scale-aware surrogate's predictions at
+the target's size against the target), a verdict computed from those numbers, and a self-contained HTML
+page (images inlined as base64).
 """
 
 from __future__ import annotations
