@@ -387,9 +387,9 @@ def end_runs_of_flow_run(tracking_uri: str, experiment: str, flow_run_id: str) -
         logger.warning("could not mark the MLflow runs KILLED: %s", " ".join(str(exc).split())[:300])
 
 
-def cancellation_hook(load: Callable[[Any], Any], tracking_uri: Callable[[Any], str]) -> FlowStateHook[..., Any]:
-    """A flow's `on_cancellation` hook (`end_runs_of_flow_run`): `load` reads the flow run's `spec` parameter,
-    `tracking_uri` says where its runs are tracked."""
+def cancellation_hook(load: Callable[[Any], Any]) -> FlowStateHook[..., Any]:
+    """A flow's `on_cancellation` hook (`end_runs_of_flow_run`): `load` reads the flow run's `spec` parameter
+    (a SweepSpec or ValidateSpec: both say where their runs are tracked the same way)."""
 
     def hook(flow: Any, flow_run: Any, state: Any) -> None:
         try:
@@ -397,14 +397,14 @@ def cancellation_hook(load: Callable[[Any], Any], tracking_uri: Callable[[Any], 
         except Exception as exc:  # a spec path the worker cannot read: say so, in one line
             get_logger("mixsweep.cancel").warning("could not read the spec: %s", " ".join(str(exc).split())[:300])
             return
-        end_runs_of_flow_run(tracking_uri(spec), spec.mlflow.experiment, str(flow_run.id))
+        end_runs_of_flow_run(tracking_uri_of(spec.mlflow, spec.out_dir), spec.mlflow.experiment, str(flow_run.id))
 
     hook.__name__ = hook.__qualname__ = "end_mlflow_runs_on_cancellation"  # the name Prefect logs
     return hook
 
 
 #: the sweep's `on_cancellation` hook
-end_mlflow_runs_on_cancellation = cancellation_hook(load_spec, tracking_uri_of)
+end_mlflow_runs_on_cancellation = cancellation_hook(load_spec)
 
 
 @flow(

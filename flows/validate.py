@@ -46,7 +46,6 @@ from flows.steps.validate import (
     prepare_validation,
     scale_aware_predictions,
     scale_inputs,
-    validate_tracking_uri,
 )
 from flows.steps.validate_report import (
     RunRecord,
@@ -307,7 +306,7 @@ def _slug(name: str) -> str:
 
 
 #: the validation's `on_cancellation` hook: its parent run and the trainings still `RUNNING` end `KILLED`
-end_validate_runs_on_cancellation = cancellation_hook(load_validate_spec, validate_tracking_uri)
+end_validate_runs_on_cancellation = cancellation_hook(load_validate_spec)
 
 
 @flow(

@@ -19,7 +19,7 @@ from flows.steps.checks import (
     check_ray_address,
 )
 from flows.steps.ladder import Ladder, Rung, build_ladder, epoch_params, repetition_target, run_tokens
-from flows.steps.spec import SpecError, SweepSpec
+from flows.steps.spec import MlflowSpec, SpecError, SweepSpec
 from flows.trials.result import TrialContext, trial_key
 from mixture_search import SAMPLERS, SURROGATES
 from mixture_search.catalog import DomainCatalog, load_catalog
@@ -151,11 +151,10 @@ class Prepared:
         )
 
 
-def tracking_uri_of(spec: SweepSpec) -> str:
-    """Where a sweep's runs are tracked: `mlflow.tracking_uri`, else `MLFLOW_TRACKING_URI`, else SQLite in its folder."""
-    return (
-        spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
-    )
+def tracking_uri_of(mlflow: MlflowSpec, out_dir: Path) -> str:
+    """Where a sweep's (or a validation's) runs are tracked: `mlflow.tracking_uri`, else `MLFLOW_TRACKING_URI`,
+    else SQLite in its output folder."""
+    return mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{out_dir / 'mlflow.db'}"
 
 
 def prepare(spec: SweepSpec) -> Prepared:
@@ -211,7 +210,7 @@ def prepare(spec: SweepSpec) -> Prepared:
     check_corpus_paths(spec, corpus)
     if spec.export.catalog is not None:
         load_catalog(spec.export.catalog)
-    tracking_uri = tracking_uri_of(spec)
+    tracking_uri = tracking_uri_of(spec.mlflow, spec.out_dir)
     check_mlflow(tracking_uri)
     check_ray_address(spec.ray_address)
     return Prepared(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from flows.steps.checks import check_eval_tasks, check_mlflow
 from flows.steps.ladder import LadderResults, fit_scale_model
-from flows.steps.prepare import Prepared, prepare
+from flows.steps.prepare import Prepared, prepare, tracking_uri_of
 from flows.steps.spec import (
     Budget,
     EvalSpec,
@@ -226,7 +225,7 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
             f"{unknown[0]!r} is not a domain of the sweep ({', '.join(sweep.domains)})", where="target_domains"
         )
     check_eval_tasks(spec.eval.tasks, sweep.domains)
-    uri = validate_tracking_uri(spec)
+    uri = tracking_uri_of(spec.mlflow, spec.out_dir)
     if uri.startswith("sqlite:///"):
         spec.out_dir.mkdir(parents=True, exist_ok=True)
     check_mlflow(uri)
@@ -246,13 +245,6 @@ def prepare_validation(spec: ValidateSpec) -> ValidatePlan:
         scale=scale,
         tracking_uri=uri,
         key=key,
-    )
-
-
-def validate_tracking_uri(spec: ValidateSpec) -> str:
-    """Where a validation's runs are tracked: `mlflow.tracking_uri`, else `MLFLOW_TRACKING_URI`, else SQLite."""
-    return (
-        spec.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{spec.out_dir / 'mlflow.db'}"
     )
 
 
