@@ -7,11 +7,12 @@ objectives per problem: the mean of the domain losses, one domain's loss, and a 
 (0.7 / 0.3 of two domains), the domains drawn per problem. Their true optimum over the space comes
 from the problem's own convex optimiser (SLSQP from 8 starts).
 
-The runs are a sweep's first round: n = 8, 16 or 32 mixtures from the `dirichlet` sampler (token
-prior, seeded), each measured once with the problem's run noise (0.01 shared by every domain of a
-run, 0.01 per domain). The n = 8 and 16 runs are the first ones of the 32 (paired comparisons), and
-every method sees the same runs. The per-domain losses are the objective's parts (for the mean and
-the pair; one domain's loss has none).
+The runs are a sweep's first round: n = 8, 16 or 32 mixtures, the sweep's two anchors (natural and
+uniform, `SearchSpace.anchor`) and then draws of the `dirichlet` sampler (token prior, seeded), each
+measured once with the problem's run noise (0.01 shared by every domain of a run, 0.01 per domain).
+The n = 8 and 16 runs are the first ones of the 32 (paired comparisons), and every method sees the
+same runs (so `best_observed` is never worse than the measured natural or uniform run). The
+per-domain losses are the objective's parts (for the mean and the pair; one domain's loss has none).
 
 Methods, by regret = true objective of the mixture - true optimum (nats, lower is better):
 
@@ -21,7 +22,7 @@ Methods, by regret = true objective of the mixture - true optimum (nats, lower i
   LightGBM's default of 20 predicts a constant below 40 runs), scored on mixtures drawn from the same
   Dirichlet prior and kept inside the caps, and the average of the 100 best predicted;
 - `best_observed`: the run with the lowest measured objective;
-- `natural`: the token shares; `uniform`: equal shares projected into the space;
+- `natural`, `uniform`: the two anchors (`SearchSpace.anchor`: token shares, equal shares, in the space);
 - `optimum`: the true optimum's own mixture through the same path (its regret must be 0).
 
 Both proposal methods score 20,000 candidate mixtures (the product's default is 100,000) to keep a
@@ -55,6 +56,7 @@ from flows.steps.validate_report import Stat
 from mixture_search import SAMPLERS, SURROGATES, SearchSpace
 from mixture_search.files import atomic_save, atomic_write_json
 from mixture_search.recommend import recommend_mixture
+from mixture_search.space import ANCHORS
 from mixture_search.synthetic import MixingLawProblem
 
 RESULTS = Path(__file__).parent / "results" / "decision.json"
@@ -147,10 +149,12 @@ def make_truth(m: int, seed: int, grid: Grid) -> Truth:
     space = make_space(problem, seed)
     weights = {k: v for k, v in objective_weights(m, seed).items() if k in grid.objectives}
     optimum = {k: problem.optimum(space, weights=w) for k, w in weights.items()}
-    sampler = SAMPLERS.build("dirichlet", space=space, seed=seed)  # the sweep's first round
-    X = space.to_array(sampler.suggest(max(grid.ns)))
+    # the sweep's first round: its anchors (natural, uniform), then the dirichlet sampler's draws
+    sampler = SAMPLERS.build("dirichlet", space=space, seed=seed)
+    drawn = space.to_array(sampler.suggest(max(grid.ns) - len(ANCHORS)))
+    X = np.vstack([np.array([space.anchor(a) for a in ANCHORS]), drawn])
     if len(X) < max(grid.ns):
-        raise RuntimeError(f"the dirichlet sampler gave {len(X)} of {max(grid.ns)} runs (m={m}, seed={seed})")
+        raise RuntimeError(f"the dirichlet sampler gave {len(drawn)} of {max(grid.ns)} runs (m={m}, seed={seed})")
     _, L = problem.run(X, np.random.default_rng([m, seed, 2]))
     pool = regmix_pool(space, grid.n_samples, 10_000 + seed)
     reference = space.sample_uniform(np.random.default_rng([m, seed, 3]), 4000)
@@ -222,8 +226,8 @@ def decide(truth: Truth, objective: str, n: int, n_samples: int) -> dict[str, An
         "recommendation": rec,
         "regmix": peer,
         "best_observed": case.X[int(np.argmin(case.y))],
-        "natural": space.project(space.prior_shares),
-        "uniform": space.project(np.full(space.size, 1.0 / space.size)),
+        "natural": space.anchor("natural"),
+        "uniform": space.anchor("uniform"),
         "optimum": truth.optimum[objective][0],
     }
     # every mixture takes the same path to its regret: a Mixture value, normalised, in the space's order

@@ -268,6 +268,12 @@ def run_case(case: str, steps: int, seeds: list[int]) -> dict[str, Any]:
         "sweep_predicted": summary.get("proposal", {}).get("predicted"),
         "sweep_proposal": {k: summary.get("proposal", {}).get(k) for k in ("model", "bound_by", "nearest_run_l1")},
         "sweep_confirm": summary.get("confirm"),
+        # the sweep's first-round anchors (`search.anchors`; none in runs before they existed)
+        "sweep_anchors": sorted(
+            r["sampler"].removeprefix("anchor:")
+            for r in json.loads((out / "results.json").read_text())
+            if str(r.get("sampler", "")).startswith("anchor:")
+        ),
         "sweep_s": round(sweep_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
     }

@@ -53,7 +53,13 @@ from flows.steps.report import (
     recommended_markdown,
     round_report,
 )
-from flows.steps.search import CrossValidation, SearchState, cross_validate_cached, suggest_candidates
+from flows.steps.search import (
+    CrossValidation,
+    SearchState,
+    candidate_label,
+    cross_validate_cached,
+    suggest_candidates,
+)
 from flows.steps.spec import SweepSpec, load_spec
 from flows.steps.timing import Timings
 from flows.tracking.redact import redact_uri
@@ -447,13 +453,18 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
         for r in range(parsed.search.rounds):
             with timings.stage("suggest"):
                 sampler_name, candidates = suggest(prepared, state, r, results)
-                plans = [plan for m in candidates if (plan := _plan(prepared, tracker, m, r, sampler_name, results))]
+                plans = [
+                    plan
+                    for m in candidates
+                    if (plan := _plan(prepared, tracker, m, r, candidate_label(prepared, m, sampler_name), results))
+                ]
+            anchored = [name for name, _ in prepared.anchors] if r == 0 else []
             logger.info(
                 "round %d/%d: %d candidates from %s, %d to train",
                 r + 1,
                 parsed.search.rounds,
                 len(candidates),
-                sampler_name,
+                " + ".join([*(f"anchor {a}" for a in anchored), sampler_name]),
                 len(plans),
             )
             with timings.stage("trials"):

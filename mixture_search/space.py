@@ -38,6 +38,8 @@ from mixture_search.units import format_count, parse_count
 
 #: slack allowed when checking a point against the constraints (float64 noise of the maps)
 TOL = 1e-9
+#: the reference mixtures `SearchSpace.anchor` knows, in the order a sweep trains them
+ANCHORS = ("natural", "uniform")
 
 
 @dataclass(frozen=True)
@@ -483,6 +485,18 @@ class SearchSpace:
             for k, idx in enumerate(self._gidx):
                 X[:, idx] = project_box(Y[:, idx], self._lo[idx], self._hi[idx], T[:, k])
         return X[0] if single else X
+
+    def anchor(self, name: str) -> np.ndarray:
+        """A reference mixture inside the space (`ANCHORS`): `natural`, the corpus' token shares (the
+        prior when the token counts are unknown), or `uniform`, equal shares; each projected onto the
+        space's bounds, pins, groups and epoch caps. A sweep trains them in its first round."""
+        if name == "natural":
+            shares = self.prior_shares if self._tok is None else self._tok / self._tok.sum()
+        elif name == "uniform":
+            shares = np.full(self.size, 1.0 / self.size)
+        else:
+            raise SearchError(f"unknown anchor {name!r} (known: {', '.join(ANCHORS)})", where="anchors")
+        return np.asarray(self.project(shares))
 
     def sample_uniform(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """n feasible points, uniform on the plain simplex (the cube map of uniform draws)."""

@@ -153,3 +153,16 @@ def test_from_catalog_on_openseek_groups() -> None:
     assert np.all(space.contains(X))
     groups = SearchSpace.from_catalog(catalog, level="group")
     assert groups.size == 15 and groups.prior_shares.sum() == pytest.approx(1)
+
+
+def test_anchors_are_natural_and_uniform_inside_the_space() -> None:
+    space = capped()
+    natural, uniform = space.anchor("natural"), space.anchor("uniform")
+    assert all(space.contains(x) for x in (natural, uniform))
+    assert natural.tolist() == pytest.approx(space.project(space.token_counts / space.token_counts.sum()).tolist())
+    assert uniform.tolist() == pytest.approx(space.project(np.full(space.size, 0.25)).tolist())
+    assert uniform[3] == pytest.approx(0.02) and uniform[2] == pytest.approx(0.08)  # pinned, then capped
+    free = SearchSpace(domains=("a", "b", "c"))  # no token counts: natural is the prior (here uniform)
+    assert free.anchor("natural").tolist() == pytest.approx([1 / 3] * 3)
+    with pytest.raises(SearchError, match=r"^anchors: unknown anchor 'best'"):
+        space.anchor("best")

@@ -126,6 +126,13 @@ def test_impossible_phases_are_one_line_in_the_check_step(
     assert text.startswith(where) and words in text and "\n" not in text, text
 
 
+def test_a_phased_sweep_has_no_anchors_and_refuses_them(sweep_corpus: Path, tmp_path: Path) -> None:
+    assert _prepared(sweep_corpus, tmp_path / "out", {"phases": TWO_PHASES}).anchors == ()  # per_round 4
+    search = {"per_round": 4, "proposal_samples": 1000, "anchors": ["uniform"]}
+    with pytest.raises(SpecError, match=r"^search\.anchors: a phased sweep searches schedules"):
+        _prepared(sweep_corpus, tmp_path / "out", {"phases": TWO_PHASES}, search=search)
+
+
 def test_a_template_without_its_experiment_config_cannot_take_stages(sweep_corpus: Path, tmp_path: Path) -> None:
     lone = REPO / "deploy" / "templates" / "openseek_train_deepseek_v3_1_4b.yaml"
     with pytest.raises(SpecError, match=r"^export\.openseek_template: a schedule is exported as one OpenSeek"):

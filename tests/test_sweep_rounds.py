@@ -20,18 +20,28 @@ from flows.steps.export import recommend
 from flows.steps.prepare import Prepared, prepare
 from flows.steps.replicates import REPLICATE_STAGE, plan_replicates, replicate_seed
 from flows.steps.report import rank
-from flows.steps.search import SearchState, cross_validate_cached, sampler_for, suggest_candidates
-from flows.steps.spec import load_spec
+from flows.steps.search import (
+    SearchState,
+    candidate_label,
+    cross_validate_cached,
+    sampler_for,
+    suggest_candidates,
+)
+from flows.steps.spec import SpecError, load_spec
 from flows.trials.result import TrialPlan, TrialResult
 from mixture_search.mixture import Mixture
 from tests.sweep_helpers import smoke_spec
 
 
-def _prepared(corpus: Path, out: Path, **changes: Any) -> Prepared:
+def _spec(corpus: Path, out: Path, **changes: Any) -> dict[str, Any]:
     spec = smoke_spec(corpus, out, "rounds", rounds=3, per_round=4)
     spec["search"]["proposal_samples"] = 1000
     spec.update(changes)
-    return prepare(load_spec(spec))
+    return spec
+
+
+def _prepared(corpus: Path, out: Path, **changes: Any) -> Prepared:
+    return prepare(load_spec(_spec(corpus, out, **changes)))
 
 
 def _results(candidates: list[Mixture], score: Any) -> dict[str, TrialResult]:
@@ -60,6 +70,45 @@ def test_a_round_is_planned_once_and_replanned_identically(sweep_corpus: Path, t
     again_name, again = suggest_candidates(prepared, SearchState.load(state_file), 0, {})
     assert (again_name, [m.key for m in again]) == (name, [m.key for m in first])
     assert json.loads(state_file.read_text()) == saved
+
+
+@pytest.mark.usefixtures("no_mlflow_env")
+def test_the_first_round_starts_with_the_anchors(sweep_corpus: Path, tmp_path: Path) -> None:
+    prepared = _prepared(sweep_corpus, tmp_path / "out")  # per_round 4: natural, uniform and 2 sampled
+    space = prepared.space
+    assert [name for name, _ in prepared.anchors] == ["natural", "uniform"]
+    state = SearchState.load(tmp_path / "out" / "search_state.json")
+    name, first = suggest_candidates(prepared, state, 0, {})
+    assert len(first) == 4 and name == "dirichlet"
+    assert [space.to_array(m).tolist() for m in first[:2]] == [
+        pytest.approx(space.anchor("natural").tolist()),
+        pytest.approx(space.anchor("uniform").tolist()),
+    ]
+    labels = [candidate_label(prepared, m, name) for m in first]
+    assert labels == ["anchor:natural", "anchor:uniform", "dirichlet", "dirichlet"]
+    _, second = suggest_candidates(prepared, state, 1, _results(first, lambda m: m.share("code")))
+    assert len(second) == 4 and {candidate_label(prepared, m, "adaptive") for m in second} == {"adaptive"}
+    # none when asked for none, or by default when the round has no room beside them; one in a round of 2
+    for search, expected in (
+        ({"anchors": []}, []),
+        ({"per_round": 2}, []),
+        ({"per_round": 2, "anchors": ["uniform"]}, ["uniform"]),
+    ):
+        spec = _spec(sweep_corpus, tmp_path / "other")
+        spec["search"].update(search)
+        assert [name for name, _ in prepare(load_spec(spec)).anchors] == expected
+
+
+def test_anchors_that_fill_the_first_round_are_one_line(tmp_path: Path) -> None:
+    spec = smoke_spec(tmp_path / "no-corpus", tmp_path / "out", "anchors", per_round=2)
+    spec["search"]["anchors"] = ["natural", "uniform"]
+    with pytest.raises(
+        SpecError, match=r"search\.anchors: 2 anchors leave no candidate of the sampler in a first round of 2"
+    ):
+        load_spec(spec)
+    spec["search"].update(anchors=["natural", "natural"], per_round=4)
+    with pytest.raises(SpecError, match=r"search\.anchors.*each anchor once"):
+        load_spec(spec)
 
 
 @pytest.mark.usefixtures("no_mlflow_env")

@@ -78,7 +78,9 @@ def register(app: typer.Typer) -> None:
             ("domains", ", ".join(prepared.domains)),
             (
                 "search",
-                f"{parsed.search.rounds} rounds x {parsed.search.per_round}: {parsed.search.sampler}"
+                f"{parsed.search.rounds} rounds x {parsed.search.per_round}: "
+                + "".join(f"{name}, " for name, _ in prepared.anchors)
+                + parsed.search.sampler
                 + (f", then {parsed.search.adaptive}" if parsed.search.adaptive and parsed.search.rounds > 1 else "")
                 + (
                     f"; the top {parsed.search.replicates} trained again with a new seed (ranked by the mean)"

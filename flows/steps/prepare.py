@@ -28,7 +28,7 @@ from mixture_search.formats import read_mixture, read_openseek
 from mixture_search.mixture import Mixture
 from mixture_search.phases import PhasedSpace
 from mixture_search.schedule import Schedule
-from mixture_search.space import SearchSpace
+from mixture_search.space import ANCHORS, SearchSpace
 from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
 from trainers.data import Corpus
@@ -55,6 +55,8 @@ class Prepared:
     repetition: int | None = None
     #: the proxy ladder of `proxy.scales` (its smallest scale is `proxy` and `budget`), else None
     ladder: Ladder | None = None
+    #: the first round's reference mixtures (`search.anchors`): (name, mixture) in the space
+    anchors: tuple[tuple[str, Mixture], ...] = ()
 
     # -- phases: a phased sweep's points are schedules in their flat form (cells p<k>.<domain>) ----------
     @property
@@ -228,7 +230,29 @@ def prepare(spec: SweepSpec) -> Prepared:
         catalog=catalog,
         repetition=repetition,
         ladder=ladder,
+        anchors=anchors_of(spec, space),
     )
+
+
+def anchors_of(spec: SweepSpec, space: SearchSpace | PhasedSpace) -> tuple[tuple[str, Mixture], ...]:
+    """The first round's anchors (`search.anchors`), as (name, mixture) inside the space. By default
+    natural and uniform, when the mixtures are static and the round has room for a sampled candidate
+    too; a phased sweep has none (its points are schedules: lengths as well as shares)."""
+    names: list[str] | None = list(spec.search.anchors) if spec.search.anchors is not None else None
+    if isinstance(space, PhasedSpace):
+        if names:
+            raise SpecError(
+                "a phased sweep searches schedules, not static mixtures: leave anchors out", where="search.anchors"
+            )
+        return ()
+    if names is None:
+        names = list(ANCHORS) if spec.search.per_round > len(ANCHORS) else []
+    out: list[tuple[str, Mixture]] = []
+    for name in names:
+        mixture = space.to_mixture(space.anchor(name))
+        if all(m.key != mixture.key for _, m in out):  # natural is uniform on a corpus of equal domains
+            out.append((name, mixture))
+    return tuple(out)
 
 
 def check_scale(
@@ -286,4 +310,4 @@ def phased_space(spec: SweepSpec, base: SearchSpace) -> PhasedSpace:
     return space
 
 
-__all__ = ["Prepared", "phased_space", "prepare"]
+__all__ = ["Prepared", "anchors_of", "phased_space", "prepare"]

@@ -45,16 +45,24 @@ def suggest_candidates(
     prepared: Prepared, state: SearchState, round_: int, results: dict[str, TrialResult]
 ) -> tuple[str, list[Mixture]]:
     """(sampler name, candidates) of a round: planned again from the saved state when the round was
-    planned before an interruption, else asked of the round's sampler (and the state saved)."""
+    planned before an interruption, else asked of the round's sampler (and the state saved). The first
+    round starts with the sweep's anchors (`Prepared.anchors`), in place of as many sampled candidates."""
     if round_ < len(state.rounds):
         entry = state.rounds[round_]
         return entry["sampler"], [Mixture([(n, w) for n, w in c]) for c in entry["candidates"]]
     name, sampler = sampler_for(prepared, state, round_, results)
-    candidates = sampler.suggest(prepared.spec.search.per_round)
+    anchors = [m for _, m in prepared.anchors] if round_ == 0 else []
+    candidates = [*anchors, *sampler.suggest(prepared.spec.search.per_round - len(anchors))]
     state.samplers[name] = {"state": sampler.state(), "observed": state.samplers.get(name, {}).get("observed", [])}
     state.rounds.append({"sampler": name, "candidates": [list(map(list, c.pairs)) for c in candidates]})
     state.save()
     return name, candidates
+
+
+def candidate_label(prepared: Prepared, mixture: Mixture, sampler: str) -> str:
+    """What a candidate's trial is tagged with (`sampler` in MLflow and the leaderboard): `anchor:<name>`
+    for an anchor of the sweep, else the round's sampler."""
+    return next((f"anchor:{name}" for name, m in prepared.anchors if m.key == mixture.key), sampler)
 
 
 def sampler_for(
@@ -125,6 +133,7 @@ def _finite_fields(obj: Any) -> dict[str, Any]:
 __all__ = [
     "CrossValidation",
     "SearchState",
+    "candidate_label",
     "cross_validate_cached",
     "observations",
     "sampler_for",

@@ -213,6 +213,12 @@ class SearchSpec(_Strict):
         2, ge=1, description="Rounds of candidates; each round's trials train before the next is chosen."
     )
     per_round: int = Field(4, ge=1, description="Trials (candidate mixtures) per round.")
+    anchors: list[Literal["natural", "uniform"]] | None = Field(
+        None,
+        description="Reference mixtures the first round trains in place of as many sampled candidates: "
+        "natural (token shares) and uniform, inside the space ([]: none; null: both when the mixtures "
+        "are static and search.per_round leaves room for a sampled candidate, i.e. >= 3).",
+    )
     surrogate: SurrogateName = Field(
         "auto", description="Model of the objective over mixtures (auto: the best by cross-validation)."
     )
@@ -244,8 +250,21 @@ class SearchSpec(_Strict):
         "the surrogate and the proposal use each mixture's mean over its seeds (0: off).",
     )
 
+    @field_validator("anchors")
+    @classmethod
+    def _anchors(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) < len(v):
+            raise ValueError("each anchor once")
+        return v
+
     @model_validator(mode="after")
     def _replicates(self) -> SearchSpec:
+        if self.anchors and self.per_round <= len(self.anchors):
+            raise SpecError(
+                f"{len(self.anchors)} anchors leave no candidate of the sampler in a first round of "
+                f"{self.per_round} (search.per_round): raise it or drop anchors",
+                where="search.anchors",
+            )
         trials = self.rounds * self.per_round
         if self.replicates > trials:
             raise SpecError(
@@ -503,6 +522,8 @@ class SweepSpec(_Strict):
         if space.get("phases") is None and not space.get("ramp"):  # a static space keeps its sweep key
             space.pop("phases", None)
             space.pop("ramp", None)
+        if payload["search"].get("anchors") is None:  # the default anchors keep a sweep's key too
+            payload["search"].pop("anchors", None)
         _drop_ladder_defaults(payload)
         return content_key([payload, data_hash])
 
