@@ -16,7 +16,10 @@ per-domain losses are the objective's parts (for the mean and the pair; one doma
 
 Methods, by regret = true objective of the mixture - true optimum (nats, lower is better):
 
-- `recommendation`: `mixture_search.recommend.recommend_mixture` with its defaults (the product);
+- `recommendation`: what a sweep exports (the product): `mixture_search.recommend.recommend_mixture`'s
+  proposal with its defaults, then the confirmation stage with its default of 2 seeds (the proposal
+  and the best observed run measured again with 2 new noisy runs each; the better mean is exported);
+- `proposal`: the proposal alone, before the confirmation;
 - `regmix` (the named peer): RegMix's recipe, written out below: LightGBM regression of the objective
   on the shares (1000 rounds, learning rate 0.01; leaf size n // 10 clipped to [2, 20], because
   LightGBM's default of 20 predicts a constant below 40 runs), scored on mixtures drawn from the same
@@ -64,10 +67,11 @@ QUICK_OUT = Path("runs") / "benchmarks" / "decision-quick.json"
 OBJECTIVES = ("mean", "single", "pair")
 PAIR = (0.7, 0.3)
 TOP_K = 100  # RegMix averages the top 100 predicted mixtures
-METHODS = ("recommendation", "regmix", "best_observed", "natural", "uniform", "optimum")
+METHODS = ("recommendation", "proposal", "regmix", "best_observed", "natural", "uniform", "optimum")
 COMPARED = ("regmix", "best_observed", "natural", "uniform")  # what the recommendation's win rates are against
 GOAL_VS_REGMIX = 0.5  # mean regret at most half of RegMix's recipe's
 GOAL_WIN_RATE = 0.9  # beats natural and uniform on at least 90% of problems
+CONFIRM_SEEDS = 2  # the confirmation stage's default (`confirm.seeds`)
 
 
 @dataclass(frozen=True)
@@ -211,21 +215,34 @@ def regmix(case: Case, pool: np.ndarray) -> np.ndarray:
     return np.asarray(top.mean(axis=0))  # the space is convex: an average of feasible mixtures is feasible
 
 
+def confirm(truth: Truth, objective: str, n: int, proposal: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, str]:
+    """The sweep's confirmation stage (`confirm:`, on by default): the proposal and the best observed
+    run measured again with `CONFIRM_SEEDS` new runs each (the problem's run noise, a seed of their
+    own); the better mean is exported, the proposal on a tie. Returns (exported mixture, which)."""
+    rng = np.random.default_rng([truth.m, truth.seed, 4, n, OBJECTIVES.index(objective)])
+    _, L = truth.problem.run(np.repeat(np.vstack([proposal, best]), CONFIRM_SEEDS, axis=0), rng)
+    y = (L @ truth.weights[objective]).reshape(2, CONFIRM_SEEDS).mean(axis=1)
+    return (best, "best_observed") if y[1] < y[0] else (proposal, "proposal")
+
+
 def decide(truth: Truth, objective: str, n: int, n_samples: int) -> dict[str, Any]:
     """Every method on one (problem, objective, n): the mixtures' regrets, and the proposers' seconds."""
     case = case_for(truth, objective, n, n_samples)
     space = truth.space
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    rec, model = recommendation(case)
+    proposal, model = recommendation(case)
     seconds["recommendation"] = time.perf_counter() - start
+    best = case.X[int(np.argmin(case.y))]
+    rec, exported = confirm(truth, objective, n, proposal, best)
     start = time.perf_counter()
     peer = regmix(case, truth.pool)
     seconds["regmix"] = time.perf_counter() - start
     mixtures = {
         "recommendation": rec,
+        "proposal": proposal,
         "regmix": peer,
-        "best_observed": case.X[int(np.argmin(case.y))],
+        "best_observed": best,
         "natural": space.anchor("natural"),
         "uniform": space.anchor("uniform"),
         "optimum": truth.optimum[objective][0],
@@ -246,6 +263,7 @@ def decide(truth: Truth, objective: str, n: int, n_samples: int) -> dict[str, An
         "reference_best_regret": float(truth.objective(objective, truth.reference).min() - f_opt),
         "median_regret": scale,  # regret of the space's median mixture: the scale of normalised regret
         "model": model,
+        "exported": exported,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
 
@@ -285,6 +303,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "win_rate": {f"vs_{k}": win_rate(regret["recommendation"], regret[k]) for k in COMPARED},
         "recommendation_over_regmix": round(float(rec / peer), 4) if peer > 0 else None,
         "models": dict(sorted(models.items())),
+        # how often the confirmation exported the best observed run instead of the proposal
+        "exported_best_observed": round(float(np.mean([r.get("exported") == "best_observed" for r in rows])), 4),
         "seconds_mean": {
             k: round(float(np.mean([r["seconds"][k] for r in rows])), 3) for k in ("recommendation", "regmix")
         },
@@ -449,9 +469,10 @@ def describe(grid: Grid) -> dict[str, Any]:
             "single": "one domain's loss",
             "pair": f"{PAIR[0]} / {PAIR[1]} of two domains",
         },
-        "runs": "the dirichlet sampler's first round (seeded); n = 8 and 16 are the first runs of the 32",
+        "runs": "a sweep's first round: its anchors (natural, uniform), then the dirichlet sampler's draws (seeded); n = 8 and 16 are the first runs of the 32",
         "n_samples": f"{grid.n_samples} candidate mixtures for both proposal methods (the product's default is 100,000)",
-        "recommendation": "recommend_mixture(space, X, y, parts=per-domain losses for mean and pair, part_weights, seed, n_samples), other options default",
+        "recommendation": f"recommend_mixture(space, X, y, parts=per-domain losses for mean and pair, part_weights, seed, n_samples), other options default; then the confirmation: proposal and best observed run measured with {CONFIRM_SEEDS} new noisy runs each, the better mean exported (the proposal on a tie)",
+        "proposal": "recommend_mixture's proposal alone (no confirmation)",
         "recommendation_defaults": {
             name: p.default
             for name, p in inspect.signature(recommend_mixture).parameters.items()

@@ -75,3 +75,16 @@ def test_summaries_recomputed_from_the_raw_rows_match(quick: tuple[dict[str, Any
         "win_rate_vs_natural",
         "win_rate_vs_uniform",
     }
+
+
+def test_the_runs_start_with_the_anchors_and_the_export_is_the_confirmations_choice(
+    quick: tuple[dict[str, Any], Path],
+) -> None:
+    rows = quick[0]["raw"]
+    truth = decision.make_truth(rows[0]["m"], rows[0]["seed"], decision.QUICK)
+    anchors = np.array([truth.space.anchor(a) for a in ("natural", "uniform")])
+    assert np.allclose(truth.X[:2], anchors)
+    for row in rows:  # the exported mixture is the proposal or the best observed run, as the confirmation chose
+        assert row["exported"] in ("proposal", "best_observed")
+        assert row["regret"]["recommendation"] == row["regret"][row["exported"]]
+    assert 0.0 <= quick[0]["overall"]["exported_best_observed"] <= 1.0
