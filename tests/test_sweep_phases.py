@@ -127,8 +127,9 @@ def test_impossible_phases_are_one_line_in_the_check_step(
 
 
 def test_a_phased_sweep_has_no_anchors_and_refuses_them(sweep_corpus: Path, tmp_path: Path) -> None:
-    assert _prepared(sweep_corpus, tmp_path / "out", {"phases": TWO_PHASES}).anchors == ()  # per_round 4
-    search = {"per_round": 4, "proposal_samples": 1000, "anchors": ["uniform"]}
+    search: dict[str, Any] = {"per_round": 8, "proposal_samples": 1000}  # a static sweep's default: both
+    assert _prepared(sweep_corpus, tmp_path / "out", {"phases": TWO_PHASES}, search=search).anchors == ()
+    search["anchors"] = ["uniform"]
     with pytest.raises(SpecError, match=r"^search\.anchors: a phased sweep searches schedules"):
         _prepared(sweep_corpus, tmp_path / "out", {"phases": TWO_PHASES}, search=search)
 

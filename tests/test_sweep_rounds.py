@@ -74,7 +74,9 @@ def test_a_round_is_planned_once_and_replanned_identically(sweep_corpus: Path, t
 
 @pytest.mark.usefixtures("no_mlflow_env")
 def test_the_first_round_starts_with_the_anchors(sweep_corpus: Path, tmp_path: Path) -> None:
-    prepared = _prepared(sweep_corpus, tmp_path / "out")  # per_round 4: natural, uniform and 2 sampled
+    spec = _spec(sweep_corpus, tmp_path / "out")  # per_round 4: natural, uniform and 2 sampled, as asked
+    spec["search"]["anchors"] = ["natural", "uniform"]
+    prepared = prepare(load_spec(spec))
     space = prepared.space
     assert [name for name, _ in prepared.anchors] == ["natural", "uniform"]
     state = SearchState.load(tmp_path / "out" / "search_state.json")
@@ -88,10 +90,11 @@ def test_the_first_round_starts_with_the_anchors(sweep_corpus: Path, tmp_path: P
     assert labels == ["anchor:natural", "anchor:uniform", "dirichlet", "dirichlet"]
     _, second = suggest_candidates(prepared, state, 1, _results(first, lambda m: m.share("code")))
     assert len(second) == 4 and {candidate_label(prepared, m, "adaptive") for m in second} == {"adaptive"}
-    # none when asked for none, or by default when the round has no room beside them; one in a round of 2
+    # by default both when they take at most a quarter of the first round; none when asked for none
     for search, expected in (
-        ({"anchors": []}, []),
-        ({"per_round": 2}, []),
+        ({"per_round": 8}, ["natural", "uniform"]),
+        ({"per_round": 7}, []),
+        ({"per_round": 8, "anchors": []}, []),
         ({"per_round": 2, "anchors": ["uniform"]}, ["uniform"]),
     ):
         spec = _spec(sweep_corpus, tmp_path / "other")

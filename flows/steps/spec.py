@@ -217,7 +217,7 @@ class SearchSpec(_Strict):
         None,
         description="Reference mixtures the first round trains in place of as many sampled candidates: "
         "natural (token shares) and uniform, inside the space ([]: none; null: both when the mixtures "
-        "are static and search.per_round leaves room for a sampled candidate, i.e. >= 3).",
+        "are static and they take at most a quarter of the first round, i.e. search.per_round >= 8).",
     )
     surrogate: SurrogateName = Field(
         "auto", description="Model of the objective over mixtures (auto: the best by cross-validation)."
