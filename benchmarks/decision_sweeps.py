@@ -22,6 +22,7 @@ Cases:
 
     .venv/bin/python benchmarks/decision_sweeps.py --case system-code   # ~10 min on 2 cores
     .venv/bin/python benchmarks/decision_sweeps.py                      # every case
+    .venv/bin/python benchmarks/decision_sweeps.py --anchors --case demo-one   # with search.anchors
 
 Results are merged into benchmarks/results/decision_sweeps.json (one entry per case).
 """
@@ -47,6 +48,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "decision_sweeps.json"
+ANCHORS_RESULTS = RESULTS.with_name("decision_sweeps_anchors.json")
 BIN = Path(sys.executable).parent
 WORK = REPO / "runs" / "bench-decision"
 
@@ -212,12 +214,14 @@ def paired(a: np.ndarray, b: np.ndarray, maximize: bool = False) -> dict[str, An
     return {"diff": round(mean, 5), "ci95": [round(lo, 5), round(hi, 5)], "verdict": verdict}
 
 
-def run_case(case: str, steps: int, seeds: list[int]) -> dict[str, Any]:
+def run_case(case: str, steps: int, seeds: list[int], anchors: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     corpus = prepare_corpus(CASES[case]["corpus"])
-    out = WORK / "sweeps" / case
+    out = WORK / "sweeps" / (f"{case}-anchors" if anchors else case)
     out.mkdir(parents=True, exist_ok=True)
     spec = sweep_spec(case, corpus, out, steps)
+    if anchors:  # in place of 2 of the first round's 4 Dirichlet draws
+        spec["search"]["anchors"] = ["natural", "uniform"]
     (out / "spec.json").write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
     print(f"[{case}] sweep: 2 rounds of 4 trials x {steps} steps", flush=True)
@@ -294,12 +298,18 @@ def main() -> None:
     ap.add_argument("--case", action="append", choices=sorted(CASES), help="a case to run (repeatable; default all)")
     ap.add_argument("--steps", type=int, default=150, help="training steps of every proxy")
     ap.add_argument("--seeds", default="101,102,103", help="seeds of the check trainings")
+    ap.add_argument(
+        "--anchors",
+        action="store_true",
+        help=f"the sweeps train natural and uniform in their first round (search.anchors); into {ANCHORS_RESULTS.name}",
+    )
     args = ap.parse_args()
+    out_file = ANCHORS_RESULTS if args.anchors else RESULTS
     sys.path.insert(0, str(REPO))
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"cases": {}}
+    results = json.loads(out_file.read_text()) if out_file.exists() else {"cases": {}}
     for case in args.case or sorted(CASES):
-        results["cases"][case] = run_case(case, args.steps, seeds)
+        results["cases"][case] = run_case(case, args.steps, seeds, args.anchors)
         cases = results["cases"].values()
         verdicts = [c["recommended_vs"] for c in cases]
         results["goals"] = {
@@ -315,8 +325,8 @@ def main() -> None:
                 >= 0.9,
             },
         }
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps(results["cases"][case]["recommended_vs"], indent=1), flush=True)
 
 
