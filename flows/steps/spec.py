@@ -258,7 +258,7 @@ class SearchSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _replicates(self) -> SearchSpec:
+    def _round_counts(self) -> SearchSpec:
         if self.anchors and self.per_round <= len(self.anchors):
             raise SpecError(
                 f"{len(self.anchors)} anchors leave no candidate of the sampler in a first round of "
