@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from flows.steps.spec import ConfirmSpec
 from flows.steps.validate_report import Stat
 from mixture_search import SAMPLERS, SURROGATES, SearchSpace
 from mixture_search.files import atomic_save, atomic_write_json
@@ -71,7 +72,7 @@ METHODS = ("recommendation", "proposal", "regmix", "best_observed", "natural", "
 COMPARED = ("regmix", "best_observed", "natural", "uniform")  # what the recommendation's win rates are against
 GOAL_VS_REGMIX = 0.5  # mean regret at most half of RegMix's recipe's
 GOAL_WIN_RATE = 0.9  # beats natural and uniform on at least 90% of problems
-CONFIRM_SEEDS = 2  # the confirmation stage's default (`confirm.seeds`)
+CONFIRM_SEEDS = ConfirmSpec().seeds  # the confirmation stage's default (`confirm.seeds`)
 
 
 @dataclass(frozen=True)

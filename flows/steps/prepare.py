@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from trainers.budget import TrainBudget
 from trainers.config import ProxyConfig
 from trainers.data import Corpus
 from trainers.presets import preset
+
+#: by default the anchors take at most 1 / ANCHOR_ROUND of the first round
+ANCHOR_ROUND = 4
 
 
 @dataclass(frozen=True)
@@ -234,16 +238,12 @@ def prepare(spec: SweepSpec) -> Prepared:
     )
 
 
-#: by default the anchors take at most 1 / ANCHOR_ROUND of the first round
-ANCHOR_ROUND = 4
-
-
 def anchors_of(spec: SweepSpec, space: SearchSpace | PhasedSpace) -> tuple[tuple[str, Mixture], ...]:
     """The first round's anchors (`search.anchors`), as (name, mixture) inside the space. By default
     natural and uniform when the mixtures are static and the two take at most a quarter of the first
     round (`per_round` >= 8): in a smaller round they displace the sampler's exploration (seen on a real
     sweep of 2 x 4 trials). A phased sweep has none (its points are schedules: lengths as well as shares)."""
-    names: list[str] | None = list(spec.search.anchors) if spec.search.anchors is not None else None
+    names: Sequence[str] | None = spec.search.anchors
     if isinstance(space, PhasedSpace):
         if names:
             raise SpecError(
@@ -251,7 +251,7 @@ def anchors_of(spec: SweepSpec, space: SearchSpace | PhasedSpace) -> tuple[tuple
             )
         return ()
     if names is None:
-        names = list(ANCHORS) if spec.search.per_round >= ANCHOR_ROUND * len(ANCHORS) else []
+        names = ANCHORS if spec.search.per_round >= ANCHOR_ROUND * len(ANCHORS) else ()
     out: list[tuple[str, Mixture]] = []
     for name in names:
         mixture = space.to_mixture(space.anchor(name))
