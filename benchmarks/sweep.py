@@ -25,6 +25,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -118,7 +119,8 @@ def main() -> None:
             print(f"sweep: {args.trials} trials x {args.steps} steps, {args.parallel} at a time", flush=True)
             server_cpu = _cpu_seconds(servers)
             t0 = time.perf_counter()
-            proc = subprocess.run([str(BIN / "mixsweep"), "sweep", str(work / "spec.json")], env=env, cwd=REPO)
+            proc = subprocess.Popen([str(BIN / "mixsweep"), "sweep", str(work / "spec.json")], env=env, cwd=REPO)
+            tree_cpu = _watch_tree(proc)
             sweep_s = time.perf_counter() - t0
             server_cpu = {k: round(v - server_cpu.get(k, 0.0), 2) for k, v in _cpu_seconds(servers).items()}
             if proc.returncode != 0:
@@ -141,13 +143,22 @@ def main() -> None:
         }
         print(f"direct: the same {len(mixtures)} trainings, {args.parallel} worker processes", flush=True)
         t0 = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, __file__, "--direct", json.dumps(job)], cwd=REPO, capture_output=True, text=True
+        peer = subprocess.Popen(
+            [sys.executable, __file__, "--direct", json.dumps(job)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        peer_out: dict[str, str] = {}
+        reader = threading.Thread(target=lambda: peer_out.update(zip(("out", "err"), peer.communicate(), strict=True)))
+        reader.start()
+        direct_tree_cpu = _watch_tree(peer)
+        reader.join()
         direct_s = time.perf_counter() - t0
-        if out.returncode != 0:
-            raise SystemExit(f"the direct trainings failed: {out.stderr[-2000:]}")
-        direct_bpb, direct_tps = zip(*json.loads(out.stdout.strip().splitlines()[-1]), strict=True)
+        if peer.returncode != 0:
+            raise SystemExit(f"the direct trainings failed: {peer_out['err'][-2000:]}")
+        direct_bpb, direct_tps = zip(*json.loads(peer_out["out"].strip().splitlines()[-1]), strict=True)
     sweep_bpb = [r["metrics"]["val.bpb.mean"] for r in rows]
     sweep_tps = [r["metrics"]["train.tokens_per_s"] for r in rows]
     ratio = sweep_s / direct_s
@@ -166,6 +177,12 @@ def main() -> None:
         # process per flow stage (`process`: from its start), and each server during the sweep
         "sweep_process_cpu_s": summary.get("cpu_s", {}),
         "server_cpu_s_during_sweep": server_cpu,
+        # every process the sweep started, by kind (Ray's daemons, its trial workers, ...), sampled
+        # while they ran: what shares the machine's cores with the trainings
+        "sweep_tree_cpu_s": tree_cpu,
+        "sweep_tree_cpu_s_total": round(sum(tree_cpu.values()), 2),
+        "direct_tree_cpu_s": direct_tree_cpu,
+        "direct_tree_cpu_s_total": round(sum(direct_tree_cpu.values()), 2),
         "mlflow_requests_per_trial": round(requests / max(len(rows), 1), 2),
         "evaluation_s": 0.0,  # this spec evaluates with validation loss only (no LightEval process)
     }
@@ -205,6 +222,51 @@ def _server_processes(stack: Any) -> dict[str, list[Any]]:
         except psutil.Error:
             continue
     return procs
+
+
+def _watch_tree(proc: subprocess.Popen[Any], every: float = 0.25) -> dict[str, float]:
+    """Wait for `proc`; meanwhile sample the CPU seconds of it and every descendant, summed by kind
+    (`_kind`). A process that ends between two samples loses at most its last `every` seconds."""
+    import psutil  # driver only, as above
+
+    last: dict[int, tuple[str, float]] = {}
+    kinds: dict[int, str] = {}
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            tree = []
+        for p in tree:
+            try:
+                with p.oneshot():
+                    cpu = p.cpu_times()
+                    kind = _kind(p.name(), p.cmdline(), kinds.get(p.ppid(), "?"))
+                    if p.pid not in kinds or kind.startswith("ray::"):  # a Ray worker sets its title later
+                        kinds[p.pid] = kind
+                    last[p.pid] = (kinds[p.pid], cpu.user + cpu.system)
+            except psutil.Error:
+                continue
+        time.sleep(every)
+    out: dict[str, float] = {}
+    for kind, cpu in last.values():
+        out[kind] = round(out.get(kind, 0.0) + cpu, 2)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _kind(name: str, cmd: list[str], parent: str) -> str:
+    """What a process is: Ray's process title (`ray::ImplicitFunc` runs the trials), a Python
+    script's name, a multiprocessing child named for its parent, or the executable."""
+    title = cmd[0] if cmd else name
+    if title.startswith("ray::"):
+        return "ray::ImplicitFunc (trials)" if title.startswith("ray::ImplicitFu") else title.split()[0]
+    if any(c.startswith("from multiprocessing") for c in cmd[1:4]):
+        return f"{parent} > multiprocessing child"
+    if Path(title).name.startswith("python") and len(cmd) > 1:
+        if "-c" in cmd[1:3]:
+            return "python -c"
+        return Path(next((c for c in cmd[1:] if not c.startswith("-")), cmd[1])).name
+    return Path(title).name
 
 
 def _cpu_seconds(procs: dict[str, list[Any]]) -> dict[str, float]:

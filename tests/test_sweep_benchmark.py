@@ -1,0 +1,53 @@
+"""The orchestration benchmark's CPU accounting (`benchmarks/sweep.py`): every process a command
+starts is counted under its kind, children included, so the JSON can say what shares the cores with
+the trainings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from benchmarks import sweep
+
+# a parent that starts a busy multiprocessing child (spawn) and a busy plain subprocess, then waits
+PARENT = """
+import multiprocessing as mp, subprocess, sys, time
+
+def busy():
+    t = time.process_time()
+    while time.process_time() - t < 0.6:
+        pass
+
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=busy)
+    p.start()
+    subprocess.run([sys.executable, "-c", "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.6: pass"])
+    p.join()
+    time.sleep(0.5)
+"""
+
+
+def test_watch_tree_counts_children_by_kind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    proc = subprocess.Popen([sys.executable, str(script)])
+    cpu = sweep._watch_tree(proc, every=0.05)
+    assert proc.returncode == 0
+    assert cpu.get("parent.py > multiprocessing child", 0.0) >= 0.4, cpu
+    assert cpu.get("python -c", 0.0) >= 0.4, cpu  # the plain subprocess
+    assert list(cpu.values()) == sorted(cpu.values(), reverse=True)
+
+
+def test_kind_names_ray_workers_scripts_and_pool_children() -> None:
+    assert sweep._kind("ray::ImplicitFu", ["ray::ImplicitFunc.train"], "mixsweep") == "ray::ImplicitFunc (trials)"
+    assert sweep._kind("raylet", ["/x/ray/core/src/ray/raylet/raylet", "--flag"], "mixsweep") == "raylet"
+    assert sweep._kind("python", ["/v/bin/python", "/x/log_monitor.py", "--a"], "mixsweep") == "log_monitor.py"
+    assert sweep._kind("python", ["/v/bin/python", "-c", "print(1)"], "mixsweep") == "python -c"
+    child = [
+        "/v/bin/python",
+        "-B",
+        "-c",
+        "from multiprocessing.spawn import spawn_main; spawn_main()",
+        "--multiprocessing-fork",
+    ]
+    assert sweep._kind("python", child, "ray::IDLE") == "ray::IDLE > multiprocessing child"
