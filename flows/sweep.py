@@ -41,6 +41,7 @@ from flows.steps.confirm import (
 )
 from flows.steps.export import export, recommend
 from flows.steps.ladder import SCALE_STAGE, LadderResults, choose
+from flows.steps.noise import separation
 from flows.steps.prepare import Prepared, prepare, tracking_uri_of
 from flows.steps.replicates import REPLICATE_STAGE, SeedMeans, plan_replicates, replicate_seed, seed_means
 from flows.steps.report import (
@@ -311,6 +312,16 @@ def finish(
         _log_confirmation(prepared, tracker, parent, confirmed)
         if confirmed.exported == "best_trial":
             exported, source = ranked[0].mixture, f"the best trial (confirmation: {confirmed.verdict})"
+    separated = separation(results, confirmed, means, maximize=spec.objective.maximize)
+    if separated is not None:  # does the proxy tell the mixtures apart? (the trials' spread vs seed noise)
+        summary["separation"] = separated.to_dict()
+        figures = {
+            "noise.trial_std": separated.trial_std,
+            "noise.seed_std": separated.seed_std,
+            "noise.signal_to_noise": separated.ratio,
+        }
+        tracker.log_metrics(parent, {k: v for k, v in figures.items() if v is not None})
+        tracker.set_tags(parent, {"noise.separation": separated.level, "noise.verdict": separated.verdict})
     summary["exports"] = [str(p) for p in export(prepared, exported, out / "recommended")]
     for p in summary["exports"]:
         tracker.log_artifact(parent, Path(p), "recommended")
@@ -500,6 +511,9 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
                         logger.info("%s", confirmed.verdict)
                 with timings.stage("finish"):
                     summary = finish(prepared, round_results, tracker, proposed, confirmed, means, ladder)
+                if "separation" in summary:  # a proxy that cannot tell the mixtures apart is said loudly
+                    unsure = summary["separation"]["level"] in ("barely", "top_within_noise")
+                    (logger.warning if unsure else logger.info)("%s", summary["separation"]["verdict"])
             with timings.stage("cv"):
                 cv = log_cv(prepared, cv_future.result(), r, tracker)
             with timings.stage("report"):

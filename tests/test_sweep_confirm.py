@@ -1,7 +1,7 @@
 """The confirmation stage's steps without Prefect or Ray: what is trained (the proposal and the best
 trial with new seeds, keyed apart from every trial and stable across reruns, nothing when the proposal
 is the best trial's mixture), the paired difference with its Student-t interval on known numbers, the
-verdict and the mixture exported, and `mixsweep results` showing it."""
+verdict and the mixture exported, and `mixsweep results` showing it with the separation verdict."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from flows.steps.confirm import (
     t_interval,
 )
 from flows.steps.export import recommend
+from flows.steps.noise import separation
 from flows.steps.prepare import Prepared, prepare
 from flows.steps.spec import load_spec
 from flows.trials.result import Status, TrialResult, trial_key
@@ -184,6 +185,9 @@ def test_results_shows_the_confirmation_and_the_exported_mixture(tmp_path: Path)
         "proposal": {"weights": {"a": 0.6, "b": 0.4}},
         "confirm": c.to_dict(),
     }
+    separated = separation(trials, c)  # two trials as far apart as two seeds of one mixture
+    assert separated is not None and separated.level == "barely"
+    summary["separation"] = separated.to_dict()
     (tmp_path / "results.json").write_text(json.dumps([t.to_dict() for t in trials]))
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     out = CliRunner().invoke(app, ["results", str(tmp_path)])
@@ -192,3 +196,4 @@ def test_results_shows_the_confirmation_and_the_exported_mixture(tmp_path: Path)
     assert "recommended mixture (the best trial" in text and "0.8000" in text
     assert "confirmation: the best trial beats the proposal: exporting the best trial" in text
     assert "proposal 3.2500, best trial 3.0500" in text and "95% interval" in text
+    assert "the proxies barely separate the mixtures" in text and "2 degrees of freedom" in text

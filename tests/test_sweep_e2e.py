@@ -154,6 +154,15 @@ def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_
     assert parent.data.metrics["confirm.diff"] == pytest.approx(confirm["diff"])
     assert parent.data.metrics["confirm.seeds"] == 2
 
+    # does the proxy separate the mixtures? the 6 trials' spread against the seed noise of the mixtures
+    # trained again: the confirmation's 2 x 2 runs and the replicated mixture's 2 (3 degrees of freedom)
+    separated = summary["separation"]
+    assert separated["trials"] == 6 and (separated["seed_runs"], separated["seed_dof"]) == (6, 3)
+    assert separated["level"] in ("well", "roughly", "barely") and separated["seed_std"] > 0
+    assert parent.data.tags["noise.verdict"] == separated["verdict"]
+    assert parent.data.metrics["noise.trial_std"] == pytest.approx(separated["trial_std"])
+    assert separated["verdict"][:40] in " ".join(rerun.stdout.split())
+
     # the replicate: the best trial by its first seed, trained again with seed 1000; ranked by the mean
     replicates = summary["replicates"]
     (replicated,) = replicates["replicated"]

@@ -203,6 +203,10 @@ def print_results(folder: Path, *, top: int = 15) -> None:
         out.print(f"the proposal's predicted objective {proposal['predicted']:.4f}{interval}; best trial {best:.4f}")
     if confirm:
         print_confirmation(confirm)
+    separated = summary.get("separation")
+    if separated:  # the trials' spread against the seed noise: is the ranking worth reading?
+        warn = separated["level"] in ("barely", "top_within_noise")
+        out.print(f"{'[yellow]' if warn else ''}{escape(separated['verdict'])}")
     for path in summary.get("exports", []):
         out.print(f"[dim]exported[/] {path}")
 
