@@ -14,6 +14,7 @@ final report) weigh less as trials grow.
 
     .venv/bin/python benchmarks/sweep.py            # writes benchmarks/results/sweep.json
     .venv/bin/python benchmarks/sweep.py --smoke    # a couple of minutes; checks the script runs
+    .venv/bin/python benchmarks/sweep.py --steps 600 --out benchmarks/results/sweep_600steps.json
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150, help="training steps per trial")
     ap.add_argument("--parallel", type=int, default=2, help="trials at a time, on both sides")
     ap.add_argument("--smoke", action="store_true", help="4 trials of 10 steps; results not written")
+    ap.add_argument("--out", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS.name})")
     ap.add_argument("--direct", help=argparse.SUPPRESS)  # internal: the peer's process
     args = ap.parse_args()
     if args.direct:
@@ -204,8 +206,8 @@ def main() -> None:
     }
     print(json.dumps(report, indent=2))
     if not args.smoke:
-        atomic_write(RESULTS, json.dumps(report, indent=2) + "\n")
-        print(f"wrote {RESULTS.relative_to(REPO)}")
+        atomic_write(args.out, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 def _server_processes(stack: Any) -> dict[str, list[Any]]:
