@@ -243,9 +243,12 @@ def _watch_tree(proc: subprocess.Popen[Any], every: float = 0.25) -> dict[str, f
             try:
                 with p.oneshot():
                     cpu = p.cpu_times()
-                    kind = _kind(p.name(), p.cmdline(), kinds.get(p.ppid(), "?"))
-                    if p.pid not in kinds or kind.startswith("ray::"):  # a Ray worker sets its title later
-                        kinds[p.pid] = kind
+                    cmd = p.cmdline()
+                    # named again at every sample: a child is seen first as a copy of its parent (forked,
+                    # not yet exec'd) and a Ray worker sets its title later; an exiting process has no
+                    # command line any more and keeps its name
+                    if cmd or p.pid not in kinds:
+                        kinds[p.pid] = _kind(p.name(), cmd, kinds.get(p.ppid(), "?"))
                     last[p.pid] = (kinds[p.pid], cpu.user + cpu.system)
             except psutil.Error:
                 continue
