@@ -82,7 +82,7 @@ def test_each_worker_of_a_launcher_calls_train(single, train_corpus: Path, tmp_p
 
     script = tmp_path / "worker.py"
     script.write_text(
-        "import json, sys\n"
+        "import json, os, sys\n"
         "from mixture_search.mixture import Mixture\n"
         "from trainers.budget import TrainBudget\n"
         "from trainers.presets import tiny_cpu\n"
@@ -90,7 +90,9 @@ def test_each_worker_of_a_launcher_calls_train(single, train_corpus: Path, tmp_p
         "if __name__ == '__main__':\n"
         "    corpus, out, budget = sys.argv[1], sys.argv[2], TrainBudget.from_dict(json.loads(sys.argv[3]))\n"
         "    r = train(Mixture({'prose': 1.0, 'sums': 1.0}), corpus, tiny_cpu(seq_len=64), budget, 'megatron', out)\n"
-        "    print('RESULT', r.world['world_size'], r.loss_curve[-1])\n"
+        "    # one file per worker: two workers printing to one pipe can interleave their lines\n"
+        "    with open(os.path.join(out, f\"worker-{os.environ['RANK']}.txt\"), 'w') as f:\n"
+        "        f.write(f\"{r.world['world_size']} {r.loss_curve[-1]}\")\n"
     )
     torchrun = Path(sys.executable).parent / "torchrun"
     proc = subprocess.run(
@@ -100,8 +102,11 @@ def test_each_worker_of_a_launcher_calls_train(single, train_corpus: Path, tmp_p
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("RESULT 2 ") == 2  # both workers return the (same) result
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    # both workers return the (same) result
+    reports = sorted((tmp_path / "runs").glob("worker-*.txt"))
+    assert [p.name for p in reports] == ["worker-0.txt", "worker-1.txt"]
+    assert len({p.read_text() for p in reports}) == 1 and reports[0].read_text().startswith("2 ")
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     result = TrainResult.load(run_dir / "result.json")
     assert result.world == {"world_size": 2, "dp": 2, "tp": 1, "ep": 1}
     _close(result.loss_curve, single["megatron"].loss_curve, 1e-4)
