@@ -101,11 +101,14 @@ def fit_runs(
     folds: int = 5,
     seed: int = 0,
     scales: np.ndarray | None = None,
+    domain_tokens: Mapping[str, float] | None = None,
 ) -> FittedRuns:
     """Fit the surrogate (one per target) and cross-validate it; `auto` picks by CV Spearman.
 
     `scales` ((n, 2) params and tokens per run, from `read_scales`): when the runs span 2 or more
-    scales, one scale-aware model of the objective (see `fit_scaled`); with one scale, as without."""
+    scales, one scale-aware model of the objective (see `fit_scaled`); with one scale, as without.
+    `domain_tokens` (unique tokens per domain, every domain of the runs) lets that model discount
+    repeated epochs (`scale_law_repeat`, a candidate of `auto`)."""
     targets = tuple(targets)
     if not targets:
         raise SearchError("give at least one --target column")
@@ -124,7 +127,10 @@ def fit_runs(
         raise SearchError(f"{len(w)} objective weights for {len(targets)} targets")
     y = Y @ w  # NaN where a metric is missing
     if scales is not None and len(np.unique(scale_keys(scales[usable]))) > 1:
-        return fit_scaled(runs, targets, w, maximize, X, Y, y, scales[usable], surrogate, seed, int((~usable).sum()))
+        tokens = None if domain_tokens is None else ordered_tokens(domain_tokens, runs.domains)
+        return fit_scaled(
+            runs, targets, w, maximize, X, Y, y, scales[usable], surrogate, seed, int((~usable).sum()), tokens
+        )
     options = {"folds": folds} if surrogate == "auto" else {}
     fitted = FittedRuns(runs, targets, w, maximize, X, Y, y, None, int((~usable).sum()))
     if len(targets) == 1:
@@ -171,6 +177,7 @@ def fit_scaled(
     surrogate: str,
     seed: int,
     dropped: int,
+    domain_tokens: tuple[float, ...] | None = None,
 ) -> FittedRuns:
     """One model of the objective over (mixture, scale), scored by holding out the largest scale.
     `auto` picks by that score among the scale-aware surrogates and the scale-free ones used naively
@@ -183,14 +190,36 @@ def fit_scaled(
     key = targets[0] if len(targets) == 1 else "objective"
     fitted = FittedRuns(runs, targets, w, maximize, X, Y, y, None, dropped + int((~ok).sum()), scales=S)
     if surrogate == "auto":
-        fitted.model, fitted.cv[key], fitted.chosen[key] = choose_by_largest_scale(X, y, S, seed=seed)
+        fitted.model, fitted.cv[key], fitted.chosen[key] = choose_by_largest_scale(
+            X, y, S, seed=seed, domain_tokens=domain_tokens
+        )
         return fitted
-    model: Any = SURROGATES.build(surrogate, seed=seed)
+    if surrogate == "scale_law_repeat" and domain_tokens is None:
+        raise SearchError("scale_law_repeat needs each domain's unique tokens (--domain-tokens)", where="--surrogate")
+    options = {"domain_tokens": domain_tokens} if surrogate == "scale_law_repeat" else {}
+    model: Any = SURROGATES.build(surrogate, seed=seed, **options)
     cv = holdout_largest_scale(model, X, y, S, seed=seed)[0]
     if not is_scale_aware_name(surrogate):
         model = LargestScaleSurrogate(seed=seed, surrogate=surrogate)
     fitted.model, fitted.cv[key], fitted.chosen[key] = model.fit(X, y, scales=S), [cv], surrogate
     return fitted
+
+
+def ordered_tokens(domain_tokens: Mapping[str, float], domains: Sequence[str]) -> tuple[float, ...]:
+    """Each domain's unique tokens in the order of `domains`; one-line errors name the domain."""
+    missing = [d for d in domains if d not in domain_tokens]
+    if missing:
+        raise SearchError(f"no token count for domain {missing[0]!r} (give every domain)", where="--domain-tokens")
+    unknown = [d for d in domain_tokens if d not in domains]
+    if unknown:
+        raise SearchError(f"{unknown[0]!r} is not a domain of the runs", where="--domain-tokens")
+    out = []
+    for d in domains:
+        v = domain_tokens[d]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (np.isfinite(v) and v > 0):
+            raise SearchError(f"{v!r} is not a positive number of tokens", where=f"--domain-tokens {d}")
+        out.append(float(v))
+    return tuple(out)
 
 
 def read_scales(runs: RunsTable, columns: Sequence[str], *, option: str = "--scale") -> np.ndarray:
@@ -391,6 +420,7 @@ __all__ = [
     "check_target_scale",
     "fit_runs",
     "fit_scaled",
+    "ordered_tokens",
     "pareto_runs",
     "predict_rows",
     "propose_runs",

@@ -218,6 +218,7 @@ CASES: list[tuple[str, str | None, list[str]]] = [
     ("preset_bad_override.yaml", None, ["num_layers", "positive integer, got -1"]),
     ("sampler_unknown.yaml", None, ["search.sampler", "'magic'"]),
     ("surrogate_unknown.yaml", None, ["search.surrogate", "'oracle'"]),
+    ("surrogate_needs_domain_tokens.yaml", None, ["search.surrogate", "needs each domain's unique tokens"]),
     ("eval_task_unknown.yaml", None, ["eval.tasks", "unknown task 'no-such-task'"]),
     ("eval_task_unknown_domain.yaml", None, ["eval.tasks", "'klingon-poetry' is not a domain of the sweep"]),
     # files the spec points at

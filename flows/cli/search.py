@@ -109,6 +109,15 @@ ScaleOpt = Annotated[
     ),
 ]
 
+DomainTokensOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--domain-tokens",
+        help="With --scale: NAME=TOKENS,... the unique tokens of every domain (e.g. web=40B,math=2B). Lets the "
+        "scale-aware model discount epochs a larger run repeats (surrogate scale_law_repeat, a candidate of auto).",
+    ),
+]
+
 
 def _split(text: str | None) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()] if text else []
@@ -141,10 +150,16 @@ def _fit(
     seed: int,
     folds: int = 5,
     scale: str | None = None,
+    domain_tokens: str | None = None,
 ) -> FittedRuns:
+    if domain_tokens is not None and scale is None:
+        raise SearchError(
+            "--domain-tokens needs --scale (the columns of each run's params and tokens)", where="--domain-tokens"
+        )
     table = read_runs(runs, weight_prefix=weight_prefix, weights=_split(weights))
     targets = _split(target)
     scales = read_scales(table, _split(scale)) if scale is not None else None
+    unique = None if domain_tokens is None else _domain_tokens(domain_tokens)
     ow = None
     if objective_weights:
         try:
@@ -161,10 +176,22 @@ def _fit(
             folds=folds,
             seed=seed,
             scales=scales,
+            domain_tokens=unique,
         )
     if fitted.dropped:
         error_console().print(f"note: {fitted.dropped} runs have no value for {', '.join(targets)} and were left out")
     return fitted
+
+
+def _domain_tokens(text: str) -> dict[str, float]:
+    """`web=40B,math=2e9` -> {domain: tokens}; errors name --domain-tokens."""
+    out: dict[str, float] = {}
+    for item in _split(text):
+        if "=" not in item:
+            raise SearchError(f"expected NAME=TOKENS, got {item!r}", where="--domain-tokens")
+        name, raw = (p.strip() for p in item.split("=", 1))
+        out[name] = float(parse_count(raw, field=f"--domain-tokens {name}"))
+    return out
 
 
 def _space(
@@ -237,6 +264,7 @@ def fit(
     folds: FoldsOpt = 5,
     seed: SeedOpt = 0,
     scale: ScaleOpt = None,
+    domain_tokens: DomainTokensOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Save the fitted model (JSON: spec + runs; refits exactly).")
     ] = None,
@@ -249,7 +277,9 @@ def fit(
     With --scale and runs at several scales, the score is instead that of the largest scale's runs
     predicted by models fitted on the smaller scales (scale-free models: on the largest of those).
     """
-    fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, folds, scale)
+    fitted = _fit(
+        runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, folds, scale, domain_tokens
+    )
     if as_json:
         doc = {
             "runs": len(fitted.y),
@@ -290,11 +320,15 @@ def predict(
     objective_weights: ObjWeightsOpt = None,
     seed: SeedOpt = 0,
     scale: ScaleOpt = None,
+    domain_tokens: DomainTokensOpt = None,
 ) -> None:
     """Predict the objective of candidate mixtures (adds predicted and predicted_std columns).
 
     With --scale, each candidate is predicted at the scale in its own --scale columns."""
-    fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, scale=scale)
+    fitted = _fit(
+        runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed,
+        scale=scale, domain_tokens=domain_tokens,
+    )  # fmt: skip
     table = read_like(candidates, fitted.runs)
     cand_scales = read_scales(table, _split(scale)) if scale is not None else None
     columns = predict_rows(fitted, table, cand_scales)
@@ -450,6 +484,7 @@ def propose_cmd(
             "names or params/tokens); at least the largest run's. Default: the largest scale of the runs.",
         ),
     ] = None,
+    domain_tokens: DomainTokensOpt = None,
 ) -> None:
     """Recommend the mixture for the target run, with its predicted objective and interval.
 
@@ -462,7 +497,10 @@ def propose_cmd(
     """
     if at is not None and scale is None:
         raise SearchError("--at needs --scale (the columns of each run's params and tokens)", where="--at")
-    fitted = _fit(runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, scale=scale)
+    fitted = _fit(
+        runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed,
+        scale=scale, domain_tokens=domain_tokens,
+    )  # fmt: skip
     target_scale = _at(at, _split(scale)) if at is not None else fitted.largest_scale
     if target_scale is not None:
         check_target_scale(fitted, target_scale)

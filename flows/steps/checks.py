@@ -21,9 +21,9 @@ from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
 from eval.errors import EvalError
 from eval.evaluate import parse_tasks
-from flows.steps.spec import SpecError, SweepSpec, data_roots, outside_roots
+from flows.steps.spec import OFFLINE_SURROGATES, SWEEP_SURROGATES, SpecError, SweepSpec, data_roots, outside_roots
 from flows.tracking.redact import redact_uri
-from mixture_search import SAMPLERS, SURROGATES
+from mixture_search import SAMPLERS
 from trainers.data import Corpus
 from trainers.data.indexed import bin_path, idx_path
 from trainers.presets import PRESETS
@@ -36,10 +36,16 @@ _RAY_GCS_PORT = 6379
 
 def check_names(spec: SweepSpec) -> None:
     """Sampler, surrogate and preset names exist (before anything is built from them)."""
+    if spec.search.surrogate in OFFLINE_SURROGATES:
+        raise SpecError(
+            f"{spec.search.surrogate!r} needs each domain's unique tokens, which a sweep does not give; "
+            "use it offline (mixsweep fit --scale ... --domain-tokens ...)",
+            where="search.surrogate",
+        )
     for where, name, registry in (
         ("search.sampler", spec.search.sampler, SAMPLERS.names()),
         ("search.adaptive", spec.search.adaptive, SAMPLERS.names()),
-        ("search.surrogate", spec.search.surrogate, SURROGATES.names()),
+        ("search.surrogate", spec.search.surrogate, SWEEP_SURROGATES),
         ("proxy.preset", spec.proxy.preset, tuple(PRESETS)),
     ):
         if name is not None and name not in registry:

@@ -60,7 +60,12 @@ def _choice(names: tuple[str, ...] | list[str]) -> WithJsonSchema:
 
 #: a name from a registry (validated by the registry; an enum in the JSON schema)
 SamplerName = Annotated[str, _choice(SAMPLERS.names())]
-SurrogateName = Annotated[str, _choice(SURROGATES.names())]
+#: surrogates for offline use only: scale_law_repeat needs each domain's unique tokens from its user
+#: (--domain-tokens); a sweep's ladder gives none: with space.target_tokens its proxies read
+#: repetition-matched subsets instead
+OFFLINE_SURROGATES = ("scale_law_repeat",)
+SWEEP_SURROGATES = tuple(n for n in SURROGATES.names() if n not in OFFLINE_SURROGATES)
+SurrogateName = Annotated[str, _choice(SWEEP_SURROGATES)]
 PresetName = Annotated[str, _choice(list(PRESETS))]
 
 

@@ -27,6 +27,12 @@ tokens, log N alone; with a ladder that grows both together (D = 20 N), one dire
 model cannot learn a trend along a direction the runs do not vary in, and projects a target off
 their span onto it (predicting as if, say, the target had the training runs' tokens).
 
+`scale_law_repeat` is the same law over repetition-discounted shares: given each domain's unique
+tokens (option `domain_tokens`), a run of D tokens sees domain k's share r_k as worth
+`effective_tokens(D r_k, U_k) / D`, each epoch past the first worth less (Muennighoff et al.'s decay),
+so a target that repeats a scarce domain many times is predicted to gain less from it than its
+proxies, which read it once. `auto` considers it when the tokens are known (`scale_candidates`).
+
 `largest_scale` is the naive transfer as a model: a scale-free surrogate fitted on the runs of the
 largest scale only. `scale_lightgbm` is LightGBM on the shares plus log N and log D (the usual
 regression baseline). `holdout_largest_scale` scores any of these, or a scale-free surrogate (used
@@ -397,6 +403,79 @@ class ScaleLawSurrogate(ScaleAwareBase):
         }
 
 
+# -- the nested law over repetition-discounted shares ---------------------------------------------------
+
+#: R*_D of Muennighoff et al. (2023), "Scaling Data-Constrained Language Models": the epochs over which
+#: the worth of repeated tokens decays (fitted on their runs; data beyond ~4 epochs is worth markedly less)
+REPEAT_DECAY = 15.4
+
+
+def effective_tokens(seen: np.ndarray, unique: np.ndarray, decay: float = REPEAT_DECAY) -> np.ndarray:
+    """What `seen` tokens of a domain of `unique` tokens are worth: the first epoch at face value, each
+    later epoch less (Muennighoff et al.'s exponential decay, `decay` = R*): at most (1 + R*) x unique."""
+    epochs = seen / unique
+    repeated = np.maximum(epochs - 1.0, 0.0)
+    return (np.minimum(epochs, 1.0) + decay * (1.0 - np.exp(-repeated / decay))) * unique
+
+
+@dataclass(frozen=True)
+class ScaleLawRepeatOptions(ScaleLawOptions):
+    #: the unique tokens of each domain, in the order of the shares (required)
+    domain_tokens: tuple[float, ...] = ()
+    #: R*: the epochs over which repeated tokens lose their worth
+    repeat_decay: float = REPEAT_DECAY
+    #: held harder than scale_law's: across scale the ranking moves through repetition, and mixture-
+    #: specific trends of the exponent are only what repetition does not explain
+    scale_ridge: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        owner = "surrogate scale_law_repeat"
+        object.__setattr__(self, "domain_tokens", tuple(self.domain_tokens))
+        if not self.domain_tokens:
+            raise SearchError("option domain_tokens: give the unique tokens of every domain", where=owner)
+        for i, v in enumerate(self.domain_tokens):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (np.isfinite(v) and v > 0):
+                raise SearchError(f"option domain_tokens: entry {i} is {v!r}, not a positive number", where=owner)
+        check_range(self.repeat_decay, "repeat_decay", owner, low=0.1, high=1000.0)
+
+
+@SURROGATES.register(
+    "scale_law_repeat",
+    help="scale_law over each domain's repetition-discounted share (option domain_tokens: the unique "
+    "tokens per domain; a run of D tokens sees domain k's share r_k as worth(D r_k)/D, repeated epochs "
+    "decaying as in Muennighoff et al.)",
+)
+class ScaleLawRepeatSurrogate(ScaleLawSurrogate):
+    """The ranking of mixtures moves with scale mostly because a large run repeats the scarce domains
+    that a small one reads once. Knowing each domain's unique tokens, this model gives the nested law
+    the share each domain is *worth* in a run of D tokens, `effective_tokens(D r_k, U_k) / D`, instead
+    of the share read: at a proxy's size the two agree, at the target's a domain read for many epochs
+    counts for less. The law and its residual are scale_law's, with the scale trends held harder."""
+
+    name = "scale_law_repeat"
+    Options = ScaleLawRepeatOptions
+    options: ScaleLawRepeatOptions
+
+    def _effective(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        unique = np.asarray(self.options.domain_tokens)
+        if len(unique) != X.shape[1]:
+            raise SearchError(
+                f"option domain_tokens: {len(unique)} counts for {X.shape[1]} domains", where=f"surrogate {self.name}"
+            )
+        tokens = S[:, [1]]
+        return effective_tokens(tokens * X, unique, self.options.repeat_decay) / tokens
+
+    def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
+        super()._fit_scaled(self._effective(X, S), y, S)
+
+    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return super()._predict_scaled(self._effective(X, S), S)
+
+    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        return super()._predict_mean_scaled(self._effective(X, S), S)
+
+
 # -- the anchors as models ----------------------------------------------------------------------------
 
 
@@ -476,6 +555,11 @@ class ScaleLightGBMSurrogate(ScaleAwareBase):
 DEFAULT_SCALE_CANDIDATES = ("scale_law", "scale_lightgbm", "gp", "mixing_law", "lightgbm", "linear")
 
 
+def scale_candidates(domain_tokens: Sequence[float] | None = None) -> tuple[str, ...]:
+    """What `auto` chooses among: the defaults, and `scale_law_repeat` when the domains' unique tokens are known."""
+    return DEFAULT_SCALE_CANDIDATES + (() if domain_tokens is None else ("scale_law_repeat",))
+
+
 def split_largest(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Masks (train, test): test is the largest scale by 6 N D, train every smaller one."""
     keys = scale_keys(scales)
@@ -523,21 +607,27 @@ def choose_by_largest_scale(
     y: Sequence[float] | np.ndarray,
     scales: Scales,
     *,
-    candidates: Sequence[str] = DEFAULT_SCALE_CANDIDATES,
+    candidates: Sequence[str] | None = None,
     seed: int = 0,
+    domain_tokens: Sequence[float] | None = None,
 ) -> tuple[ScaleAwareBase, list[CVResult], str]:
     """Score every candidate by `holdout_largest_scale`, refit the best Spearman on all runs (a
     scale-free winner as `largest_scale`: fitted on the largest scale's runs), and return (model,
-    every candidate's scores, the winner's name). Ties go to the earlier candidate."""
-    if not candidates:
+    every candidate's scores, the winner's name). Ties go to the earlier candidate. `domain_tokens`
+    (each domain's unique tokens) adds `scale_law_repeat` to the default candidates and is its option."""
+    names = tuple(candidates) if candidates is not None else scale_candidates(domain_tokens)
+    if not names:
         raise SearchError("no candidate surrogates to choose from")
-    rows = [holdout_largest_scale(SURROGATES.build(name, seed=seed), X, y, scales, seed=seed)[0] for name in candidates]
+    options = {} if domain_tokens is None else {"scale_law_repeat": {"domain_tokens": tuple(domain_tokens)}}
+
+    def build(name: str) -> Any:
+        return SURROGATES.build(name, seed=seed, **options.get(name, {}))
+
+    rows = [holdout_largest_scale(build(name), X, y, scales, seed=seed)[0] for name in names]
     best = max(rows, key=lambda r: r.rank_score).surrogate
-    chosen: ScaleAwareBase
-    if is_scale_aware_name(best):
-        chosen = SURROGATES.build(best, seed=seed)  # type: ignore[assignment]
-    else:
-        chosen = LargestScaleSurrogate(seed=seed, surrogate=best)
+    chosen: ScaleAwareBase = (
+        build(best) if is_scale_aware_name(best) else LargestScaleSurrogate(seed=seed, surrogate=best)
+    )
     return chosen.fit(X, y, scales=scales), rows, best
 
 
@@ -547,12 +637,15 @@ __all__ = [
     "LargestScaleSurrogate",
     "Scale",
     "ScaleAwareBase",
+    "ScaleLawRepeatSurrogate",
     "ScaleLawSurrogate",
     "ScaleLightGBMSurrogate",
     "ScaleSurrogate",
     "as_scales",
     "choose_by_largest_scale",
+    "effective_tokens",
     "holdout_largest_scale",
     "is_scale_aware",
+    "scale_candidates",
     "split_largest",
 ]

@@ -1,0 +1,161 @@
+"""The repetition-aware scale law (issue 14): epochs a larger run repeats are discounted with each
+domain's unique tokens, so a ranking that moves with scale because scarce domains repeat is followed;
+`mixsweep fit|predict|propose --domain-tokens`, bad input included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.scale import RepetitionLadder, naive
+from flows.cli import app
+from mixture_search.errors import SearchError
+from mixture_search.surrogates import SURROGATES, load_model
+from mixture_search.surrogates.cv import scores
+from mixture_search.surrogates.scale import REPEAT_DECAY, choose_by_largest_scale, effective_tokens, scale_candidates
+
+runner = CliRunner()
+
+
+def test_effective_tokens_first_epoch_at_face_value_then_less() -> None:
+    unique = np.array([100.0])
+    seen = np.array([[0.0], [50.0], [100.0], [200.0], [1600.0], [1e6]])
+    worth = effective_tokens(seen, unique)[:, 0]
+    assert worth[:3].tolist() == [0.0, 50.0, 100.0]  # up to one epoch, every token counts
+    assert 100.0 < worth[3] < 200.0  # a second epoch is worth less than fresh text
+    assert np.all(np.diff(worth) > 0)  # more tokens are never worth less
+    assert worth[-1] == pytest.approx(100.0 * (1.0 + REPEAT_DECAY), rel=1e-6)  # the ceiling: (1 + R*) epochs
+    assert effective_tokens(np.array([[300.0]]), unique, decay=1.0)[0, 0] < worth[3] + 100.0
+
+
+def far_cell(seed: int) -> tuple[float, float, float]:
+    """Spearman at 400M, fitted on the 25M and 60M runs of a problem whose best mixture moves with
+    scale because its scarce domains repeat: (scale_law_repeat, scale_law, naive)."""
+    problem = RepetitionLadder(seed=seed)
+    ladder = problem.build()
+    fit, test = np.isin(ladder.S[:, 0], problem.params[:2]), ladder.S[:, 0] == problem.params[3]
+    assert ladder.truth is not None and ladder.domain_tokens is not None
+    truth = ladder.truth(ladder.X[test], ladder.S[test])
+    out = []
+    for name, options in (("scale_law_repeat", {"domain_tokens": ladder.domain_tokens}), ("scale_law", {})):
+        model = SURROGATES.build(name, seed=seed, **options).fit(ladder.X[fit], ladder.y[fit], scales=ladder.S[fit])
+        out.append(scores(truth, model.predict_mean(ladder.X[test], scales=ladder.S[test]))["spearman"])
+    return out[0], out[1], scores(truth, naive(ladder, fit, test))["spearman"]
+
+
+def test_repetition_discount_follows_a_ranking_that_repetition_moves() -> None:
+    cells = np.array([far_cell(seed) for seed in range(3)])
+    repeat, plain, transfer = cells.mean(axis=0)
+    assert repeat >= 0.8, cells
+    assert repeat >= plain + 0.1 and repeat >= transfer + 0.05, cells
+
+
+def test_without_repetition_it_is_the_scale_law_of_the_shares() -> None:
+    """Domains far larger than any run: the discounted shares are the shares."""
+    problem = RepetitionLadder(seed=0)
+    ladder = problem.build()
+    options = {"restarts": 0, "scale_ridge": 0.1}
+    plain = SURROGATES.build("scale_law", **options).fit(ladder.X, ladder.y, scales=ladder.S)
+    huge = SURROGATES.build("scale_law_repeat", domain_tokens=(1e15,) * 5, **options)
+    huge.fit(ladder.X, ladder.y, scales=ladder.S)
+    np.testing.assert_allclose(
+        huge.predict_mean(ladder.X, scales=ladder.S), plain.predict_mean(ladder.X, scales=ladder.S), rtol=1e-6
+    )
+
+
+def test_auto_considers_it_only_with_the_domains_tokens() -> None:
+    assert "scale_law_repeat" not in scale_candidates() and "scale_law_repeat" in scale_candidates((1.0, 2.0))
+    problem = RepetitionLadder(seed=1)
+    ladder = problem.build()
+    fit = np.isin(ladder.S[:, 0], problem.params[:3])
+    _, rows, _ = choose_by_largest_scale(
+        ladder.X[fit], ladder.y[fit], ladder.S[fit], domain_tokens=ladder.domain_tokens
+    )  # fmt: skip
+    assert [r.surrogate for r in rows] == list(scale_candidates(ladder.domain_tokens))
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "surrogate scale_law_repeat: option domain_tokens: give the unique tokens of every domain"),
+        ({"domain_tokens": (1e9, -1.0)}, "option domain_tokens: entry 1 is -1.0, not a positive number"),
+        ({"domain_tokens": (1e9, float("nan"))}, "option domain_tokens: entry 1 is nan"),
+        ({"domain_tokens": (1e9,), "repeat_decay": 0.0}, "repeat_decay"),
+    ],
+)
+def test_bad_options_are_one_line(options: dict, expected: str) -> None:
+    with pytest.raises(SearchError, match=expected.split(": ", 1)[-1][:30]) as err:
+        SURROGATES.build("scale_law_repeat", **options)
+    assert "\n" not in str(err.value)
+
+
+def test_a_count_per_domain() -> None:
+    ladder = RepetitionLadder(seed=0, mixtures=6).build()
+    with pytest.raises(SearchError, match="option domain_tokens: 2 counts for 5 domains"):
+        SURROGATES.build("scale_law_repeat", domain_tokens=(1e9, 2e9)).fit(ladder.X, ladder.y, scales=ladder.S)
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    problem = RepetitionLadder(seed=2, mixtures=10)
+    ladder = problem.build()
+    keep = ladder.S[:, 0] <= problem.params[2]
+    path = tmp_path_factory.mktemp("repeat") / "runs.csv"
+    lines = ["w_a,w_b,w_c,w_d,w_e,N,D,loss"]
+    for x, s, v in zip(ladder.X[keep], ladder.S[keep], ladder.y[keep]):
+        lines.append(",".join([*(f"{w:.6f}" for w in x), f"{s[0]:g}", f"{s[1]:g}", f"{v:.6f}"]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+TOKENS = "a=40B,b=6B,c=1.5B,d=500M,e=200M"
+
+
+def test_cli_fit_and_propose_with_domain_tokens(runs: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.json"
+    args = ["fit", str(runs), "-t", "loss", "--scale", "N,D", "--domain-tokens", TOKENS]
+    result = runner.invoke(app, [*args, "--surrogate", "scale_law_repeat", "--json", "--out", str(model)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert doc["chosen"] == {"loss": "scale_law_repeat"}
+    refit, saved = load_model(model)  # the option is saved with the model and refits exactly
+    assert saved["spec"]["options"]["domain_tokens"] == [40e9, 6e9, 1.5e9, 5e8, 2e8]
+    assert refit.options.domain_tokens == (40e9, 6e9, 1.5e9, 5e8, 2e8)  # type: ignore[union-attr]
+
+    best = tmp_path / "best.yaml"
+    result = runner.invoke(
+        app,
+        ["propose", str(runs), "-t", "loss", "--scale", "N,D", "--domain-tokens", TOKENS, "--at", "N=4e8,D=8B",
+         "--surrogate", "scale_law_repeat", "--samples", "2000", "--top-k", "20", "--out", str(best)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "predicted objective" in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (("--domain-tokens", "a=40B,b=6B,c=1.5B,d=500M"), "--domain-tokens: no token count for domain 'e'"),
+        (("--domain-tokens", f"{TOKENS},f=1B"), "--domain-tokens: 'f' is not a domain of the runs"),
+        (("--domain-tokens", "a=40B,b=6B,c=1.5B,d=500M,e=lots"), "--domain-tokens e:"),
+        (("--domain-tokens", "a40B"), "--domain-tokens: expected NAME=TOKENS, got 'a40B'"),
+        (("--surrogate", "scale_law_repeat"), "--surrogate: scale_law_repeat needs each domain's unique tokens"),
+    ],
+)
+def test_cli_bad_domain_tokens_are_one_line(runs: Path, extra: tuple[str, ...], expected: str) -> None:
+    result = runner.invoke(app, ["fit", str(runs), "-t", "loss", "--scale", "N,D", *extra])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], result.output
+
+
+def test_cli_domain_tokens_need_scale(runs: Path) -> None:
+    result = runner.invoke(app, ["fit", str(runs), "-t", "loss", "--domain-tokens", TOKENS])
+    assert result.exit_code == 2 and "--domain-tokens: --domain-tokens needs --scale" in result.output, result.output
