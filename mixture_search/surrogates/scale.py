@@ -294,9 +294,15 @@ class ScaleLawSurrogate(ScaleAwareBase):
         signs = np.where(vt[keep].sum(axis=1) < 0, -1.0, 1.0)  # each direction points towards larger scales
         self._directions = (vt[keep] * signs[:, None]).T
         x = self._axes(S)
-        self._law_fit(X, y, x)
+        shares = self._law_shares(X, S)
+        self._law_fit(shares, y, x)
         if self.options.residual:
-            self._gp_fit(X, x, y - self._law(X, x))
+            self._gp_fit(X, x, y - self._law(shares, x))
+
+    def _law_shares(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        """What the law sees of each run's mixture (the shares; a subclass may discount them). The
+        residual always sees the shares themselves: what the law misses belongs to the mixture."""
+        return X
 
     def _design(self, X: np.ndarray, x: np.ndarray) -> np.ndarray:
         """[r, r * x_1, r * x_2 ...]: the exponent is linear in these."""
@@ -371,7 +377,7 @@ class ScaleLawSurrogate(ScaleAwareBase):
 
     def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = self._axes(S)
-        law = self._law(X, x)
+        law = self._law(self._law_shares(X, S), x)
         if not self.options.residual:
             return law, np.zeros(len(X))
         mean, std = self._gp.predict(np.hstack([X, x]), return_std=True)
@@ -380,7 +386,7 @@ class ScaleLawSurrogate(ScaleAwareBase):
 
     def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
         x = self._axes(S)
-        law = self._law(X, x)
+        law = self._law(self._law_shares(X, S), x)
         return law + self._rscale * self._gp.predict(np.hstack([X, x])) if self.options.residual else law
 
     def describe(self) -> dict[str, Any]:
@@ -451,13 +457,14 @@ class ScaleLawRepeatSurrogate(ScaleLawSurrogate):
     that a small one reads once. Knowing each domain's unique tokens, this model gives the nested law
     the share each domain is *worth* in a run of D tokens, `effective_tokens(D r_k, U_k) / D`, instead
     of the share read: at a proxy's size the two agree, at the target's a domain read for many epochs
-    counts for less. The law and its residual are scale_law's, with the scale trends held harder."""
+    counts for less. The law and its residual (on the shares read) are scale_law's, with the scale
+    trends held harder."""
 
     name = "scale_law_repeat"
     Options = ScaleLawRepeatOptions
     options: ScaleLawRepeatOptions
 
-    def _effective(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+    def _law_shares(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
         unique = np.asarray(self.options.domain_tokens)
         if len(unique) != X.shape[1]:
             raise SearchError(
@@ -465,15 +472,6 @@ class ScaleLawRepeatSurrogate(ScaleLawSurrogate):
             )
         tokens = S[:, [1]]
         return effective_tokens(tokens * X, unique, self.options.repeat_decay) / tokens
-
-    def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
-        super()._fit_scaled(self._effective(X, S), y, S)
-
-    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return super()._predict_scaled(self._effective(X, S), S)
-
-    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
-        return super()._predict_mean_scaled(self._effective(X, S), S)
 
 
 # -- the anchors as models ----------------------------------------------------------------------------
