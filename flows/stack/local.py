@@ -90,6 +90,10 @@ def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
+#: seconds by which a recorded process's start time may differ from psutil's reading of it
+CREATE_TIME_SLACK = 1.5
+
+
 @dataclass
 class Proc:
     """A process we started: pid plus its start time identify it even after pid reuse."""
@@ -104,7 +108,11 @@ class Proc:
     def alive(self) -> bool:
         try:
             p = psutil.Process(self.pid)
-            return abs(p.create_time() - self.create_time) < 0.05 and p.status() != psutil.STATUS_ZOMBIE
+            # the same process if it started within CREATE_TIME_SLACK of the record: psutil derives start
+            # times from /proc/stat's btime, whole seconds the kernel recomputes from the wall clock, so a
+            # clock adjustment can move them by a second (the likely cause of a stack once refused as
+            # "exited" while its server ran); a reused pid starts later
+            return abs(p.create_time() - self.create_time) < CREATE_TIME_SLACK and p.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
 
