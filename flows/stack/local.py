@@ -90,13 +90,26 @@ def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-#: seconds by which a recorded process's start time may differ from psutil's reading of it
+#: seconds by which a recorded process's start time may differ from psutil's reading of it, where the
+#: clock-free start (`start_ticks`) cannot be read
 CREATE_TIME_SLACK = 1.5
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start in clock ticks after boot (/proc/PID/stat, field 22): unlike psutil's
+    create_time, which adds /proc/stat's btime recomputed from the wall clock, it does not move when the
+    clock is adjusted. None where /proc cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # after the command name, which is in parentheses and may hold spaces: field 3 (state) onwards
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 @dataclass
 class Proc:
-    """A process we started: pid plus its start time identify it even after pid reuse."""
+    """A process we started: pid plus its start identify it even after pid reuse."""
 
     name: str
     pid: int
@@ -104,15 +117,20 @@ class Proc:
     cmd: list[str]
     log: str
     url: str | None = None
+    #: its start in ticks after boot (`start_ticks`); None in records written before it was kept
+    start_ticks: int | None = None
 
     def alive(self) -> bool:
         try:
             p = psutil.Process(self.pid)
-            # the same process if it started within CREATE_TIME_SLACK of the record: psutil derives start
-            # times from /proc/stat's btime, whole seconds the kernel recomputes from the wall clock, so a
-            # clock adjustment can move them by a second (the likely cause of a stack once refused as
-            # "exited" while its server ran); a reused pid starts later
-            return abs(p.create_time() - self.create_time) < CREATE_TIME_SLACK and p.status() != psutil.STATUS_ZOMBIE
+            if p.status() == psutil.STATUS_ZOMBIE:
+                return False
+            ticks = start_ticks(self.pid) if self.start_ticks is not None else None
+            if ticks is not None:
+                return ticks == self.start_ticks
+            # psutil's create_time moves with the wall clock: a sweep's CI once read a running MLflow server's
+            # 12 s apart from its record and called it exited
+            return abs(p.create_time() - self.create_time) < CREATE_TIME_SLACK
         except psutil.Error:
             return False
 
@@ -354,7 +372,13 @@ class LocalStack:
         with log.open("ab") as fh:
             proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
         return Proc(
-            comp.name, proc.pid, psutil.Process(proc.pid).create_time(), cmd, str(log), comp.health_url(self.cfg)
+            comp.name,
+            proc.pid,
+            psutil.Process(proc.pid).create_time(),
+            cmd,
+            str(log),
+            comp.health_url(self.cfg),
+            start_ticks(proc.pid),
         )
 
     def _wait(self, p: Proc, url: str, timeout: float) -> None:
