@@ -139,6 +139,29 @@ def test_cli_fit_and_propose_with_domain_tokens(runs: Path, tmp_path: Path) -> N
     assert "predicted objective" in result.output
 
 
+def test_cli_propose_reads_the_domain_tokens_from_prior(runs: Path, tmp_path: Path) -> None:
+    """A --prior token table that counts every domain says what --domain-tokens would: the repetition
+    law fits without the option, to the same proposal."""
+    prior = tmp_path / "tokens.csv"
+    prior.write_text("domain,tokens\na,40e9\nb,6e9\nc,1.5e9\nd,5e8\ne,2e8\n")
+    common = ["propose", str(runs), "-t", "loss", "--scale", "N,D", "--at", "N=4e8,D=8B", "--samples", "2000",
+              "--top-k", "20", "--prior", str(prior), "--surrogate", "scale_law_repeat"]  # fmt: skip
+    answers = []
+    for extra in (["--domain-tokens", TOKENS], []):
+        out = tmp_path / "best.json"
+        result = runner.invoke(app, [*common, *extra, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        answers.append(json.loads(out.read_text()))
+    assert answers[0] == answers[1]
+    assert "unique tokens from" in " ".join(result.output.split())  # said, with the table's name
+    # without --scale the table only centres and caps the samples, as before
+    out = tmp_path / "plain.json"
+    result = runner.invoke(
+        app, ["propose", str(runs), "-t", "loss", "--prior", str(prior), "--samples", "500", "-o", str(out)]
+    )
+    assert result.exit_code == 0 and "unique tokens" not in result.output, result.output
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from enum import Enum
 from pathlib import Path
@@ -114,7 +115,8 @@ DomainTokensOpt = Annotated[
     typer.Option(
         "--domain-tokens",
         help="With --scale: NAME=TOKENS,... the unique tokens of every domain (e.g. web=40B,math=2B). Lets the "
-        "scale-aware model discount epochs a larger run repeats (surrogate scale_law_repeat, a candidate of auto).",
+        "scale-aware model discount epochs a larger run repeats (surrogate scale_law_repeat, a candidate of auto). "
+        "propose reads them from --prior when that table counts every domain.",
     ),
 ]
 
@@ -151,6 +153,7 @@ def _fit(
     folds: int = 5,
     scale: str | None = None,
     domain_tokens: str | None = None,
+    prior: Path | None = None,
 ) -> FittedRuns:
     if domain_tokens is not None and scale is None:
         raise SearchError(
@@ -160,6 +163,8 @@ def _fit(
     targets = _split(target)
     scales = read_scales(table, _split(scale)) if scale is not None else None
     unique = None if domain_tokens is None else _domain_tokens(domain_tokens)
+    if unique is None and scale is not None and prior is not None:
+        unique = _prior_tokens(prior, table.domains)
     ow = None
     if objective_weights:
         try:
@@ -181,6 +186,18 @@ def _fit(
     if fitted.dropped:
         error_console().print(f"note: {fitted.dropped} runs have no value for {', '.join(targets)} and were left out")
     return fitted
+
+
+def _prior_tokens(prior: Path, domains: Sequence[str]) -> dict[str, float] | None:
+    """The unique tokens of every domain from --prior's token table (what --domain-tokens would say),
+    or None when the table does not count every domain."""
+    tokens, _ = read_tokens(prior, domains)
+    if len(tokens) < len(domains):
+        return None
+    error_console().print(
+        f"note: each domain's unique tokens from {prior} (--prior), as --domain-tokens would give them"
+    )
+    return tokens
 
 
 def _domain_tokens(text: str) -> dict[str, float]:
@@ -499,7 +516,7 @@ def propose_cmd(
         raise SearchError("--at needs --scale (the columns of each run's params and tokens)", where="--at")
     fitted = _fit(
         runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed,
-        scale=scale, domain_tokens=domain_tokens,
+        scale=scale, domain_tokens=domain_tokens, prior=prior,
     )  # fmt: skip
     target_scale = _at(at, _split(scale)) if at is not None else fitted.largest_scale
     if target_scale is not None:
