@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from eval.convert import to_hf
 from eval.evaluate import EvalOptions, evaluate
 from eval.tasks.local import LocalTaskOptions
 from mixture_search.errors import MixSweepError
 from mixture_search.keys import metric_key
+from trainers.data import Corpus
 
 DEFAULT_TIMEOUT_S = 1800.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,8 +61,9 @@ def flat_metrics(result: Any) -> dict[str, float]:
 
 def checkpoint_job(checkpoint: str, corpus: str, tasks: list[str], max_docs: int) -> dict[str, Any]:
     """The trial's step: convert `checkpoint` (beside it, `hf/`) and evaluate it on `tasks`."""
-    # lazy: trainers.data imports torch (seconds); the child imports it once
-    from trainers.data import Corpus
+    # lazy: the conversion imports torch (seconds), which the child loads once and the sweep's driver,
+    # which imports this module to start the child, never needs
+    from eval.convert import to_hf
 
     hf_dir = Path(checkpoint).parent / "hf"
     report = to_hf(Path(checkpoint), hf_dir, tokenizer=Corpus.load(corpus).tokenizer_dir)

@@ -51,3 +51,11 @@ def test_kind_names_ray_workers_scripts_and_pool_children() -> None:
         "--multiprocessing-fork",
     ]
     assert sweep._kind("python", child, "ray::IDLE") == "ray::IDLE > multiprocessing child"
+
+
+def test_the_sweeps_driver_does_not_import_torch() -> None:
+    """The driver (`mixsweep sweep`) checks corpora and starts the evaluation worker, but trains
+    nothing: torch's import (~2 s before the first trial can start) belongs to the trial processes."""
+    code = "import sys, flows.sweep, flows.cli.sweep; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
@@ -318,12 +320,18 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         failure_config=FailureConfig(max_failures=opts.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=1),
         verbose=0,
-        callbacks=[_done_callback(plans, opts.on_trial_done)] if opts.on_trial_done and not client else None,
+        callbacks=[
+            *([_done_callback(plans, opts.on_trial_done)] if opts.on_trial_done and not client else []),
+            *trial_loggers(),
+        ],
     )
     # A rerun starts a new experiment (Tuner.restore would bring back the old trial list and callbacks);
     # what was computed is kept anyway: finished trials are skipped by the caller and each unfinished
     # one resumes from the last checkpoint in its keyed training folder.
     tuner = Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = (
+        "1"  # Tune adds no loggers of its own (trial_loggers); read in fit()
+    )
     grid = tuner.fit()
     by_plan = {p.key: p for p in plans}
     by_key: dict[str, TrialResult] = {}
@@ -341,6 +349,13 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
         )
         for p in plans
     ]
+
+
+def trial_loggers() -> list[Any]:
+    """Tune's per-trial `result.json` and `progress.csv`, without its default TensorBoard logger: that one
+    imports tensorboardX, which imports torch (~2 s of the driver's CPU before the first trial, on the
+    cores the trials need), and writes event files nobody reads: the sweep's metrics are in MLflow."""
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 
 def end_trials() -> None:

@@ -10,9 +10,25 @@ val = ValidationSet(corpus, seq_len=256, max_windows_per_domain=16)
 ```
 """
 
+from typing import TYPE_CHECKING, Any
+
 from trainers.data.corpus import Corpus
-from trainers.data.dataset import BlendedSequenceDataset, GlobalBatchSampler, ValidationSet
 from trainers.data.errors import DataError
 from trainers.data.schedule import WeightSchedule
+
+if TYPE_CHECKING:
+    from trainers.data.dataset import BlendedSequenceDataset, GlobalBatchSampler, ValidationSet
+
+_TORCH_NAMES = frozenset({"BlendedSequenceDataset", "GlobalBatchSampler", "ValidationSet"})
+
+
+def __getattr__(name: str) -> Any:
+    """The PyTorch datasets load on first use: a process that only reads or checks a corpus (the
+    sweep's driver, the CLI) does not pay torch's import (~2 s)."""
+    if name in _TORCH_NAMES:
+        from trainers.data import dataset  # lazy: imports torch
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["BlendedSequenceDataset", "Corpus", "DataError", "GlobalBatchSampler", "ValidationSet", "WeightSchedule"]
