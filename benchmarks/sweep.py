@@ -200,7 +200,7 @@ def main() -> None:
         "overhead_ratio": round(ratio, 3),
         "overhead_s_per_trial": round((sweep_s - direct_s) / max(len(mixtures), 1), 2),
         "goal": f"<= {GOAL}",
-        "goal_met": ratio <= GOAL,
+        **judge(ratio, sum(sweep_tps) / len(sweep_tps), sum(direct_tps) / len(direct_tps)),
         "breakdown": breakdown,
         "max_rel_diff_bpb": max(abs(a - b) / abs(b) for a, b in zip(sweep_bpb, direct_bpb, strict=True)),
     }
@@ -208,6 +208,23 @@ def main() -> None:
     if not args.smoke:
         atomic_write(args.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
+
+
+def judge(ratio: float, trial_tps: float, peer_tps: float) -> dict[str, Any]:
+    """The goal, read with the machine's drift in mind. The two sides run one after the other, and a
+    shared machine's speed drifts between them. The sweep's trials train beside everything the sweep
+    adds, so they are never faster per token than the same trainings alone: when the peer trained
+    slower than they did, the machine slowed down under the peer, and a ratio at or under the goal is
+    not counted as met."""
+    drifted = peer_tps < trial_tps
+    verdict = (
+        f"{ratio:.3f}x: the peer trained slower per token than the sweep's own trials "
+        f"({peer_tps:,.0f} vs {trial_tps:,.0f} tokens/s), so the machine slowed between the two sides; "
+        "the ratio is flattered and the goal is not counted as met"
+        if drifted
+        else f"{ratio:.3f}x against the goal of {GOAL}x"
+    )
+    return {"goal_met": ratio <= GOAL and not drifted, "peer_slower_than_trials": drifted, "verdict": verdict}
 
 
 def _server_processes(stack: Any) -> dict[str, list[Any]]:

@@ -59,3 +59,11 @@ def test_the_sweeps_driver_does_not_import_torch() -> None:
     code = "import sys, flows.sweep, flows.cli.sweep; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_ratio_flattered_by_a_slower_peer_does_not_meet_the_goal() -> None:
+    assert sweep.judge(1.05, trial_tps=9000.0, peer_tps=9500.0)["goal_met"]
+    drifted = sweep.judge(1.02, trial_tps=8410.0, peer_tps=7998.0)
+    assert not drifted["goal_met"] and drifted["peer_slower_than_trials"]
+    assert "flattered" in drifted["verdict"]
+    assert not sweep.judge(1.38, trial_tps=8120.0, peer_tps=8717.0)["goal_met"]

@@ -132,6 +132,10 @@ def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_
             assert t.info.end_time == before[key]
     for path, mtime in completed.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was trained again"
+    # Tune's own trial logs: its JSON and CSV ones, not its TensorBoard logger (which imports torch)
+    trial_dirs = list((tmp_path / "out" / "ray").glob("*/trial_*"))
+    assert trial_dirs and all((d / "result.json").is_file() and (d / "progress.csv").is_file() for d in trial_dirs)
+    assert not list((tmp_path / "out" / "ray").rglob("events.out.tfevents*"))
 
     # the confirmation: 2 seeds x (proposal, best trial), in summary.json, MLflow and `mixsweep results`
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -329,9 +329,8 @@ def run_round(plans: Sequence[TrialPlan], ctx: TrialContext, opts: RoundOptions)
     # what was computed is kept anyway: finished trials are skipped by the caller and each unfinished
     # one resumes from the last checkpoint in its keyed training folder.
     tuner = Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = (
-        "1"  # Tune adds no loggers of its own (trial_loggers); read in fit()
-    )
+    # Tune adds no loggers of its own (it reads this in fit()): its JSON and CSV ones are trial_loggers()
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     grid = tuner.fit()
     by_plan = {p.key: p for p in plans}
     by_key: dict[str, TrialResult] = {}
