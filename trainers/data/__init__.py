@@ -31,4 +31,5 @@ def __getattr__(name: str) -> Any:
         return getattr(dataset, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = ["BlendedSequenceDataset", "Corpus", "DataError", "GlobalBatchSampler", "ValidationSet", "WeightSchedule"]
