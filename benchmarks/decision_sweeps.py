@@ -302,10 +302,12 @@ def run_case(case: str, steps: int, seeds: list[int], anchors: bool = False) -> 
     }
 
 
-def _same_mixture(a: dict[str, float], b: dict[str, float], digits: int = 6) -> bool:
-    """Whether two mixtures' shares agree to the export's `digits` decimals (half a unit of the last,
-    with a margin for the re-normalisation of the rounded shares)."""
-    return a.keys() == b.keys() and all(abs(a[d] - b[d]) <= 10.0**-digits for d in a)
+def _same_mixture(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Whether two mixtures' shares agree to the export's decimals (half a unit of the last, with a
+    margin for the re-normalisation of the rounded shares)."""
+    from flows.steps.export import EXPORT_DIGITS  # REPO is on sys.path only from main() on
+
+    return a.keys() == b.keys() and all(abs(a[d] - b[d]) <= 10.0**-EXPORT_DIGITS for d in a)
 
 
 def _exported(out: Path) -> dict[str, float]:

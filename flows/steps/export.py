@@ -23,6 +23,9 @@ from mixture_search.recommend import recommend_mixture
 from mixture_search.schedule import Schedule
 from mixture_search.schedule_formats import write_schedule
 
+#: decimals of the exported shares (what a person reads and Megatron needs; Megatron normalises them again)
+EXPORT_DIGITS = 6
+
 #: a surrogate is fitted for the proposal from this many finished trials on; below it the best trial wins
 MIN_TRIALS_TO_PROPOSE = 4
 
@@ -175,8 +178,7 @@ def export(prepared: Prepared, mixture: Mixture, folder: Path) -> list[Path]:
     if prepared.phased:
         return export_schedule(prepared, prepared.schedule(mixture), folder)
     spec = prepared.spec
-    # shares to 6 decimals (what a person reads and Megatron needs); Megatron normalises them again
-    mixture = Mixture([(n, round(w, 6)) for n, w in zip(mixture.names, mixture.normalized)])
+    mixture = Mixture([(n, round(w, EXPORT_DIGITS)) for n, w in zip(mixture.names, mixture.normalized)])
     meta = {
         "sweep": spec.name,
         "sweep_key": prepared.sweep_key,
@@ -210,7 +212,7 @@ def export_schedule(prepared: Prepared, schedule: Schedule, folder: Path) -> lis
     proxy run's samples (Megatron)."""
     spec = prepared.spec
     rounded = [
-        (p.until, Mixture([(n, round(w, 6)) for n, w in zip(p.mixture.names, p.mixture.normalized)]))
+        (p.until, Mixture([(n, round(w, EXPORT_DIGITS)) for n, w in zip(p.mixture.names, p.mixture.normalized)]))
         for p in schedule.phases
     ]
     meta = {
