@@ -114,6 +114,7 @@ def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     before = {t.data.tags["mixsweep.trial_key"]: t.info.end_time for t in finished}
+    killed_trial_dirs = set((tmp_path / "out" / "ray").glob("*/trial_*"))  # one may have died before its first report
     completed = {  # trainings whose result was complete at the kill
         p: p.stat().st_mtime_ns
         for p in (tmp_path / "out" / "trials").glob("*/result.json")
@@ -132,8 +133,9 @@ def test_killed_sweep_resumes_without_retraining(sweep_stack: LocalStack, sweep_
             assert t.info.end_time == before[key]
     for path, mtime in completed.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was trained again"
-    # Tune's own trial logs: its JSON and CSV ones, not its TensorBoard logger (which imports torch)
-    trial_dirs = list((tmp_path / "out" / "ray").glob("*/trial_*"))
+    # Tune's own trial logs: its JSON and CSV ones, not its TensorBoard logger (which imports torch), for
+    # every trial of the rerun (the killed run's experiment folders are kept, a new one per round is started)
+    trial_dirs = set((tmp_path / "out" / "ray").glob("*/trial_*")) - killed_trial_dirs
     assert trial_dirs and all((d / "result.json").is_file() and (d / "progress.csv").is_file() for d in trial_dirs)
     assert not list((tmp_path / "out" / "ray").rglob("events.out.tfevents*"))
 
