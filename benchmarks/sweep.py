@@ -5,12 +5,16 @@ called directly with the same parallelism.
    up` starts them), then `mixsweep sweep SPEC` in a fresh process: one round of 8 mixtures, 2 trials at
    a time on Ray, each trial logged to MLflow, then the surrogate fit, ranking, plots and exports.
 2. `direct` (the peer): a fresh process that trains the same 8 mixtures (read from the sweep's summary)
-   with `trainers.train.train()` in a pool of 2 worker processes, into an empty folder.
+   with `trainers.train.train()` in a pool of 2 worker processes, into an empty folder, with the
+   threads a Ray trial of 1 CPU gets (`OMP_NUM_THREADS=1` in its environment, as Ray sets it).
+3. `sweep` again, as a second experiment into a fresh folder: the same 8 trainings again.
 
-Both are timed from process start to exit, so interpreter and import costs count on both sides; the
-servers' start-up is not counted (a stack serves many sweeps). The ratio sweep / direct is the overhead
-(goal <= 1.10). The per-trial training length is a flag: the fixed costs (Ray start, MLflow runs, the
-final report) weigh less as trials grow.
+The sweeps bracket the peer, so a machine whose speed drifts in one direction over the run slows or
+speeds both sides alike: the overhead is the mean of the two sweeps over the peer, and each sweep's own
+ratio is reported too. Every side is timed from process start to exit, so interpreter and import costs
+count on both sides; the servers' start-up is not counted (a stack serves many sweeps). The ratio is
+the overhead (goal <= 1.10). The per-trial training length is a flag: the fixed costs (Ray start,
+MLflow runs, the final report) weigh less as trials grow.
 
     .venv/bin/python benchmarks/sweep.py            # writes benchmarks/results/sweep.json
     .venv/bin/python benchmarks/sweep.py --smoke    # a couple of minutes; checks the script runs
@@ -69,9 +73,9 @@ def direct(job: dict) -> list[tuple[float, float]]:
         return list(pool.map(_train_one, args))
 
 
-def spec(corpus: Path, out: Path, trials: int, steps: int, parallel: int) -> dict:
+def spec(corpus: Path, out: Path, trials: int, steps: int, parallel: int, name: str = "bench-overhead") -> dict:
     return {
-        "name": "bench-overhead",
+        "name": name,
         "corpus": str(corpus),
         "search": {"sampler": "sobol", "adaptive": None, "rounds": 1, "per_round": trials, "proposal_samples": 5000},
         "proxy": {"preset": "tiny_cpu", "overrides": {"seq_len": 128}},
@@ -81,7 +85,7 @@ def spec(corpus: Path, out: Path, trials: int, steps: int, parallel: int) -> dic
         "resources": {"cpus": 1},
         "max_concurrent": parallel,
         "confirm": {"enabled": False},  # the same trainings on both sides: no confirmation stage
-        "mlflow": {"experiment": "bench-overhead"},
+        "mlflow": {"experiment": name},
         "output_dir": str(out),
     }  # fmt: skip
 
@@ -113,101 +117,140 @@ def main() -> None:
         work = Path(tmp)
         stack = LocalStack(StackConfig(home=work / "stack", prefect_port=free_port(), mlflow_port=free_port()))
         stack.up()
-        servers = _server_processes(stack)
         try:
-            env = {**os.environ, **stack.cfg.client_env()}
-            sweep_spec = spec(corpus, work / "sweep", args.trials, args.steps, args.parallel)
-            (work / "spec.json").write_text(json.dumps(sweep_spec))
-            print(f"sweep: {args.trials} trials x {args.steps} steps, {args.parallel} at a time", flush=True)
-            server_cpu = _cpu_seconds(servers)
-            t0 = time.perf_counter()
-            proc = subprocess.Popen([str(BIN / "mixsweep"), "sweep", str(work / "spec.json")], env=env, cwd=REPO)
-            tree_cpu = _watch_tree(proc)
-            sweep_s = time.perf_counter() - t0
-            server_cpu = {k: round(v - server_cpu.get(k, 0.0), 2) for k, v in _cpu_seconds(servers).items()}
-            if proc.returncode != 0:
-                raise SystemExit(f"the sweep failed (exit {proc.returncode})")
+            first = _sweep(stack, corpus, work / "sweep", "bench-overhead", args)
             requests = mlflow_requests(stack.cfg.home / "logs" / "mlflow-server.log")
+            rows = first["rows"]
+            job = {
+                "mixtures": [dict(r["mixture"]) for r in rows],
+                "corpus": str(corpus),
+                "proxy": first["summary"]["proxy"],
+                "budget": first["summary"]["budget"],
+                "backend": "megatron",
+                "out": str(work / "direct"),
+                "parallel": args.parallel,
+                "threads": 1,  # the spec's resources.cpus
+            }
+            peer = _direct(job)
+            second = _sweep(stack, corpus, work / "sweep-again", "bench-overhead-again", args)
         finally:
             stack.down()
-        summary = json.loads((work / "sweep" / "summary.json").read_text())
-        rows = [r for r in json.loads((work / "sweep" / "results.json").read_text()) if r["status"] == "finished"]
-        mixtures = [dict(r["mixture"]) for r in rows]
-        job = {
-            "mixtures": mixtures,
-            "corpus": str(corpus),
-            "proxy": summary["proxy"],
-            "budget": summary["budget"],
-            "backend": "megatron",
-            "out": str(work / "direct"),
-            "parallel": args.parallel,
-            "threads": 1,  # the spec's resources.cpus
-        }
-        print(f"direct: the same {len(mixtures)} trainings, {args.parallel} worker processes", flush=True)
-        t0 = time.perf_counter()
-        peer = subprocess.Popen(
-            [sys.executable, __file__, "--direct", json.dumps(job)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        peer_out: dict[str, str] = {}
-        reader = threading.Thread(target=lambda: peer_out.update(zip(("out", "err"), peer.communicate(), strict=True)))
-        reader.start()
-        direct_tree_cpu = _watch_tree(peer)
-        reader.join()
-        direct_s = time.perf_counter() - t0
-        if peer.returncode != 0:
-            raise SystemExit(f"the direct trainings failed: {peer_out['err'][-2000:]}")
-        direct_bpb, direct_tps = zip(*json.loads(peer_out["out"].strip().splitlines()[-1]), strict=True)
-    sweep_bpb = [r["metrics"]["val.bpb.mean"] for r in rows]
-    sweep_tps = [r["metrics"]["train.tokens_per_s"] for r in rows]
+    sweeps = (first, second)
+    sweep_s = sum(sw["wall_s"] for sw in sweeps) / len(sweeps)
+    direct_s = peer["wall_s"]
+    peer_bpb = {_key(m): b for m, b in zip(job["mixtures"], peer["bpb"], strict=True)}
+    missing = [r["mixture"] for r in second["rows"] if _key(dict(r["mixture"])) not in peer_bpb]
+    if missing:  # the same spec but its name: the second sweep must train the same mixtures
+        raise SystemExit(f"the second sweep trained other mixtures than the first: {missing[:2]}")
+    bpb_pairs = [
+        (r["metrics"]["val.bpb.mean"], peer_bpb[_key(dict(r["mixture"]))]) for sw in sweeps for r in sw["rows"]
+    ]
+    trial_tps = [r["metrics"]["train.tokens_per_s"] for sw in sweeps for r in sw["rows"]]
     ratio = sweep_s / direct_s
+    summary, tree_cpu = first["summary"], first["tree_cpu"]
     flow = summary.get("timings_s", {})
-    # where the sweep's time went: the process outside the flow (interpreter, imports, the CLI's own
-    # check of the spec, Prefect's flow-run start), each stage of the flow, and the trials' own wall time
+    # where the (first) sweep's time went: the process outside the flow (interpreter, imports, the CLI's
+    # own check of the spec, Prefect's flow-run start), each stage of the flow, and the trials' own wall time
     breakdown = {
-        "process_outside_flow_s": round(sweep_s - flow.get("total", 0.0), 2),
+        "process_outside_flow_s": round(first["wall_s"] - flow.get("total", 0.0), 2),
         **{f"flow.{k}_s": v for k, v in flow.items()},
         "ray_start_background_s": summary.get("ray_start_s"),
         "trial_wall_s_sum": round(sum(r["wall_s"] for r in rows), 2),
         # the same training inside a Ray trial and in a plain pool process: the trainers' own tokens/s
-        "train_tokens_per_s_trial_mean": round(sum(sweep_tps) / len(sweep_tps), 1),
-        "train_tokens_per_s_direct_mean": round(sum(direct_tps) / len(direct_tps), 1),
+        "train_tokens_per_s_trial_mean": round(sum(trial_tps) / len(trial_tps), 1),
+        "train_tokens_per_s_direct_mean": round(sum(peer["tps"]) / len(peer["tps"]), 1),
         # CPU seconds, on a machine of `machine.cpus` cores shared by the trials: the sweep's own
         # process per flow stage (`process`: from its start), and each server during the sweep
         "sweep_process_cpu_s": summary.get("cpu_s", {}),
-        "server_cpu_s_during_sweep": server_cpu,
+        "server_cpu_s_during_sweep": first["server_cpu"],
         # every process the sweep started, by kind (Ray's daemons, its trial workers, ...), sampled
         # while they ran: what shares the machine's cores with the trainings
         "sweep_tree_cpu_s": tree_cpu,
         "sweep_tree_cpu_s_total": round(sum(tree_cpu.values()), 2),
-        "direct_tree_cpu_s": direct_tree_cpu,
-        "direct_tree_cpu_s_total": round(sum(direct_tree_cpu.values()), 2),
+        "direct_tree_cpu_s": peer["tree_cpu"],
+        "direct_tree_cpu_s_total": round(sum(peer["tree_cpu"].values()), 2),
         "mlflow_requests_per_trial": round(requests / max(len(rows), 1), 2),
         "evaluation_s": 0.0,  # this spec evaluates with validation loss only (no LightEval process)
     }
     report = {
         "benchmark": "sweep orchestration overhead",
-        "peer": "the same trainings called directly (trainers.train.train in a process pool of the same size)",
+        "peer": "the same trainings called directly (trainers.train.train in a process pool of the same size, "
+        "1 thread each as in a Ray trial of 1 CPU)",
+        "order": "sweep, peer, the same sweep again into a fresh folder: the sweeps bracket the peer",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "trials": len(mixtures),
+        "trials": len(rows),
         "steps_per_trial": args.steps,
         "parallel": args.parallel,
         "sweep_s": round(sweep_s, 2),
+        "sweep_s_each": [round(sw["wall_s"], 2) for sw in sweeps],
         "direct_s": round(direct_s, 2),
         "overhead_ratio": round(ratio, 3),
-        "overhead_s_per_trial": round((sweep_s - direct_s) / max(len(mixtures), 1), 2),
+        "overhead_ratio_each": [round(sw["wall_s"] / direct_s, 3) for sw in sweeps],
+        "overhead_s_per_trial": round((sweep_s - direct_s) / max(len(rows), 1), 2),
         "goal": f"<= {GOAL}",
-        **judge(ratio, sum(sweep_tps) / len(sweep_tps), sum(direct_tps) / len(direct_tps)),
+        **judge(ratio, sum(trial_tps) / len(trial_tps), sum(peer["tps"]) / len(peer["tps"])),
         "breakdown": breakdown,
-        "max_rel_diff_bpb": max(abs(a - b) / abs(b) for a, b in zip(sweep_bpb, direct_bpb, strict=True)),
+        "max_rel_diff_bpb": max(abs(a - b) / abs(b) for a, b in bpb_pairs),  # every trial of both sweeps
     }
     print(json.dumps(report, indent=2))
     if not args.smoke:
         atomic_write(args.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
+
+
+def _key(mixture: dict[str, float]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((d, round(float(w), 9)) for d, w in mixture.items()))
+
+
+def _sweep(stack: Any, corpus: Path, out: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`mixsweep sweep` of the benchmark's spec in a fresh process on the running stack, timed from start to
+    exit, with the CPU of every process it started and of the servers meanwhile."""
+    out.mkdir(parents=True)
+    spec_path = out.parent / f"{out.name}.json"
+    spec_path.write_text(json.dumps(spec(corpus, out, args.trials, args.steps, args.parallel, name)))
+    print(f"sweep {name}: {args.trials} trials x {args.steps} steps, {args.parallel} at a time", flush=True)
+    servers = _server_processes(stack)
+    server_cpu = _cpu_seconds(servers)
+    t0 = time.perf_counter()
+    env = {**os.environ, **stack.cfg.client_env()}
+    proc = subprocess.Popen([str(BIN / "mixsweep"), "sweep", str(spec_path)], env=env, cwd=REPO)
+    tree_cpu = _watch_tree(proc)
+    wall_s = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"the sweep {name} failed (exit {proc.returncode})")
+    rows = [r for r in json.loads((out / "results.json").read_text()) if r["status"] == "finished"]
+    return {
+        "wall_s": wall_s,
+        "tree_cpu": tree_cpu,
+        "server_cpu": {k: round(v - server_cpu.get(k, 0.0), 2) for k, v in _cpu_seconds(servers).items()},
+        "summary": json.loads((out / "summary.json").read_text()),
+        "rows": rows,
+    }
+
+
+def _direct(job: dict[str, Any]) -> dict[str, Any]:
+    """The peer in a fresh process, timed from start to exit, with the threads of a Ray trial of
+    `job["threads"]` CPUs: Ray sets OMP_NUM_THREADS so in each trial worker's environment."""
+    print(f"direct: the same {len(job['mixtures'])} trainings, {job['parallel']} worker processes", flush=True)
+    t0 = time.perf_counter()
+    peer = subprocess.Popen(
+        [sys.executable, __file__, "--direct", json.dumps(job)],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": str(job["threads"])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out: dict[str, str] = {}
+    reader = threading.Thread(target=lambda: out.update(zip(("out", "err"), peer.communicate(), strict=True)))
+    reader.start()
+    tree_cpu = _watch_tree(peer)
+    reader.join()
+    wall_s = time.perf_counter() - t0
+    if peer.returncode != 0:
+        raise SystemExit(f"the direct trainings failed: {out['err'][-2000:]}")
+    bpb, tps = zip(*json.loads(out["out"].strip().splitlines()[-1]), strict=True)
+    return {"wall_s": wall_s, "tree_cpu": tree_cpu, "bpb": bpb, "tps": tps}
 
 
 def judge(ratio: float, trial_tps: float, peer_tps: float) -> dict[str, Any]:
