@@ -254,11 +254,11 @@ def _direct(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def judge(ratio: float, trial_tps: float, peer_tps: float) -> dict[str, Any]:
-    """The goal, read with the machine's drift in mind. The two sides run one after the other, and a
-    shared machine's speed drifts between them. The sweep's trials train beside everything the sweep
-    adds, so they are never faster per token than the same trainings alone: when the peer trained
-    slower than they did, the machine slowed down under the peer, and a ratio at or under the goal is
-    not counted as met."""
+    """The goal, read with the machine's drift in mind. The sides run one after the other, and a shared
+    machine's speed drifts between them (the two sweeps around the peer cancel a steady drift, not a
+    sudden one). The sweep's trials train beside everything the sweep adds, so they are never faster
+    per token than the same trainings alone: when the peer trained slower than they did, the machine
+    slowed down under the peer, and a ratio at or under the goal is not counted as met."""
     drifted = peer_tps < trial_tps
     verdict = (
         f"{ratio:.3f}x: the peer trained slower per token than the sweep's own trials "
