@@ -111,6 +111,7 @@ def main() -> None:
     from benchmarks.load import mlflow_requests  # driver only, as above; needs REPO on sys.path
     from flows.stack.local import LocalStack, StackConfig, free_port  # driver only, as above
     from mixture_search.files import atomic_write  # driver only, as above
+    from mixture_search.mixture import Mixture  # driver only, as above
 
     corpus = (REPO / args.corpus).resolve()
     with tempfile.TemporaryDirectory(prefix="mixsweep-bench-") as tmp:
@@ -138,12 +139,12 @@ def main() -> None:
     sweeps = (first, second)
     sweep_s = sum(sw["wall_s"] for sw in sweeps) / len(sweeps)
     direct_s = peer["wall_s"]
-    peer_bpb = {_key(m): b for m, b in zip(job["mixtures"], peer["bpb"], strict=True)}
-    missing = [r["mixture"] for r in second["rows"] if _key(dict(r["mixture"])) not in peer_bpb]
+    peer_bpb = {Mixture(m).key: b for m, b in zip(job["mixtures"], peer["bpb"], strict=True)}
+    missing = [r["mixture"] for r in second["rows"] if Mixture(r["mixture"]).key not in peer_bpb]
     if missing:  # the same spec but its name: the second sweep must train the same mixtures
         raise SystemExit(f"the second sweep trained other mixtures than the first: {missing[:2]}")
     bpb_pairs = [
-        (r["metrics"]["val.bpb.mean"], peer_bpb[_key(dict(r["mixture"]))]) for sw in sweeps for r in sw["rows"]
+        (r["metrics"]["val.bpb.mean"], peer_bpb[Mixture(r["mixture"]).key]) for sw in sweeps for r in sw["rows"]
     ]
     trial_tps = [r["metrics"]["train.tokens_per_s"] for sw in sweeps for r in sw["rows"]]
     ratio = sweep_s / direct_s
@@ -196,10 +197,6 @@ def main() -> None:
     if not args.smoke:
         atomic_write(args.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
-
-
-def _key(mixture: dict[str, float]) -> tuple[tuple[str, float], ...]:
-    return tuple(sorted((d, round(float(w), 9)) for d, w in mixture.items()))
 
 
 def _sweep(stack: Any, corpus: Path, out: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
