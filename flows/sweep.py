@@ -66,8 +66,9 @@ from flows.steps.timing import Timings
 from flows.tracking.redact import redact_uri
 from flows.tracking.tracker import TRIAL_STAGE, SweepTracker
 from flows.trials.faults import faults_for_round
+from flows.trials.local_ray import START_SECONDS
 from flows.trials.result import TrialPlan, TrialResult
-from flows.trials.tune import START_SECONDS, RoundOptions, end_trials, run_round
+from flows.trials.tune import RoundOptions, end_trials, run_round
 from mixture_search.files import atomic_write_json
 from mixture_search.mixture import Mixture
 
@@ -460,6 +461,7 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
         logger.info("resuming: %d trials already final in MLflow", len(known))
     state = SearchState.load(parsed.out_dir / "search_state.json")
     results: dict[str, TrialResult] = dict(known)
+    trials_ended = False
     try:
         for r in range(parsed.search.rounds):
             with timings.stage("suggest"):
@@ -509,6 +511,10 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
                         logger.warning("%s", confirmed.verdict)  # the export is not the proposal: say so
                     else:
                         logger.info("%s", confirmed.verdict)
+                # nothing trains after this: the evaluation workers end, and a local Ray that `mixsweep
+                # sweep` started in the background shuts down while the sweep ranks, plots and exports
+                end_trials()
+                trials_ended = True
                 with timings.stage("finish"):
                     summary = finish(prepared, round_results, tracker, proposed, confirmed, means, ladder)
                 if "separation" in summary:  # a proxy that cannot tell the mixtures apart is said loudly
@@ -522,7 +528,8 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
         end_early(tracker, exc, logger)
         raise
     finally:
-        end_trials()  # each node's evaluation worker ends with the sweep
+        if not trials_ended:
+            end_trials()  # each node's evaluation worker ends with the sweep
     tracker.finish_parent()
     summary["mlflow"] = _mlflow_url(prepared.tracking_uri, tracker)
     summary["timings_s"] = timings.rounded()

@@ -110,9 +110,16 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             return
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-        from flows.sweep import sweep  # Prefect and Ray: only when a sweep runs
+        from flows.trials import local_ray  # Ray: only when a sweep runs
 
-        sweep(str(spec))
+        if parsed.ray_address is None and not os.environ.get("RAY_ADDRESS"):
+            local_ray.start_in_background()  # while Prefect and MLflow get ready (its ~4 s are not waited for)
+        try:
+            from flows.sweep import sweep  # Prefect: only when a sweep runs
+
+            sweep(str(spec))
+        finally:
+            local_ray.stop()  # Ray's processes end before the command does
         print_results(parsed.out_dir)
 
     @app.command("results")

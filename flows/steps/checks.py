@@ -4,7 +4,7 @@
 the LightEval tasks, every file the corpus points at, and whether the MLflow tracking URI and the Ray address answer.
 Reachability is a TCP connect or an HTTP request with a short timeout (`REACH_TIMEOUT_S`), so a server
 that is down or an address that drops packets costs seconds, not the minutes of MLflow's HTTP retries or
-Ray's connection attempts. This is the one Ray check before training; `flows.trials.tune.ray_init`
+Ray's connection attempts. This is the one Ray check before training; `flows.trials.local_ray.ray_init`
 connects later and names `ray_address` in one line if that still fails. No check trains, writes or
 imports Ray.
 """

@@ -32,6 +32,7 @@ from eval.isolated import EvaluationFailed
 from flows.steps.spec import ObjectiveSpec, SpecError
 from flows.trials.eval_service import evaluate_on_node, stop_node_services
 from flows.trials.faults import NO_FAULT, TrialHook, disk_full
+from flows.trials.local_ray import ray_init, release
 from flows.trials.result import TrialContext, TrialPlan, TrialReport, TrialResult
 from mixture_search.keys import metric_key
 from mixture_search.mixture import Mixture
@@ -362,41 +363,7 @@ def end_trials() -> None:
     with the sweep: its driver calls this once its last round is done."""
     if ray.is_initialized():
         stop_node_services()
-
-
-def ray_init(address: str | None) -> None:
-    """Connect to the Ray cluster at `address` (one line naming `ray_address` when that fails), or
-    start a local one, unless this process is connected already. (In the thread that runs the trials:
-    Ray started from another thread made Ray Tune's run fail.)"""
-    if not ray.is_initialized():
-        _ray_init_now(address)
-
-
-def _ray_init_now(address: str | None) -> None:
-    """A local start is tried twice: Ray gives its raylet 30 s to register, which a heavily loaded
-    machine can exceed once. So is a Ray Client connection whose per-client server failed to start
-    (`ConnectionError`; seen once on a loaded 2-core machine). The seconds it took are kept in
-    `START_SECONDS` (for the sweep's timings)."""
-    started = time.perf_counter()
-    for attempt in (1, 2):
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-            START_SECONDS.append(time.perf_counter() - started)
-            return
-        except Exception as exc:
-            ray.shutdown()
-            if address is not None and attempt == 1 and isinstance(exc, ConnectionError):
-                time.sleep(2)
-                continue
-            if address is not None:
-                raise SpecError(
-                    f"cannot connect to Ray at {address!r}: {' '.join(str(exc).split())[:200]}", where="ray_address"
-                ) from None
-            if attempt == 2:
-                raise
-
-
-START_SECONDS: list[float] = []
+    release()  # a local Ray started in the background (`mixsweep sweep`) shuts down in its own thread
 
 
 def _check_fits(ctx: TrialContext, cluster: dict[str, float]) -> None:

@@ -1,0 +1,134 @@
+"""Starting and stopping the driver's Ray: connect to a cluster, or start a local one, and (from the
+shell) start the local one while the rest of the sweep gets ready.
+
+A local `ray.init()` takes about 4 s on 2 cores (the GCS, the raylet and its agents), and `mixsweep
+sweep` spends about as long between its spec check and its first trial (Prefect's import and flow run,
+MLflow's runs, the candidates). So the command starts the local Ray in a thread of its own
+(`start_in_background`) as soon as the spec is checked, and the first round waits for it (`ray_init`).
+
+That thread lives until Ray is shut down. Ray ties the life of each process it starts to the thread
+that started it (Linux's parent-death signal fires when that *thread* ends), so a cluster started from
+a short-lived thread dies with it. Once the flow has trained its last run it releases Ray (`release`),
+and the thread shuts it down while the flow ranks, plots and exports. The command waits for that
+before it exits (`stop`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+
+import ray  # this module starts Ray: every caller needs it
+
+from flows.steps.spec import SpecError
+
+#: seconds each Ray start or connection took, newest last (the sweep's timings report the last)
+START_SECONDS: list[float] = []
+
+
+def init_now(address: str | None) -> None:
+    """Connect to the Ray cluster at `address`, or start a local one, in this thread. A local start is
+    tried twice: Ray gives its raylet 30 s to register, which a heavily loaded machine can exceed once.
+    So is a Ray Client connection whose per-client server failed to start (`ConnectionError`; seen once
+    on a loaded 2-core machine). The seconds it took are kept in `START_SECONDS`."""
+    started = time.perf_counter()
+    for attempt in (1, 2):
+        try:
+            # no dashboard; Ray's logs stay in its session folder
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            START_SECONDS.append(time.perf_counter() - started)
+            return
+        except Exception as exc:
+            ray.shutdown()
+            if address is not None and attempt == 1 and isinstance(exc, ConnectionError):
+                time.sleep(2)
+                continue
+            if address is not None:
+                raise SpecError(
+                    f"cannot connect to Ray at {address!r}: {' '.join(str(exc).split())[:200]}", where="ray_address"
+                ) from None
+            if attempt == 2:
+                raise
+
+
+class _Keeper(threading.Thread):
+    """The thread that starts the local Ray, keeps it alive, and shuts it down when released."""
+
+    def __init__(self) -> None:
+        super().__init__(name="mixsweep-local-ray", daemon=True)
+        self.ready = threading.Event()  # set once the start ended, well or not
+        self.released = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            init_now(None)
+        except BaseException as exc:  # handed to the thread that waits for Ray (`ray_init`)
+            self.error = exc
+            return
+        finally:
+            self.ready.set()
+        self.released.wait()
+        ray.shutdown()
+
+
+_keeper: _Keeper | None = None
+
+
+class _NotMainThread(logging.Filter):
+    """Drops Ray's warning that it set no SIGTERM handler from a thread: `start_in_background` sets it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def start_in_background() -> None:
+    """Start a local Ray cluster in a thread of its own, unless Ray is started already (or starting).
+    The caller is the shell command's main thread: it gets the SIGTERM handler a `ray.init()` there
+    would have set (exit with the signal's number, so the flow ends early and says so in MLflow)."""
+    global _keeper
+    if _keeper is not None or ray.is_initialized():
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+    logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
+    _keeper = _Keeper()
+    _keeper.start()
+
+
+def ray_init(address: str | None) -> None:
+    """Make sure this process is connected to Ray: to the cluster at `address` (a one-line `SpecError`
+    naming `ray_address` when that fails), else to the local one started in the background (waiting for it), else to a local one
+    started now. In the thread that runs the trials: Ray started from another thread that then ended
+    made Ray Tune's run fail."""
+    if address is None and _keeper is not None and not _keeper.released.is_set():
+        _keeper.ready.wait()
+        if _keeper.error is not None:
+            raise _keeper.error
+        return
+    if not ray.is_initialized():
+        init_now(address)
+
+
+def release() -> None:
+    """The flow has trained its last run: the local Ray started in the background shuts down now, in
+    its own thread (nothing happens to a Ray this module did not start that way)."""
+    if _keeper is not None:
+        _keeper.released.set()
+
+
+def stop(timeout: float = 60.0) -> None:
+    """Release the background Ray, and wait (at most `timeout` s) until it is shut down."""
+    global _keeper
+    if _keeper is None:
+        return
+    _keeper.ready.wait(timeout)
+    _keeper.released.set()
+    _keeper.join(timeout)
+    _keeper = None
+
+
+__all__ = ["START_SECONDS", "init_now", "ray_init", "release", "start_in_background", "stop"]

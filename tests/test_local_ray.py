@@ -1,0 +1,75 @@
+"""The local Ray that `mixsweep sweep` starts in a thread of its own while the sweep gets ready
+(`flows.trials.local_ray`): the trials' thread uses it, a release shuts it down in that thread, and a
+start that failed is raised where Ray is first needed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+import ray
+
+from flows.trials import local_ray
+
+
+@pytest.fixture
+def clean() -> Iterator[None]:
+    """No Ray before, none left after, and the SIGTERM handler as it was."""
+    assert not ray.is_initialized()
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        local_ray.stop()
+        ray.shutdown()
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:  # a zombie is not alive
+        return fh.read().split(") ", 1)[1][0] != "Z"
+
+
+@pytest.mark.integration
+def test_background_ray_serves_this_thread_and_shuts_down_on_release(clean: None) -> None:
+    before = len(local_ray.START_SECONDS)
+    local_ray.start_in_background()
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # what ray.init() sets in the main thread
+    local_ray.ray_init(None)  # waits for the background start
+    assert ray.is_initialized()
+    assert len(local_ray.START_SECONDS) == before + 1
+
+    @ray.remote
+    def square(x: int) -> int:
+        return x * x
+
+    assert ray.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]  # from this thread, not Ray's
+    node = ray._private.worker._global_node
+    assert node is not None
+    pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
+    assert pids and all(_alive(pid) for pid in pids)
+
+    local_ray.release()  # what the flow does after its last training
+    local_ray.stop()
+    assert not ray.is_initialized()
+    assert not any(_alive(pid) for pid in pids), "Ray's processes outlived the release"
+    local_ray.ray_init(None)  # after the release, Ray starts again in this thread when needed
+    assert ray.is_initialized()
+
+
+def test_a_failed_background_start_is_raised_where_ray_is_needed(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_raylet(address: str | None) -> None:
+        raise RuntimeError("the raylet did not register within 30 s")
+
+    monkeypatch.setattr(local_ray, "init_now", no_raylet)
+    local_ray.start_in_background()
+    with pytest.raises(RuntimeError, match="raylet did not register"):
+        local_ray.ray_init(None)
+    local_ray.stop()
+    assert not ray.is_initialized()
