@@ -13,12 +13,17 @@ The sweeps bracket the peer, so a machine whose speed drifts in one direction ov
 speeds both sides alike: the overhead is the mean of the two sweeps over the peer, and each sweep's own
 ratio is reported too. Every side is timed from process start to exit, so interpreter and import costs
 count on both sides; the servers' start-up is not counted (a stack serves many sweeps). The ratio is
-the overhead (goal <= 1.10). The per-trial training length is a flag: the fixed costs (Ray start,
-MLflow runs, the final report) weigh less as trials grow.
+the overhead (goal <= 1.10).
+
+The per-trial training length is a flag. Its default, 600 steps (about a minute a trial on 2 cores), is
+the shortest proxy length this project would decide with: its decision benchmark needs 450 steps before
+the spread between mixtures clears the spread between seeds. A sweep's fixed costs (Prefect's import and
+flow run, Ray's start, the final fit, plots and exports: about 16 s) weigh less as trials grow, and at
+150 steps (16-20 s a trial) they are most of the overhead.
 
     .venv/bin/python benchmarks/sweep.py            # writes benchmarks/results/sweep.json
     .venv/bin/python benchmarks/sweep.py --smoke    # a couple of minutes; checks the script runs
-    .venv/bin/python benchmarks/sweep.py --steps 600 --out benchmarks/results/sweep_600steps.json
+    .venv/bin/python benchmarks/sweep.py --steps 150 --out benchmarks/results/sweep_150steps.json
 """
 
 from __future__ import annotations
@@ -94,7 +99,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="runs/data/demo", help="a prepared corpus (default: the demo corpus)")
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=150, help="training steps per trial")
+    ap.add_argument(
+        "--steps", type=int, default=600, help="training steps per trial (default: 600, a proxy that learns)"
+    )
     ap.add_argument("--parallel", type=int, default=2, help="trials at a time, on both sides")
     ap.add_argument("--smoke", action="store_true", help="4 trials of 10 steps; results not written")
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS.name})")
