@@ -101,14 +101,17 @@ def start_in_background() -> None:
 
 def ray_init(address: str | None) -> None:
     """Make sure this process is connected to Ray: to the cluster at `address` (a one-line `SpecError`
-    naming `ray_address` when that fails), else to the local one started in the background (waiting for it), else to a local one
-    started now. In the thread that runs the trials: Ray started from another thread that then ended
-    made Ray Tune's run fail."""
-    if address is None and _keeper is not None and not _keeper.released.is_set():
-        _keeper.ready.wait()
-        if _keeper.error is not None:
-            raise _keeper.error
-        return
+    naming `ray_address` when that fails), else to the local one started in the background (waiting
+    for it), else to a local one started now. In the thread that runs the trials: Ray started from
+    another thread that then ended made Ray Tune's run fail."""
+    if _keeper is not None:
+        if address is None and not _keeper.released.is_set():
+            _keeper.ready.wait()
+            if _keeper.error is not None:
+                raise _keeper.error
+            return
+        if _keeper.released.is_set():
+            _keeper.join()  # a released Ray is shut down before another one starts
     if not ray.is_initialized():
         init_now(address)
 
