@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import sweep
 
 # a parent that starts a busy multiprocessing child (spawn) and a busy plain subprocess, then waits
@@ -67,3 +69,18 @@ def test_a_ratio_flattered_by_a_slower_peer_does_not_meet_the_goal() -> None:
     assert not drifted["goal_met"] and drifted["peer_slower_than_trials"]
     assert "flattered" in drifted["verdict"]
     assert not sweep.judge(1.38, trial_tps=8120.0, peer_tps=8717.0)["goal_met"]
+
+
+def test_the_overhead_is_the_median_of_the_counted_brackets() -> None:
+    # sweep, peer, sweep, peer, sweep: brackets (100+110)/2/100 = 1.05 and (110+120)/2/92 = 1.25
+    out = sweep.brackets([100.0, 110.0, 120.0], [100.0, 92.0], [9000.0, 9000.0, 9000.0], [9200.0, 9900.0])
+    assert out["overhead_ratio_brackets"] == [1.05, 1.25]
+    assert out["overhead_ratio"] == 1.15 and out["brackets_counted"] == 2 and not out["goal_met"]
+    # the second peer trained slower per token than its sweeps' trials: flattered, not counted
+    flattered = sweep.brackets([100.0, 110.0, 90.0], [100.0, 98.0], [9000.0, 9000.0, 9000.0], [9200.0, 8500.0])
+    assert flattered["peer_slower_than_trials"] == [False, True]
+    assert flattered["overhead_ratio"] == 1.05 and flattered["goal_met"] and flattered["brackets_counted"] == 1
+    only = sweep.brackets([100.0, 100.0], [95.0], [9000.0, 9000.0], [8000.0])  # nothing counted: never met
+    assert not only["goal_met"] and only["brackets_counted"] == 0
+    with pytest.raises(ValueError, match="one sweep more than peers"):
+        sweep.brackets([100.0], [90.0], [9000.0], [9000.0])
