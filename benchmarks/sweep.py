@@ -23,7 +23,8 @@ the spread between mixtures clears the spread between seeds. A sweep's fixed cos
 flow run, Ray's start, the final fit, plots and exports: about 16 s) weigh less as trials grow, and at
 150 steps (16-20 s a trial) they are most of the overhead.
 
-    .venv/bin/python benchmarks/sweep.py --pairs 2  # writes benchmarks/results/sweep.json
+    .venv/bin/python benchmarks/sweep.py            # writes benchmarks/results/sweep.json
+    .venv/bin/python benchmarks/sweep.py --pairs 3  # three bracketed peers, the median (about 30 min)
     .venv/bin/python benchmarks/sweep.py --smoke    # a couple of minutes; checks the script runs
     .venv/bin/python benchmarks/sweep.py --steps 150 --out benchmarks/results/sweep_150steps.json
 """

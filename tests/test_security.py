@@ -4,7 +4,6 @@ checkpoints never unpickled, no eval/exec of user input."""
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
@@ -136,13 +135,15 @@ def test_cli_up_binds_to_loopback_unless_told(tmp_path: Path) -> None:
 def test_ray_is_started_without_a_dashboard() -> None:
     """A local Ray head with a dashboard would listen on another port; ours never starts one."""
     calls = [
-        (path, args)
+        (path, call)
         for path in (REPO / "flows").rglob("*.py")
-        for args in re.findall(r"ray\.init\(([^)]*)\)", path.read_text())
+        for call in _calls(ast.parse(path.read_text()))
+        if _name(call.func) == "ray.init"
     ]
-    assert calls  # the sweep starts (or joins) Ray in flows/trials/tune.py
-    for path, args in calls:
-        assert "include_dashboard=False" in args, (path, args)
+    assert calls  # the sweep starts (or joins) Ray in flows/trials/local_ray.py
+    for path, call in calls:
+        dashboard = [k.value for k in call.keywords if k.arg == "include_dashboard"]
+        assert dashboard and isinstance(dashboard[0], ast.Constant) and dashboard[0].value is False, path
 
 
 # -- no unpickling, eval or exec of what users give us --------------------------------------------------
