@@ -461,7 +461,6 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
         logger.info("resuming: %d trials already final in MLflow", len(known))
     state = SearchState.load(parsed.out_dir / "search_state.json")
     results: dict[str, TrialResult] = dict(known)
-    trials_ended = False
     try:
         for r in range(parsed.search.rounds):
             with timings.stage("suggest"):
@@ -511,10 +510,6 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
                         logger.warning("%s", confirmed.verdict)  # the export is not the proposal: say so
                     else:
                         logger.info("%s", confirmed.verdict)
-                # nothing trains after this: the evaluation workers end, and a local Ray that `mixsweep
-                # sweep` started in the background shuts down while the sweep ranks, plots and exports
-                end_trials()
-                trials_ended = True
                 with timings.stage("finish"):
                     summary = finish(prepared, round_results, tracker, proposed, confirmed, means, ladder)
                 if "separation" in summary:  # a proxy that cannot tell the mixtures apart is said loudly
@@ -528,8 +523,7 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
         end_early(tracker, exc, logger)
         raise
     finally:
-        if not trials_ended:
-            end_trials()  # each node's evaluation worker ends with the sweep
+        end_trials()  # each node's evaluation worker ends with the sweep
     tracker.finish_parent()
     summary["mlflow"] = _mlflow_url(prepared.tracking_uri, tracker)
     summary["timings_s"] = timings.rounded()

@@ -1,5 +1,5 @@
 """The local Ray that `mixsweep sweep` starts in a thread of its own while the sweep gets ready
-(`flows.trials.local_ray`): the trials' thread uses it, a release shuts it down in that thread, and a
+(`flows.trials.local_ray`): the trials' thread uses it, `stop` shuts it down from that thread, and a
 start that failed is raised where Ray is first needed."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.integration
-def test_background_ray_serves_this_thread_and_shuts_down_on_release(clean: None) -> None:
+def test_background_ray_serves_this_thread_and_stops(clean: None) -> None:
     before = len(local_ray.START_SECONDS)
     local_ray.start_in_background()
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # what ray.init() sets in the main thread
@@ -55,11 +55,10 @@ def test_background_ray_serves_this_thread_and_shuts_down_on_release(clean: None
     pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
     assert pids and all(_alive(pid) for pid in pids)
 
-    local_ray.release()  # what the flow does after its last training
-    local_ray.stop()
+    local_ray.stop()  # what `mixsweep sweep` does once the flow is done
     assert not ray.is_initialized()
-    assert not any(_alive(pid) for pid in pids), "Ray's processes outlived the release"
-    local_ray.ray_init(None)  # after the release, Ray starts again in this thread when needed
+    assert not any(_alive(pid) for pid in pids), "Ray's processes outlived the stop"
+    local_ray.ray_init(None)  # after the stop, Ray starts again in this thread when needed
     assert ray.is_initialized()
 
 

@@ -8,9 +8,9 @@ MLflow's runs, the candidates). So the command starts the local Ray in a thread 
 
 That thread lives until Ray is shut down. Ray ties the life of each process it starts to the thread
 that started it (Linux's parent-death signal fires when that *thread* ends), so a cluster started from
-a short-lived thread dies with it. Once the flow has trained its last run it releases Ray (`release`),
-and the thread shuts it down while the flow ranks, plots and exports. The command waits for that
-before it exits (`stop`).
+a short-lived thread dies with it. The shutdown itself happens in the thread that used Ray (`stop`, from
+the command once the flow is done). A shutdown from the starting thread raced the flow's thread: in one
+CI run its driver touched Ray's core worker right after that shutdown, and the sweep died at exit.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def init_now(address: str | None) -> None:
 
 
 class _Keeper(threading.Thread):
-    """The thread that starts the local Ray, keeps it alive, and shuts it down when released."""
+    """The thread that starts the local Ray and lives until `stop` has shut it down."""
 
     def __init__(self) -> None:
         super().__init__(name="mixsweep-local-ray", daemon=True)
@@ -71,8 +71,7 @@ class _Keeper(threading.Thread):
             return
         finally:
             self.ready.set()
-        self.released.wait()
-        ray.shutdown()
+        self.released.wait()  # Ray's processes live as long as this thread; `stop` shuts them down
 
 
 _keeper: _Keeper | None = None
@@ -104,34 +103,26 @@ def ray_init(address: str | None) -> None:
     naming `ray_address` when that fails), else to the local one started in the background (waiting
     for it), else to a local one started now. In the thread that runs the trials: Ray started from
     another thread that then ended made Ray Tune's run fail."""
-    if _keeper is not None:
-        if address is None and not _keeper.released.is_set():
-            _keeper.ready.wait()
-            if _keeper.error is not None:
-                raise _keeper.error
-            return
-        if _keeper.released.is_set():
-            _keeper.join()  # a released Ray is shut down before another one starts
+    if address is None and _keeper is not None:
+        _keeper.ready.wait()
+        if _keeper.error is not None:
+            raise _keeper.error
+        return
     if not ray.is_initialized():
         init_now(address)
 
 
-def release() -> None:
-    """The flow has trained its last run: the local Ray started in the background shuts down now, in
-    its own thread (nothing happens to a Ray this module did not start that way)."""
-    if _keeper is not None:
-        _keeper.released.set()
-
-
 def stop(timeout: float = 60.0) -> None:
-    """Release the background Ray, and wait (at most `timeout` s) until it is shut down."""
+    """Shut down the local Ray started in the background, in this thread (the one that used it), and let
+    its starting thread end (waiting at most `timeout` s for a start still under way)."""
     global _keeper
     if _keeper is None:
         return
     _keeper.ready.wait(timeout)
+    ray.shutdown()
     _keeper.released.set()
     _keeper.join(timeout)
     _keeper = None
 
 
-__all__ = ["START_SECONDS", "init_now", "ray_init", "release", "start_in_background", "stop"]
+__all__ = ["START_SECONDS", "init_now", "ray_init", "start_in_background", "stop"]

@@ -32,7 +32,7 @@ from eval.isolated import EvaluationFailed
 from flows.steps.spec import ObjectiveSpec, SpecError
 from flows.trials.eval_service import evaluate_on_node, stop_node_services
 from flows.trials.faults import NO_FAULT, TrialHook, disk_full
-from flows.trials.local_ray import ray_init, release
+from flows.trials.local_ray import ray_init
 from flows.trials.result import TrialContext, TrialPlan, TrialReport, TrialResult
 from mixture_search.keys import metric_key
 from mixture_search.mixture import Mixture
@@ -363,7 +363,6 @@ def end_trials() -> None:
     with the sweep: its driver calls this once its last round is done."""
     if ray.is_initialized():
         stop_node_services()
-    release()  # a local Ray started in the background (`mixsweep sweep`) shuts down in its own thread
 
 
 def _check_fits(ctx: TrialContext, cluster: dict[str, float]) -> None:
