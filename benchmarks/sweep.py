@@ -13,8 +13,8 @@ called directly with the same parallelism.
 The sweeps bracket each peer, so a machine whose speed drifts in one direction over a bracket slows or
 speeds both sides alike: a bracket's ratio is the mean of its two sweeps over its peer. The speed of
 these shared machines also jumps by 7-12% within minutes, which no single bracket cancels: the overhead
-is the median of the brackets, each reported. Every side is timed from process start to exit, so interpreter and import costs
-count on both sides; the servers' start-up is not counted (a stack serves many sweeps). The ratio is
+is the median of the brackets, each reported. Every side is timed from process start to exit, so
+interpreter and import costs count on both sides; the servers' start-up is not counted (a stack serves many sweeps). The ratio is
 the overhead (goal <= 1.10).
 
 The per-trial training length is a flag. Its default, 600 steps (about a minute a trial on 2 cores), is
@@ -169,8 +169,8 @@ def main() -> None:
     bracketed = brackets(
         [sw["wall_s"] for sw in sweeps],
         [pe["wall_s"] for pe in peers],
-        [_mean([r["metrics"]["train.tokens_per_s"] for r in sw["rows"]]) for sw in sweeps],
-        [_mean(pe["tps"]) for pe in peers],
+        [statistics.fmean(r["metrics"]["train.tokens_per_s"] for r in sw["rows"]) for sw in sweeps],
+        [statistics.fmean(pe["tps"]) for pe in peers],
     )
     summary, tree_cpu = first["summary"], first["tree_cpu"]
     flow = summary.get("timings_s", {})
@@ -320,11 +320,6 @@ def brackets(
         + ("; every bracket was flattered, so the goal is not counted as met" if not counted else ""),
         "verdict_each": [verdict["verdict"] for _, verdict in each],
     }
-
-
-def _mean(values: Any) -> float:
-    values = list(values)
-    return sum(values) / len(values)
 
 
 def _server_processes(stack: Any) -> dict[str, list[Any]]:
