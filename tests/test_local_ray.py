@@ -37,7 +37,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.integration
-def test_background_ray_serves_this_thread_and_stops(clean: None) -> None:
+def test_background_ray_serves_this_thread_and_stops(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(local_ray.WORKER_NICENESS[0], raising=False)  # Ray's default (15) unless we set it
     before = len(local_ray.START_SECONDS)
     local_ray.start_in_background()
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # what ray.init() sets in the main thread
@@ -50,6 +51,8 @@ def test_background_ray_serves_this_thread_and_stops(clean: None) -> None:
         return x * x
 
     assert ray.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]  # from this thread, not Ray's
+    # the trials run at this process's priority: Ray's daemons and the servers do not preempt them
+    assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
     node = ray._private.worker._global_node
     assert node is not None
     pids = [info.process.pid for infos in node.all_processes.values() for info in infos]

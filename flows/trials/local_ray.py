@@ -11,11 +11,17 @@ that started it (Linux's parent-death signal fires when that *thread* ends), so 
 a short-lived thread dies with it. The shutdown itself happens in the thread that used Ray (`stop`, from
 the command once the flow is done). A shutdown from the starting thread raced the flow's thread: in one
 CI run its driver touched Ray's core worker right after that shutdown, and the sweep died at exit.
+
+A local Ray runs its workers, and so the trials, at the priority of the command that started it
+(`WORKER_NICENESS`), not at Ray's default of nice 15: the trials are the work, and at nice 15 every
+other process on the machine (the driver, the Prefect and MLflow servers, Ray's own daemons) preempts
+them. A cluster's own configuration decides for its workers.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,6 +33,8 @@ from flows.steps.spec import SpecError
 
 #: seconds each Ray start or connection took, newest last (the sweep's timings report the last)
 START_SECONDS: list[float] = []
+#: the niceness of a local Ray's workers, unless the environment sets Ray's own variable
+WORKER_NICENESS = ("RAY_worker_niceness", "0")
 
 
 def init_now(address: str | None) -> None:
@@ -35,6 +43,8 @@ def init_now(address: str | None) -> None:
     So is a Ray Client connection whose per-client server failed to start (`ConnectionError`; seen once
     on a loaded 2-core machine). The seconds it took are kept in `START_SECONDS`."""
     started = time.perf_counter()
+    if address is None and not os.environ.get("RAY_ADDRESS"):  # a local start: its raylet reads this
+        os.environ.setdefault(*WORKER_NICENESS)
     for attempt in (1, 2):
         try:
             # no dashboard; Ray's logs stay in its session folder
@@ -125,4 +135,4 @@ def stop(timeout: float = 60.0) -> None:
     _keeper = None
 
 
-__all__ = ["START_SECONDS", "init_now", "ray_init", "start_in_background", "stop"]
+__all__ = ["START_SECONDS", "WORKER_NICENESS", "init_now", "ray_init", "start_in_background", "stop"]
