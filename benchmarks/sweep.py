@@ -14,8 +14,8 @@ The sweeps bracket each peer, so a machine whose speed drifts in one direction o
 speeds both sides alike: a bracket's ratio is the mean of its two sweeps over its peer. The speed of
 these shared machines also jumps by 7-12% within minutes, which no single bracket cancels: the overhead
 is the median of the brackets, each reported. Every side is timed from process start to exit, so
-interpreter and import costs count on both sides; the servers' start-up is not counted (a stack serves many sweeps). The ratio is
-the overhead (goal <= 1.10).
+interpreter and import costs count on both sides; the servers' start-up is not counted (a stack serves
+many sweeps). The ratio is the overhead (goal <= 1.10).
 
 The per-trial training length is a flag. Its default, 600 steps (about a minute a trial on 2 cores), is
 the shortest proxy length this project would decide with: its decision benchmark needs 450 steps before

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
         from flows.trials import local_ray  # Ray: only when a sweep runs
 
-        if parsed.ray_address is None and not os.environ.get("RAY_ADDRESS"):
+        if local_ray.starts_local(parsed.ray_address):
             local_ray.start_in_background()  # while Prefect and MLflow get ready (its ~4 s are not waited for)
         try:
             from flows.sweep import sweep  # Prefect: only when a sweep runs

@@ -37,13 +37,18 @@ START_SECONDS: list[float] = []
 WORKER_NICENESS = ("RAY_worker_niceness", "0")
 
 
+def starts_local(address: str | None) -> bool:
+    """Whether `ray.init(address)` starts a local Ray rather than connecting to one."""
+    return address is None and not os.environ.get("RAY_ADDRESS")
+
+
 def init_now(address: str | None) -> None:
     """Connect to the Ray cluster at `address`, or start a local one, in this thread. A local start is
     tried twice: Ray gives its raylet 30 s to register, which a heavily loaded machine can exceed once.
     So is a Ray Client connection whose per-client server failed to start (`ConnectionError`; seen once
     on a loaded 2-core machine). The seconds it took are kept in `START_SECONDS`."""
     started = time.perf_counter()
-    if address is None and not os.environ.get("RAY_ADDRESS"):  # a local start: its raylet reads this
+    if starts_local(address):  # its raylet reads this
         os.environ.setdefault(*WORKER_NICENESS)
     for attempt in (1, 2):
         try:
@@ -135,4 +140,4 @@ def stop(timeout: float = 60.0) -> None:
     _keeper = None
 
 
-__all__ = ["START_SECONDS", "WORKER_NICENESS", "init_now", "ray_init", "start_in_background", "stop"]
+__all__ = ["START_SECONDS", "WORKER_NICENESS", "init_now", "ray_init", "start_in_background", "starts_local", "stop"]
