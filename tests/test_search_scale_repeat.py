@@ -5,6 +5,7 @@ domain's unique tokens, so a ranking that moves with scale because scarce domain
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,83 @@ def test_without_repetition_it_is_the_scale_law_of_the_shares() -> None:
     )
 
 
+def test_the_benchmark_ceiling_is_the_same_problem_with_the_published_decay() -> None:
+    """The simulation's `ceiling` ranks with its exact law under R* = 15.4: the same draws, a different
+    decay. Under its own decay the exact law ranks perfectly; under the published one it does not."""
+    problem = RepetitionLadder(seed=5)
+    own, published = problem.build(), replace(problem, repeat_decay=REPEAT_DECAY).build()
+    np.testing.assert_array_equal(own.X, published.X)
+    np.testing.assert_array_equal(own.domain_tokens, published.domain_tokens)
+    assert own.truth is not None and published.truth is not None
+    test = own.S[:, 0] == problem.params[3]
+    truth = own.truth(own.X[test], own.S[test])
+    assert scores(truth, own.truth(own.X[test], own.S[test]))["spearman"] == pytest.approx(1.0)
+    assert scores(truth, published.truth(own.X[test], own.S[test]))["spearman"] < 0.95
+
+
+def two_scales(seed: int) -> tuple[RepetitionLadder, np.ndarray]:
+    problem = RepetitionLadder(seed=seed)
+    ladder = problem.build()
+    return problem, np.isin(ladder.S[:, 0], problem.params[:2])
+
+
+def test_the_decay_is_chosen_by_ranking_the_largest_scale() -> None:
+    """repeat_decay "fit" scores each R* by fitting on the smaller scales and ranking the largest; it
+    keeps the published one unless another ranks better by the margin, and is then the model with that
+    R* given."""
+    problem, fit = two_scales(0)
+    ladder = problem.build()
+    model = SURROGATES.build("scale_law_repeat", domain_tokens=ladder.domain_tokens)
+    model.fit(ladder.X[fit], ladder.y[fit], scales=ladder.S[fit])
+    scored = model.decay_scores
+    assert set(scored) == set(model.options.repeat_decays) and model.decay in scored
+    best = max(scored.values())
+    assert scored[model.decay] >= best - model.options.decay_margin
+    if scored[REPEAT_DECAY] >= best - model.options.decay_margin:
+        assert model.decay == REPEAT_DECAY
+    described = model.describe()
+    assert described["repeat_decay"] == model.decay and len(described["repeat_decay_scores"]) == len(scored)
+    given = SURROGATES.build("scale_law_repeat", domain_tokens=ladder.domain_tokens, repeat_decay=model.decay)
+    given.fit(ladder.X[fit], ladder.y[fit], scales=ladder.S[fit])
+    np.testing.assert_allclose(
+        model.predict_mean(ladder.X, scales=ladder.S), given.predict_mean(ladder.X, scales=ladder.S)
+    )
+
+
+def test_without_repetition_or_a_second_scale_the_published_decay_stays() -> None:
+    problem, fit = two_scales(1)
+    ladder = problem.build()
+    untouched = SURROGATES.build("scale_law_repeat", domain_tokens=(1e15,) * 5)  # no run repeats anything
+    untouched.fit(ladder.X[fit], ladder.y[fit], scales=ladder.S[fit])
+    assert untouched.decay == REPEAT_DECAY and len(set(untouched.decay_scores.values())) == 1
+    one = ladder.S[:, 0] == problem.params[0]
+    single = SURROGATES.build("scale_law_repeat", domain_tokens=ladder.domain_tokens)
+    single.fit(ladder.X[one], ladder.y[one], scales=ladder.S[one])
+    assert single.decay == REPEAT_DECAY and single.decay_scores == {}
+
+
+def test_a_fitted_decay_ranks_a_larger_scale_better_than_the_published_one() -> None:
+    """Fitted on the 25M and 60M runs of the 10 simulated problems, whose own decay (4 epochs) is not
+    the published one, the fitted R* ranks the 150M runs better on average and in the worst problem
+    (0.836 against 0.780, 0.704 against 0.539). It does not win every problem: it loses 2 of 10."""
+    cells = []
+    for seed in range(10):
+        problem, fit = two_scales(seed)
+        ladder = problem.build()
+        assert ladder.truth is not None
+        test = ladder.S[:, 0] == problem.params[2]
+        truth = ladder.truth(ladder.X[test], ladder.S[test])
+        row = []
+        for decay in ("fit", REPEAT_DECAY):
+            model = SURROGATES.build("scale_law_repeat", domain_tokens=ladder.domain_tokens, repeat_decay=decay)
+            model.fit(ladder.X[fit], ladder.y[fit], scales=ladder.S[fit])
+            row.append(scores(truth, model.predict_mean(ladder.X[test], scales=ladder.S[test]))["spearman"])
+        cells.append(row)
+    arr = np.array(cells)
+    assert arr[:, 0].mean() >= arr[:, 1].mean() + 0.03, cells
+    assert arr[:, 0].min() >= arr[:, 1].min() + 0.1, cells
+
+
 def test_auto_considers_it_only_with_the_domains_tokens() -> None:
     assert "scale_law_repeat" not in scale_candidates() and "scale_law_repeat" in scale_candidates((1.0, 2.0))
     problem = RepetitionLadder(seed=1)
@@ -85,6 +163,10 @@ def test_auto_considers_it_only_with_the_domains_tokens() -> None:
         ({"domain_tokens": (1e9, -1.0)}, "option domain_tokens: entry 1 is -1.0, not a positive number"),
         ({"domain_tokens": (1e9, float("nan"))}, "option domain_tokens: entry 1 is nan"),
         ({"domain_tokens": (1e9,), "repeat_decay": 0.0}, "repeat_decay"),
+        ({"domain_tokens": (1e9,), "repeat_decay": "often"}, "option repeat_decay: 'often' is not a number or 'fit'"),
+        ({"domain_tokens": (1e9,), "repeat_decays": ()}, "option repeat_decays: give at least one value"),
+        ({"domain_tokens": (1e9,), "repeat_decays": (4.0, -1.0)}, "repeat_decays"),
+        ({"domain_tokens": (1e9,), "decay_margin": -0.1}, "decay_margin"),
     ],
 )
 def test_bad_options_are_one_line(options: dict, expected: str) -> None:
