@@ -68,9 +68,10 @@ def test_without_repetition_it_is_the_scale_law_of_the_shares() -> None:
     )
 
 
-def test_the_benchmark_ceiling_is_the_same_problem_with_the_published_decay() -> None:
-    """The simulation's `ceiling` ranks with its exact law under R* = 15.4: the same draws, a different
-    decay. Under its own decay the exact law ranks perfectly; under the published one it does not."""
+def test_the_benchmarks_exact_law_with_the_published_decay_is_the_same_problem() -> None:
+    """The simulation's `exact_law_published_decay` ranks with its exact law under R* = 15.4: the same
+    draws, a different decay. Under its own decay the exact law ranks perfectly; under the published one
+    it does not."""
     problem = RepetitionLadder(seed=5)
     own, published = problem.build(), replace(problem, repeat_decay=REPEAT_DECAY).build()
     np.testing.assert_array_equal(own.X, published.X)
