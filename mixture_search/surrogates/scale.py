@@ -464,7 +464,8 @@ class ScaleLawRepeatOptions(ScaleLawOptions):
     "scale_law_repeat",
     help="scale_law over each domain's repetition-discounted share (option domain_tokens: the unique "
     "tokens per domain; a run of D tokens sees domain k's share r_k as worth(D r_k)/D, repeated epochs "
-    "decaying as in Muennighoff et al.)",
+    "decaying as in Muennighoff et al.; option repeat_decay: the decay in epochs, or fit (default) to choose it "
+    "by ranking the largest scale from the smaller ones)",
 )
 class ScaleLawRepeatSurrogate(ScaleLawSurrogate):
     """The ranking of mixtures moves with scale mostly because a large run repeats the scarce domains
