@@ -9,9 +9,10 @@ Spearman of that ranking against the true one. Methods:
   surrogates used naively by holding out the largest of the *fitted* scales (what `mixsweep fit
   --scale` does); reported beside the others, not a goal;
 - `scale_law_repeat` (the product where each domain's unique tokens are known, as in the simulation):
-  scale_law over repetition-discounted shares (`ScaleLawRepeatSurrogate`), its decay R* chosen among 1-50
-  epochs by ranking the largest fitted scale from the smaller ones, Muennighoff et al.'s 15.4 kept
-  unless another ranks better (the simulation's own is 4);
+  a scale law over repetition-discounted shares (`ScaleLawRepeatSurrogate`) whose mixing law is one power
+  law per domain (option law "power"), its decay R* chosen among 1-50 epochs by ranking the largest
+  fitted scale from the smaller ones, Muennighoff et al.'s 15.4 kept unless another ranks better (the
+  simulation's own is 4);
 - `naive` (anchor a): the observed ranking at the largest fitted scale;
 - `lightgbm_scale` (anchor b): RegMix's LightGBM (1000 rounds, lr 0.01, leaf size n // 10 in
   [2, 20]) on the shares plus log params and log tokens.

@@ -238,6 +238,14 @@ def _exp(u: np.ndarray) -> np.ndarray:
     return np.exp(np.clip(u, -EXP_LIMIT, EXP_LIMIT))
 
 
+#: the mixing laws a scale law nests (option `law`):
+#: - exp_linear: f = c + exp(t0 . r + sum_a (t_a . r) x_a) (Ye et al.'s law, its exponents moving with scale)
+#: - power: f = c + exp(u0 + u . x) + exp(v . x) sum_k exp(a_k) (r_k + exp(d_k))^-g: a scaling term common to
+#:   every mixture plus one power law per domain in its own share (as in BiMix and in Chinchilla-style
+#:   per-domain laws), the mixture's part shrinking with scale at its own rate
+LAWS = ("exp_linear", "power")
+
+
 @dataclass(frozen=True)
 class ScaleLawOptions:
     #: weight of the penalty on the spread of t0 (the mixing law at the reference scale)
@@ -254,9 +262,14 @@ class ScaleLawOptions:
     scale_length: float = 1.0
     #: the run-to-run noise of one run (objective units): the residual GP's noise cannot go below it
     noise_std: float | None = None
+    #: how the mixture enters: "exp_linear" (Ye et al.'s mixing law, c + exp(t . r) per scale) or "power"
+    #: (a power law in each domain's share plus a term common to every mixture; see `LAWS`)
+    law: str = "exp_linear"
 
     def __post_init__(self) -> None:
         owner = "surrogate scale_law"
+        if self.law not in LAWS:
+            raise SearchError(f"option law: {self.law!r} is not one of {', '.join(LAWS)}", where=owner)
         object.__setattr__(self, "offsets", tuple(self.offsets))
         check_range(self.ridge, "ridge", owner, low=0.0)
         check_range(self.scale_ridge, "scale_ridge", owner, low=0.0)
@@ -309,6 +322,17 @@ class ScaleLawSurrogate(ScaleAwareBase):
         return np.hstack([X, *(X * x[:, [a]] for a in range(x.shape[1]))])
 
     def _law_fit(self, X: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
+        if self.options.law == "power":
+            self._power_fit(X, y, x)
+        else:
+            self._exp_linear_fit(X, y, x)
+
+    def _law(self, X: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self.options.law == "power":
+            return self._mean + self._scale * self._power(self._theta, self._sign, X, x)
+        return self._mean + self._scale * (self._c + self._sign * _exp(self._design(X, x) @ self._t))
+
+    def _exp_linear_fit(self, X: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
         # lazy: scipy.optimize takes ~0.5 s to import; the CLI imports the surrogate registry for every command
         from scipy.optimize import least_squares
 
@@ -348,8 +372,71 @@ class ScaleLawSurrogate(ScaleAwareBase):
         fit = least_squares(residuals, theta, jac=jacobian, args=(self._sign,), method="lm", max_nfev=200 * (k + 2))
         self._c, self._t = float(fit.x[0]), fit.x[1:].copy()
 
-    def _law(self, X: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return self._mean + self._scale * (self._c + self._sign * _exp(self._design(X, x) @ self._t))
+    # -- law "power" ------------------------------------------------------------------------------------
+    # theta = [c, u0, u (axes), v (axes), a (m), d (m), log g]
+
+    @staticmethod
+    def _power_parts(theta: np.ndarray, X: np.ndarray, x: np.ndarray) -> dict[str, Any]:
+        m, axes = X.shape[1], x.shape[1]
+        u0, u, v = theta[1], theta[2 : 2 + axes], theta[2 + axes : 2 + 2 * axes]
+        a, d, g = (
+            theta[2 + 2 * axes : 2 + 2 * axes + m],
+            theta[2 + 2 * axes + m : 2 + 2 * axes + 2 * m],
+            np.exp(theta[-1]),
+        )
+        base = X + _exp(d)[None, :]
+        terms = _exp(a)[None, :] * _exp(-g * np.log(base))  # exp(a_k) (r_k + exp(d_k))^-g
+        return {"common": _exp(u0 + x @ u), "shrink": _exp(x @ v), "terms": terms, "base": base, "g": g, "d": d}
+
+    def _power(self, theta: np.ndarray, sign: float, X: np.ndarray, x: np.ndarray) -> np.ndarray:
+        p = self._power_parts(theta, X, x)
+        return theta[0] + sign * (p["common"] + p["shrink"] * p["terms"].sum(axis=1))
+
+    def _power_fit(self, X: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
+        from scipy.optimize import least_squares  # lazy, as in _exp_linear_fit
+
+        z, self._mean, self._scale = standardise(y)
+        n, m = X.shape
+        axes = x.shape[1]
+        span = max(float(np.ptp(z)), 1e-6)
+
+        def residuals(theta: np.ndarray, sign: float) -> np.ndarray:
+            return self._power(theta, sign, X, x) - z
+
+        def jacobian(theta: np.ndarray, sign: float) -> np.ndarray:
+            p = self._power_parts(theta, X, x)
+            mixed = p["shrink"][:, None] * p["terms"]  # each domain's term at each run
+            return sign * np.hstack(
+                [
+                    np.full((n, 1), sign),  # c (the sign cancels)
+                    p["common"][:, None],
+                    p["common"][:, None] * x,
+                    mixed.sum(axis=1)[:, None] * x,
+                    mixed,
+                    mixed * (-p["g"]) * _exp(p["d"])[None, :] / p["base"],
+                    (mixed * -np.log(p["base"])).sum(axis=1)[:, None] * p["g"],
+                ]
+            )
+
+        best: tuple[float, float, np.ndarray] | None = None
+        for sign in (1.0, -1.0):
+            for offset in self.options.offsets:
+                c0 = z.min() - offset * span if sign > 0 else z.max() + offset * span
+                start = np.r_[
+                    c0,
+                    np.log(offset * span + span / 2),  # the common term carries most of the level
+                    np.full(axes, -0.3),
+                    np.full(axes, -0.3),
+                    np.full(m, np.log(span / m / 5)),
+                    np.full(m, np.log(0.05)),
+                    np.log(0.3),
+                ]
+                fit = least_squares(residuals, start, jac=jacobian, args=(sign,), method="trf", max_nfev=300)
+                if best is None or fit.cost < best[0] - 1e-12:
+                    best = (float(fit.cost), sign, fit.x)
+        assert best is not None
+        _, self._sign, theta = best
+        self._theta = least_squares(residuals, theta, jac=jacobian, args=(self._sign,), method="trf", max_nfev=3000).x
 
     def _gp_fit(self, X: np.ndarray, x: np.ndarray, resid: np.ndarray) -> None:
         # lazy: scikit-learn takes 1-2 s to import; the CLI imports the surrogate registry for every command
@@ -390,8 +477,28 @@ class ScaleLawSurrogate(ScaleAwareBase):
         return law + self._rscale * self._gp.predict(np.hstack([X, x])) if self.options.residual else law
 
     def describe(self) -> dict[str, Any]:
-        """The law in the target's units: f = c + k exp(t0 . r + sum_a (t_a . r) x_a)."""
+        """The law in the target's units: f = c + k exp(t0 . r + sum_a (t_a . r) x_a), or for law "power"
+        its parameters as in `LAWS` (f = c + k (its bracket), the bracket in standardised units)."""
         axes = self._directions.shape[1]
+        if self.options.law == "power":
+            m = (len(self._theta) - 2 - 2 * axes - 1) // 2
+            names = list(map(str, self.domains)) if self.domains else [str(i) for i in range(m)]
+            th = self._theta
+            return {
+                **super().describe(),
+                "law": "power",
+                "c": self._mean + self._scale * th[0],
+                "k": self._scale * self._sign,
+                "reference": dict(zip(AXES, np.exp(self._ref).tolist())),
+                "directions": [dict(zip(AXES, d.tolist())) for d in self._directions.T],
+                "u0": float(th[1]),
+                "u": th[2 : 2 + axes].tolist(),
+                "v": th[2 + axes : 2 + 2 * axes].tolist(),
+                "a": dict(zip(names, th[2 + 2 * axes : 2 + 2 * axes + m].tolist())),
+                "d": dict(zip(names, th[2 + 2 * axes + m : 2 + 2 * axes + 2 * m].tolist())),
+                "g": float(np.exp(th[-1])),
+                "residual_kernel": str(self._gp.kernel_) if self.options.residual else None,
+            }
         m = len(self._t) // (1 + axes)
         names = list(self.domains) if self.domains else list(range(m))
         blocks = {"t0": self._t[:m]}
@@ -438,6 +545,9 @@ class ScaleLawRepeatOptions(ScaleLawOptions):
     #: held harder than scale_law's: across scale the ranking moves through repetition, and mixture-
     #: specific trends of the exponent are only what repetition does not explain
     scale_ridge: float = 10.0
+    #: per-domain power laws: a domain's repeated epochs lower its own term, which an exp-linear law in
+    #: the shares cannot follow far
+    law: str = "power"
 
     def __post_init__(self) -> None:
         super().__post_init__()
