@@ -482,7 +482,7 @@ class ScaleLawSurrogate(ScaleAwareBase):
         axes = self._directions.shape[1]
         if self.options.law == "power":
             m = (len(self._theta) - 2 - 2 * axes - 1) // 2
-            names = list(map(str, self.domains)) if self.domains else [str(i) for i in range(m)]
+            labels = list(map(str, self.domains)) if self.domains else [str(i) for i in range(m)]
             th = self._theta
             return {
                 **super().describe(),
@@ -494,8 +494,8 @@ class ScaleLawSurrogate(ScaleAwareBase):
                 "u0": float(th[1]),
                 "u": th[2 : 2 + axes].tolist(),
                 "v": th[2 + axes : 2 + 2 * axes].tolist(),
-                "a": dict(zip(names, th[2 + 2 * axes : 2 + 2 * axes + m].tolist())),
-                "d": dict(zip(names, th[2 + 2 * axes + m : 2 + 2 * axes + 2 * m].tolist())),
+                "a": dict(zip(labels, th[2 + 2 * axes : 2 + 2 * axes + m].tolist())),
+                "d": dict(zip(labels, th[2 + 2 * axes + m : 2 + 2 * axes + 2 * m].tolist())),
                 "g": float(np.exp(th[-1])),
                 "residual_kernel": str(self._gp.kernel_) if self.options.residual else None,
             }
