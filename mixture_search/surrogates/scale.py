@@ -27,7 +27,8 @@ tokens, log N alone; with a ladder that grows both together (D = 20 N), one dire
 model cannot learn a trend along a direction the runs do not vary in, and projects a target off
 their span onto it (predicting as if, say, the target had the training runs' tokens).
 
-`scale_law_repeat` is the same law over repetition-discounted shares: given each domain's unique
+`scale_law_repeat` is a scale law over repetition-discounted shares, by default with one power law per
+domain in place of the exp-linear one (option `law`) and the decay fitted: given each domain's unique
 tokens (option `domain_tokens`), a run of D tokens sees domain k's share r_k as worth
 `effective_tokens(D r_k, U_k) / D`, each epoch past the first worth less (Muennighoff et al.'s decay),
 so a target that repeats a scarce domain many times is predicted to gain less from it than its
@@ -242,7 +243,8 @@ def _exp(u: np.ndarray) -> np.ndarray:
 #: - exp_linear: f = c + exp(t0 . r + sum_a (t_a . r) x_a) (Ye et al.'s law, its exponents moving with scale)
 #: - power: f = c + exp(u0 + u . x) + exp(v . x) sum_k exp(a_k) (r_k + exp(d_k))^-g: a scaling term common to
 #:   every mixture plus one power law per domain in its own share (as in BiMix and in Chinchilla-style
-#:   per-domain laws), the mixture's part shrinking with scale at its own rate
+#:   per-domain laws), the mixture's part shrinking with scale at its own rate; options ridge and
+#:   scale_ridge hold the exp-linear law only
 LAWS = ("exp_linear", "power")
 
 
@@ -582,8 +584,9 @@ class ScaleLawRepeatSurrogate(ScaleLawSurrogate):
     that a small one reads once. Knowing each domain's unique tokens, this model gives the nested law
     the share each domain is *worth* in a run of D tokens, `effective_tokens(D r_k, U_k) / D`, instead
     of the share read: at a proxy's size the two agree, at the target's a domain read for many epochs
-    counts for less. The law and its residual (on the shares read) are scale_law's, with the scale
-    trends held harder."""
+    counts for less. The residual (on the shares read) is scale_law's; the law is one power law per
+    domain (option law "power"), whose own term loses what repetition takes, with the decay R* chosen
+    from the runs (option repeat_decay "fit", `choose_decay`)."""
 
     name = "scale_law_repeat"
     Options = ScaleLawRepeatOptions
