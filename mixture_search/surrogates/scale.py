@@ -481,40 +481,41 @@ class ScaleLawSurrogate(ScaleAwareBase):
     def describe(self) -> dict[str, Any]:
         """The law in the target's units: f = c + k exp(t0 . r + sum_a (t_a . r) x_a), or for law "power"
         its parameters as in `LAWS` (f = c + k (its bracket), the bracket in standardised units)."""
+        return {
+            **super().describe(),
+            "k": self._scale * self._sign,
+            "reference": dict(zip(AXES, np.exp(self._ref).tolist())),
+            # x_a = (log params - log ref params, log tokens - log ref tokens) . direction_a
+            "directions": [dict(zip(AXES, d.tolist())) for d in self._directions.T],
+            **self._law_parameters(),
+            "residual_kernel": str(self._gp.kernel_) if self.options.residual else None,
+        }
+
+    def _law_parameters(self) -> dict[str, Any]:
+        """c and the fitted law's own parameters, per domain where they are."""
         axes = self._directions.shape[1]
         if self.options.law == "power":
-            m = (len(self._theta) - 2 - 2 * axes - 1) // 2
-            labels = list(map(str, self.domains)) if self.domains else [str(i) for i in range(m)]
             th = self._theta
+            m = (len(th) - 2 - 2 * axes - 1) // 2
+            labels = list(map(str, self.domains)) if self.domains else [str(i) for i in range(m)]
             return {
-                **super().describe(),
                 "law": "power",
                 "c": self._mean + self._scale * th[0],
-                "k": self._scale * self._sign,
-                "reference": dict(zip(AXES, np.exp(self._ref).tolist())),
-                "directions": [dict(zip(AXES, d.tolist())) for d in self._directions.T],
                 "u0": float(th[1]),
                 "u": th[2 : 2 + axes].tolist(),
                 "v": th[2 + axes : 2 + 2 * axes].tolist(),
                 "a": dict(zip(labels, th[2 + 2 * axes : 2 + 2 * axes + m].tolist())),
                 "d": dict(zip(labels, th[2 + 2 * axes + m : 2 + 2 * axes + 2 * m].tolist())),
                 "g": float(np.exp(th[-1])),
-                "residual_kernel": str(self._gp.kernel_) if self.options.residual else None,
             }
         m = len(self._t) // (1 + axes)
-        names = list(self.domains) if self.domains else list(range(m))
+        names = list(map(str, self.domains)) if self.domains else [str(i) for i in range(m)]
         blocks = {"t0": self._t[:m]}
         for a in range(axes):
             blocks[f"t_{a + 1}"] = self._t[(a + 1) * m : (a + 2) * m]
         return {
-            **super().describe(),
             "c": self._mean + self._scale * self._c,
-            "k": self._scale * self._sign,
-            "reference": dict(zip(AXES, np.exp(self._ref).tolist())),
-            # x_a = (log params - log ref params, log tokens - log ref tokens) . direction_a
-            "directions": [dict(zip(AXES, d.tolist())) for d in self._directions.T],
-            **{key: dict(zip(map(str, names), v.tolist())) for key, v in blocks.items()},
-            "residual_kernel": str(self._gp.kernel_) if self.options.residual else None,
+            **{key: dict(zip(names, v.tolist())) for key, v in blocks.items()},
         }
 
 
@@ -605,16 +606,17 @@ class ScaleLawRepeatSurrogate(ScaleLawSurrogate):
         below the largest and ranking the largest (Spearman). The published R* is kept unless another
         ranks better by more than `decay_margin`; it is also what runs at one scale, or a largest scale
         of fewer than 3 runs, get (they say nothing about repetition). Returns (R*, the scores)."""
-        keys = scale_keys(S)
-        top = keys == keys.max()
-        if len(np.unique(keys)) < 2 or top.sum() < 3:
+        try:
+            split_largest(S)
+        except SearchError:
             return REPEAT_DECAY, {}
         fixed = {**dataclasses.asdict(self.options), "restarts": 0}
-        scored: dict[float, float] = {}
-        for decay in self.options.repeat_decays:
-            model = type(self)(seed=self.seed, **{**fixed, "repeat_decay": decay})
-            pred = holdout_predictions(model, X, y, S, ~top)
-            scored[float(decay)] = result(self.name, y[top], pred, 1, 0.0, self.seed).rank_score
+        scored = {
+            float(decay): holdout_largest_scale(
+                type(self)(seed=self.seed, **{**fixed, "repeat_decay": decay}), X, y, S, seed=self.seed
+            )[0].rank_score
+            for decay in self.options.repeat_decays
+        }
         best = max(scored.values())
         near = [d for d, v in scored.items() if v >= best - self.options.decay_margin]
         # among the near-best, the one closest to the published value (in log epochs)
