@@ -53,7 +53,7 @@ GOAL = 1.10
 BIN = Path(sys.executable).parent
 
 
-def _train_one(args: tuple) -> tuple[float, float]:
+def _train_one(args: tuple) -> tuple[float, float, dict[str, float]]:
     """One direct training (in a pool worker): what a trial does, without Prefect, Ray or MLflow."""
     warnings.filterwarnings("ignore")
     # in the pool worker only, after the filter: the peer's parent process stays as light as the sweep's
@@ -66,13 +66,21 @@ def _train_one(args: tuple) -> tuple[float, float]:
     import torch  # loaded by trainers.train already; worker only
 
     torch.set_num_threads(threads)  # as a Ray trial of `resources.cpus` CPUs runs (OMP_NUM_THREADS)
+    started = time.perf_counter()
     mixture = Mixture.from_dict(weights)
     result = train(mixture, corpus, ProxyConfig.from_dict(proxy), TrainBudget.from_dict(budget), backend, out)
     assert result.final is not None
-    return float(result.final.mean_bpb), float(result.tokens_per_s)
+    return float(result.final.mean_bpb), float(result.tokens_per_s), _phases(result, time.perf_counter() - started)
 
 
-def direct(job: dict) -> list[tuple[float, float]]:
+def _phases(result: Any, call_s: float) -> dict[str, float]:
+    """Where one training's time went: the caller's whole call (a trial: `run_trial` from its start to its
+    report), `train()` from its start to its result, and the training steps within it."""
+    steps_s = result.tokens / result.tokens_per_s if result.tokens_per_s > 0 else 0.0
+    return {"call_s": call_s, "train_s": float(result.wall_time_s), "steps_s": steps_s}
+
+
+def direct(job: dict) -> list[tuple[float, float, dict[str, float]]]:
     """The peer: the same trainings in a pool of `parallel` fresh processes."""
     args = [
         (w, job["corpus"], job["proxy"], job["budget"], job["backend"], job["out"], job["threads"])
@@ -184,6 +192,10 @@ def main() -> None:
         # the same training inside a Ray trial and in a plain pool process: the trainers' own tokens/s
         "train_tokens_per_s_trial_mean": round(sum(trial_tps) / len(trial_tps), 1),
         "train_tokens_per_s_direct_mean": round(sum(peer["tps"]) / len(peer["tps"]), 1),
+        # one training's time, mean over every sweep's trials and over every peer's trainings: the whole call
+        # (a trial from its start to its report; the peer's call of train()), train() alone, and its steps
+        "per_training_s_trial": _mean_phases([r["phases"] for sw in sweeps for r in sw["rows"]]),
+        "per_training_s_direct": _mean_phases([ph for pe in peers for ph in pe["phases"]]),
         # CPU seconds, on a machine of `machine.cpus` cores shared by the trials: the sweep's own
         # process per flow stage (`process`: from its start), and each server during the sweep
         "sweep_process_cpu_s": summary.get("cpu_s", {}),
@@ -238,7 +250,11 @@ def _sweep(stack: Any, corpus: Path, out: Path, name: str, args: argparse.Namesp
     wall_s = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"the sweep {name} failed (exit {proc.returncode})")
+    from trainers.result import TrainResult  # driver only, as in main()
+
     rows = [r for r in json.loads((out / "results.json").read_text()) if r["status"] == "finished"]
+    for r in rows:  # each trial's phases, from the training's own result beside its checkpoint
+        r["phases"] = _phases(TrainResult.load(Path(r["paths"]["run_dir"]) / "result.json"), r["wall_s"])
     return {
         "wall_s": wall_s,
         "tree_cpu": tree_cpu,
@@ -269,8 +285,12 @@ def _direct(job: dict[str, Any]) -> dict[str, Any]:
     wall_s = time.perf_counter() - t0
     if peer.returncode != 0:
         raise SystemExit(f"the direct trainings failed: {out['err'][-2000:]}")
-    bpb, tps = zip(*json.loads(out["out"].strip().splitlines()[-1]), strict=True)
-    return {"wall_s": wall_s, "tree_cpu": tree_cpu, "bpb": bpb, "tps": tps}
+    bpb, tps, phases = zip(*json.loads(out["out"].strip().splitlines()[-1]), strict=True)
+    return {"wall_s": wall_s, "tree_cpu": tree_cpu, "bpb": bpb, "tps": tps, "phases": list(phases)}
+
+
+def _mean_phases(phases: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.fmean(p[k] for p in phases), 2) for k in phases[0]}
 
 
 def judge(ratio: float, trial_tps: float, peer_tps: float) -> dict[str, Any]:

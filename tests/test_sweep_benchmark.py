@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -84,3 +85,15 @@ def test_the_overhead_is_the_median_of_the_counted_brackets() -> None:
     assert not only["goal_met"] and only["brackets_counted"] == 0
     with pytest.raises(ValueError, match="one sweep more than peers"):
         sweep.brackets([100.0], [90.0], [9000.0], [9000.0])
+
+
+def test_a_trainings_phases_split_its_call_train_and_steps() -> None:
+    """Each training is timed the same way on both sides: the whole call, `train()` alone, and its steps
+    (tokens over the trainer's own tokens per second), so the JSON says where a trial loses time."""
+    result = SimpleNamespace(tokens=614_400, tokens_per_s=10_240.0, wall_time_s=62.5)
+    assert sweep._phases(result, 63.0) == {"call_s": 63.0, "train_s": 62.5, "steps_s": 60.0}
+    assert sweep._phases(SimpleNamespace(tokens=0, tokens_per_s=0.0, wall_time_s=1.0), 2.0)["steps_s"] == 0.0
+    assert sweep._mean_phases([{"call_s": 1.0, "steps_s": 0.5}, {"call_s": 2.0, "steps_s": 1.0}]) == {
+        "call_s": 1.5,
+        "steps_s": 0.75,
+    }
