@@ -18,6 +18,7 @@ from mixture_search.formats import read_mixture
 from mixture_search.surrogates import SURROGATES, load_model
 from mixture_search.surrogates.scale import (
     Scale,
+    as_deployed,
     as_scales,
     choose_by_largest_scale,
     holdout_largest_scale,
@@ -106,6 +107,25 @@ def test_holdout_largest_scale_and_the_choice(law: Law) -> None:
     assert model.fitted and model.n_train == len(y)
     with pytest.raises(SearchError, match="2 or more scales"):
         holdout_largest_scale(SURROGATES.build("scale_law"), X[:10], y[:10], S[:10])
+
+
+def test_a_scale_free_model_is_scored_on_as_few_runs_as_it_is_deployed_on(law: Law) -> None:
+    """A sweep's ladder: 12 mixtures at the small scale, 6 of them again at the larger one. Chosen, a
+    scale-free model is fitted on the larger scale's 6 runs and ranks mostly mixtures never trained there,
+    so held out it is fitted on 6 small-scale runs of the other mixtures, not on all 12."""
+    X, S, y = ladder(law, per_scale=12, scales=PARAMS[:2])
+    keep = np.r_[np.arange(12), 12 + np.arange(0, 12, 2)]  # scale 1 trains every other mixture
+    X, S, y = X[keep], S[keep], y[keep]
+    test = np.arange(12, 18)
+    rows = as_deployed(X, np.arange(12), test)
+    assert rows.tolist() == list(range(1, 12, 2))  # the 6 mixtures scale 1 did not train
+    assert as_deployed(X, np.arange(4), test).tolist() == [0, 1, 2, 3]  # fewer than the held-out: all of them
+    cv, pred = holdout_largest_scale(SURROGATES.build("linear"), X, y, S)
+    alone = SURROGATES.build("linear").fit(X[rows], y[rows]).predict(X[test])[0]
+    assert cv.n == 6 and np.allclose(pred, alone)
+    # `largest_scale` wrapping it is scored alike
+    wrapped, wrapped_pred = holdout_largest_scale(SURROGATES.build("largest_scale", surrogate="linear"), X, y, S)
+    assert np.allclose(wrapped_pred, alone) and wrapped.spearman == cv.spearman
 
 
 def test_bad_scales_are_one_line() -> None:

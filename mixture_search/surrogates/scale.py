@@ -740,18 +740,37 @@ def split_largest(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def holdout_predictions(model: Any, X: np.ndarray, y: np.ndarray, scales: np.ndarray, train: np.ndarray) -> np.ndarray:
     """Mean predictions for the runs outside `train`, by a clone of `model` fitted on `train`. A
-    scale-aware model gets the scales; a scale-free one is used naively: fitted on the runs of the
-    largest scale in `train` only, it predicts the same ranking at any scale."""
+    scale-aware model gets the scales. A scale-free one (or `largest_scale`) is used naively: fitted on
+    runs of the largest scale in `train` only, it predicts the same ranking at any scale; it is scored as
+    it will be used (`as_deployed`): on as many runs as the held-out scale has."""
     fresh = model.clone()
     test = ~train
-    if is_scale_aware(fresh):
+    if is_scale_aware(fresh) and not isinstance(fresh, LargestScaleSurrogate):
         fresh.fit(X[train], y[train], scales=scales[train])
         return np.asarray(fresh.predict_mean(X[test], scales=scales[test]), dtype=np.float64)
     keys = scale_keys(scales[train])
-    top = keys == keys.max()
-    if top.sum() < 2:
-        raise SearchError(f"the largest fitted scale has {int(top.sum())} run; a scale-free model needs at least 2")
-    return predict_mean(fresh.fit(X[train][top], y[train][top]), X[test])
+    rows = as_deployed(X, np.flatnonzero(train)[keys == keys.max()], np.flatnonzero(test))
+    if len(rows) < 2:
+        raise SearchError(f"the largest fitted scale has {len(rows)} run; a scale-free model needs at least 2")
+    if isinstance(fresh, LargestScaleSurrogate):
+        fresh.fit(X[rows], y[rows], scales=scales[rows])
+        return np.asarray(fresh.predict_mean(X[test], scales=scales[test]), dtype=np.float64)
+    return predict_mean(fresh.fit(X[rows], y[rows]), X[test])
+
+
+def as_deployed(X: np.ndarray, rows: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The runs among `rows` (of the largest fitted scale) that a scale-free model is scored with. Once
+    chosen, it is fitted on the largest scale's runs alone (`LargestScaleSurrogate`), often only a few in
+    a ladder, and ranks mixtures mostly never trained there. So it is scored the same way: on at most as
+    many runs as the held-out scale (`test`) has, mixtures it does not hold first (in run order). Scored
+    on more, a model that needs many runs (a linear fit of every domain's share) looks better held out
+    than it is once fitted on the few."""
+    if len(rows) <= len(test):
+        return rows
+    held = {X[i].tobytes() for i in test}
+    unseen = [int(i) for i in rows if X[i].tobytes() not in held]
+    seen = [int(i) for i in rows if X[i].tobytes() in held]
+    return np.asarray(sorted((unseen + seen)[: len(test)]), dtype=np.int64)
 
 
 def holdout_largest_scale(
@@ -807,6 +826,7 @@ __all__ = [
     "ScaleLawSurrogate",
     "ScaleLightGBMSurrogate",
     "ScaleSurrogate",
+    "as_deployed",
     "as_scales",
     "choose_by_largest_scale",
     "effective_tokens",
