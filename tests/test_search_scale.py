@@ -17,6 +17,7 @@ from mixture_search.errors import SearchError
 from mixture_search.formats import read_mixture
 from mixture_search.surrogates import SURROGATES, load_model
 from mixture_search.surrogates.scale import (
+    AWARE_MARGIN,
     Scale,
     as_deployed,
     as_scales,
@@ -126,6 +127,22 @@ def test_a_scale_free_model_is_scored_on_as_few_runs_as_it_is_deployed_on(law: L
     # `largest_scale` wrapping it is scored alike
     wrapped, wrapped_pred = holdout_largest_scale(SURROGATES.build("largest_scale", surrogate="linear"), X, y, S)
     assert np.allclose(wrapped_pred, alone) and wrapped.spearman == cv.spearman
+
+
+def test_a_law_replaces_the_naive_transfer_only_when_it_ranks_better() -> None:
+    """A ranking that does not move with scale: the naive transfer ranks the held-out scale perfectly, a
+    scale law at best as well; the tie keeps the naive transfer (a scale-free model on the largest scale)."""
+    rng = np.random.default_rng(3)
+    mixtures = rng.dirichlet(np.ones(M), 10)
+    X = np.tile(mixtures, (3, 1))
+    N = np.repeat(PARAMS[:3], 10)
+    y = 1.5 + X @ np.array([0.4, -0.2, 0.1, 0.3]) + 3.0 * (N / 1e8) ** -0.3
+    model, rows, chosen = choose_by_largest_scale(
+        X, y, np.column_stack([N, 20 * N]), candidates=("scale_law", "scale_lightgbm", "linear")
+    )
+    scores = {r.surrogate: r.spearman for r in rows}
+    assert scores["linear"] == pytest.approx(1.0) and max(scores.values()) <= scores["linear"] + AWARE_MARGIN
+    assert chosen == "linear" and model.name == "largest_scale"
 
 
 def test_bad_scales_are_one_line() -> None:

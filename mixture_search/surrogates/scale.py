@@ -37,8 +37,9 @@ proxies, which read it once. `auto` considers it when the tokens are known (`sca
 `largest_scale` is the naive transfer as a model: a scale-free surrogate fitted on the runs of the
 largest scale only. `scale_lightgbm` is LightGBM on the shares plus log N and log D (the usual
 regression baseline). `holdout_largest_scale` scores any of these, or a scale-free surrogate (used
-naively), by fitting on the smaller scales and ranking the runs of the largest;
-`choose_by_largest_scale` picks among them by that Spearman.
+naively), by fitting on the smaller scales and ranking the runs of the largest (a naive one fitted on
+no more runs than it will be once chosen: `as_deployed`); `choose_by_largest_scale` picks among them
+by that Spearman.
 """
 
 from __future__ import annotations
@@ -787,6 +788,11 @@ def holdout_largest_scale(
     return result(model.name, target[test], pred, 1, time.perf_counter() - start, seed), pred
 
 
+#: how much better (held-out Spearman) a model of (mixture, scale) must rank the largest scale than the
+#: best naive transfer (a scale-free candidate fitted on the largest scale) to replace it
+AWARE_MARGIN = 0.01
+
+
 def choose_by_largest_scale(
     X: Features,
     y: Sequence[float] | np.ndarray,
@@ -796,10 +802,13 @@ def choose_by_largest_scale(
     seed: int = 0,
     domain_tokens: Sequence[float] | None = None,
 ) -> tuple[ScaleAwareBase, list[CVResult], str]:
-    """Score every candidate by `holdout_largest_scale`, refit the best Spearman on all runs (a
-    scale-free winner as `largest_scale`: fitted on the largest scale's runs), and return (model,
-    every candidate's scores, the winner's name). Ties go to the earlier candidate. `domain_tokens`
-    (each domain's unique tokens) adds `scale_law_repeat` to the default candidates and is its option."""
+    """Score every candidate by `holdout_largest_scale`, refit the winner on all runs (a scale-free
+    winner as `largest_scale`: fitted on the largest scale's runs), and return (model, every candidate's
+    scores, the winner's name). The winner is the best naive transfer (scale-free candidate) unless a
+    scale-aware one ranks the held-out scale better by more than `AWARE_MARGIN`: a law that extrapolates
+    in scale replaces the ranking seen at the largest scale only on evidence. Ties go to the earlier
+    candidate. `domain_tokens` (each domain's unique tokens) adds `scale_law_repeat` to the default
+    candidates and is its option."""
     names = tuple(candidates) if candidates is not None else scale_candidates(domain_tokens)
     if not names:
         raise SearchError("no candidate surrogates to choose from")
@@ -809,7 +818,19 @@ def choose_by_largest_scale(
         return SURROGATES.build(name, seed=seed, **options.get(name, {}))
 
     rows = [holdout_largest_scale(build(name), X, y, scales, seed=seed)[0] for name in names]
-    best = max(rows, key=lambda r: r.rank_score).surrogate
+
+    def extrapolates(name: str) -> bool:
+        return is_scale_aware_name(name) and name != LargestScaleSurrogate.name
+
+    aware = [r for r in rows if extrapolates(r.surrogate)]
+    naive = [r for r in rows if not extrapolates(r.surrogate)]
+    best_aware = max(aware, key=lambda r: r.rank_score, default=None)
+    best_naive = max(naive, key=lambda r: r.rank_score, default=None)
+    if best_naive is None or (best_aware is not None and best_aware.rank_score > best_naive.rank_score + AWARE_MARGIN):
+        assert best_aware is not None
+        best = best_aware.surrogate
+    else:
+        best = best_naive.surrogate
     chosen: ScaleAwareBase = (
         build(best) if is_scale_aware_name(best) else LargestScaleSurrogate(seed=seed, surrogate=best)
     )
@@ -817,6 +838,7 @@ def choose_by_largest_scale(
 
 
 __all__ = [
+    "AWARE_MARGIN",
     "DEFAULT_SCALE_CANDIDATES",
     "AtScale",
     "LargestScaleSurrogate",
