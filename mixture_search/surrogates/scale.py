@@ -39,7 +39,7 @@ largest scale only. `scale_lightgbm` is LightGBM on the shares plus log N and lo
 regression baseline). `holdout_largest_scale` scores any of these, or a scale-free surrogate (used
 naively), by fitting on the smaller scales and ranking the runs of the largest (a naive one fitted on
 no more runs than it will be once chosen: `as_deployed`); `choose_by_largest_scale` picks among them
-by that Spearman.
+by that Spearman, keeping the best naive transfer unless a law beats it by `AWARE_MARGIN`.
 """
 
 from __future__ import annotations
