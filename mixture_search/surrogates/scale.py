@@ -746,16 +746,15 @@ def holdout_predictions(model: Any, X: np.ndarray, y: np.ndarray, scales: np.nda
     it will be used (`as_deployed`): on as many runs as the held-out scale has."""
     fresh = model.clone()
     test = ~train
-    if is_scale_aware(fresh) and not isinstance(fresh, LargestScaleSurrogate):
+    if isinstance(fresh, LargestScaleSurrogate):  # its scale-free model, fitted as below
+        fresh = build_surrogate(fresh.options.surrogate, seed=fresh.seed)
+    elif is_scale_aware(fresh):
         fresh.fit(X[train], y[train], scales=scales[train])
         return np.asarray(fresh.predict_mean(X[test], scales=scales[test]), dtype=np.float64)
     keys = scale_keys(scales[train])
     rows = as_deployed(X, np.flatnonzero(train)[keys == keys.max()], np.flatnonzero(test))
     if len(rows) < 2:
         raise SearchError(f"the largest fitted scale has {len(rows)} run; a scale-free model needs at least 2")
-    if isinstance(fresh, LargestScaleSurrogate):
-        fresh.fit(X[rows], y[rows], scales=scales[rows])
-        return np.asarray(fresh.predict_mean(X[test], scales=scales[test]), dtype=np.float64)
     return predict_mean(fresh.fit(X[rows], y[rows]), X[test])
 
 
@@ -766,12 +765,9 @@ def as_deployed(X: np.ndarray, rows: np.ndarray, test: np.ndarray) -> np.ndarray
     many runs as the held-out scale (`test`) has, mixtures it does not hold first (in run order). Scored
     on more, a model that needs many runs (a linear fit of every domain's share) looks better held out
     than it is once fitted on the few."""
-    if len(rows) <= len(test):
-        return rows
     held = {X[i].tobytes() for i in test}
-    unseen = [int(i) for i in rows if X[i].tobytes() not in held]
-    seen = [int(i) for i in rows if X[i].tobytes() in held]
-    return np.asarray(sorted((unseen + seen)[: len(test)]), dtype=np.int64)
+    first = sorted(rows.tolist(), key=lambda i: X[i].tobytes() in held)  # stable: run order within each
+    return np.asarray(sorted(first[: len(test)]), dtype=np.int64)
 
 
 def holdout_largest_scale(
@@ -822,15 +818,12 @@ def choose_by_largest_scale(
     def extrapolates(name: str) -> bool:
         return is_scale_aware_name(name) and name != LargestScaleSurrogate.name
 
-    aware = [r for r in rows if extrapolates(r.surrogate)]
-    naive = [r for r in rows if not extrapolates(r.surrogate)]
-    best_aware = max(aware, key=lambda r: r.rank_score, default=None)
-    best_naive = max(naive, key=lambda r: r.rank_score, default=None)
-    if best_naive is None or (best_aware is not None and best_aware.rank_score > best_naive.rank_score + AWARE_MARGIN):
-        assert best_aware is not None
-        best = best_aware.surrogate
-    else:
-        best = best_naive.surrogate
+    winner = max((r for r in rows if extrapolates(r.surrogate)), key=lambda r: r.rank_score, default=None)
+    naive = max((r for r in rows if not extrapolates(r.surrogate)), key=lambda r: r.rank_score, default=None)
+    if winner is None or (naive is not None and winner.rank_score <= naive.rank_score + AWARE_MARGIN):
+        winner = naive
+    assert winner is not None  # names is not empty
+    best = winner.surrogate
     chosen: ScaleAwareBase = (
         build(best) if is_scale_aware_name(best) else LargestScaleSurrogate(seed=seed, surrogate=best)
     )
