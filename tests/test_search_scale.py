@@ -145,6 +145,64 @@ def test_a_law_replaces_the_naive_transfer_only_when_it_ranks_better() -> None:
     assert chosen == "linear" and model.name == "largest_scale"
 
 
+def fidelity_ladder(seed: int) -> tuple[np.ndarray, ...]:
+    """A sweep's ladder: 24 mixtures at the small scale, 8 of them at the larger one, where a share-linear
+    shift moves a curved landscape's ranking. Returns X, y, S, 30 new mixtures and their truth at each scale."""
+    rng = np.random.default_rng(seed)
+    a, shift = np.array([0.5, 0.3, 0.2, 0.4]), np.array([0.0, 0.3, -0.1, 0.3])
+
+    def truth(X: np.ndarray, level: np.ndarray | int) -> np.ndarray:
+        return 3.0 - 0.4 * level + 0.1 * ((X + 0.05) ** -0.5) @ a + 0.5 * level * (X @ shift)
+
+    small = rng.dirichlet(np.ones(M), 24)
+    X = np.vstack([small, small[:8]])
+    level = np.r_[np.zeros(24), np.ones(8)]
+    S = np.column_stack([np.where(level == 0, 2e7, 8e7), np.where(level == 0, 4e8, 1.6e9)])
+    y = truth(X, level) + rng.normal(0, 0.003, len(X))
+    new = rng.dirichlet(np.ones(M), 30)
+    return X, y, S, new, truth(new, 0), truth(new, 1)
+
+
+def test_fidelity_corrects_the_small_scale_with_the_few_larger_runs() -> None:
+    """Over 6 such ladders, the multi-fidelity model (the small scale's landscape + a correction learnt from
+    the 8 larger runs) ranks 30 new mixtures at the larger scale better than the small scale's own ranking
+    and than a model of the 8 larger runs alone (`largest_scale`, the naive transfer)."""
+    spearman: dict[str, list[float]] = {"fidelity": [], "small": [], "alone": []}
+    for seed in range(6):
+        X, y, S, new, small, want = fidelity_ladder(seed)
+        got = SURROGATES.build("fidelity").fit(X, y, scales=S).at(Scale(8e7, 1.6e9)).predict_mean(new)
+        alone = SURROGATES.build("largest_scale").fit(X, y, scales=S).predict_mean(new)
+        for name, pred in (("fidelity", got), ("small", small), ("alone", alone)):
+            spearman[name].append(spearmanr(pred, want).statistic)
+    mean = {k: float(np.mean(v)) for k, v in spearman.items()}
+    assert mean["fidelity"] > 0.85, mean
+    assert mean["fidelity"] > mean["alone"] + 0.1 and mean["fidelity"] > mean["small"] + 0.2, mean
+
+
+def test_fidelity_predicts_per_scale_and_is_a_transfer() -> None:
+    X, y, S, new, small, want = fidelity_ladder(0)
+    model = SURROGATES.build("fidelity").fit(X, y, scales=S)
+    got = model.at(Scale(8e7, 1.6e9)).predict_mean(new)
+    assert np.abs(got - want).max() < 0.1
+    # beyond the largest scale: its ranking, unchanged; at the smallest: the small scale's model
+    assert np.allclose(model.at(Scale(1e9, 2e10)).predict_mean(new), got)
+    at_small = model.at(Scale(2e7, 4e8)).predict_mean(new)
+    assert np.allclose(at_small, SURROGATES.build("gp").fit(X[:24], y[:24]).predict_mean(new))
+    assert spearmanr(at_small, small).statistic > 0.9
+    mean, std = model.predict(new, scales=np.tile([8e7, 1.6e9], (30, 1)))
+    assert np.allclose(mean, got) and (std > 0).all()
+    step = model.describe()["steps"][0]
+    assert step["discrepancy"] and step["b"] > 0
+    # under `auto` it is a transfer: a law must still beat it by the margin, and it wins ties among transfers
+    assert not SURROGATES.factory("fidelity").extrapolates and SURROGATES.factory("scale_law").extrapolates
+    _, rows, chosen = choose_by_largest_scale(X, y, S, candidates=("gp", "fidelity"))
+    assert chosen == "fidelity" or max(r.spearman for r in rows if r.surrogate == "gp") > rows[1].spearman
+    with pytest.raises(SearchError, match="option surrogate: 'scale_law' is not a scale-free surrogate"):
+        SURROGATES.build("fidelity", surrogate="scale_law")
+    with pytest.raises(SearchError, match="smallest scale has 1 run"):
+        SURROGATES.build("fidelity").fit(X[23:], y[23:], scales=S[23:])
+
+
 def test_bad_scales_are_one_line() -> None:
     with pytest.raises(SearchError, match=r"scale tokens: row 1: -5\.0 must be a positive number"):
         as_scales(np.array([[1.0, 2.0], [3.0, -5.0]]), 2)

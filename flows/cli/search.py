@@ -293,8 +293,10 @@ def fit(
     With --surrogate auto every candidate is scored and the best Spearman is chosen (marked *).
     With --scale and runs at several scales, the score is instead that of the largest scale's runs
     predicted by models fitted on the smaller scales (scale-free models: on the largest of those, as
-    many runs as the largest scale has), and a scale law is chosen over the best scale-free model (the
-    naive transfer) only if it ranks those runs better by more than 0.01.
+    many runs as the largest scale has). The transfers (fidelity: the smaller scales' runs corrected by
+    the larger ones'; or a scale-free model of the largest scale) keep the ranking of the largest scale,
+    and fidelity wins their ties; a scale law is chosen over the best of them only if it ranks those runs
+    better by more than 0.01.
     """
     fitted = _fit(
         runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, folds, scale, domain_tokens

@@ -34,12 +34,17 @@ tokens (option `domain_tokens`), a run of D tokens sees domain k's share r_k as 
 so a target that repeats a scarce domain many times is predicted to gain less from it than its
 proxies, which read it once. `auto` considers it when the tokens are known (`scale_candidates`).
 
+`fidelity` is the transfer a sweep's ladder needs: many runs at the smallest scale, a few at the larger
+ones. The scales are fidelities (Kennedy and O'Hagan's autoregressive co-kriging): the smallest scale's
+runs give the shape of the mixture landscape, and each larger scale is an affine map of the one below
+plus a GP of what its few runs show differs; it predicts the largest scale's ranking beyond it.
 `largest_scale` is the naive transfer as a model: a scale-free surrogate fitted on the runs of the
 largest scale only. `scale_lightgbm` is LightGBM on the shares plus log N and log D (the usual
 regression baseline). `holdout_largest_scale` scores any of these, or a scale-free surrogate (used
 naively), by fitting on the smaller scales and ranking the runs of the largest (a naive one fitted on
 no more runs than it will be once chosen: `as_deployed`); `choose_by_largest_scale` picks among them
-by that Spearman, keeping the best naive transfer unless a law beats it by `AWARE_MARGIN`.
+by that Spearman, keeping the best transfer (`fidelity` first, so it wins ties) unless a law beats it by
+`AWARE_MARGIN`.
 """
 
 from __future__ import annotations
@@ -147,6 +152,9 @@ class ScaleAwareBase(BaseSurrogate):
     every run is taken to be at one scale (and predictions are at that scale)."""
 
     scale_aware: ClassVar[bool] = True
+    #: whether it predicts a ranking that moves beyond the largest training scale (a law in scale) or
+    #: transfers the largest scale's ranking (`choose_by_largest_scale` treats the two kinds apart)
+    extrapolates: ClassVar[bool] = True
 
     def __init__(self, *, seed: int = 0, **options: Any) -> None:
         super().__init__(seed=seed, **options)
@@ -674,6 +682,7 @@ class LargestScaleSurrogate(ScaleAwareBase):
     name = "largest_scale"
     Options = LargestScaleOptions
     options: LargestScaleOptions
+    extrapolates: ClassVar[bool] = False
 
     def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
         keys = scale_keys(S)
@@ -693,6 +702,112 @@ class LargestScaleSurrogate(ScaleAwareBase):
     def describe(self) -> dict[str, Any]:
         inner: dict[str, Any] = getattr(self.model, "describe", dict)()
         return {**super().describe(), "model": inner}
+
+
+@dataclass(frozen=True)
+class FidelityOptions:
+    #: the scale-free surrogate of the smallest scale, and of each larger scale's discrepancy
+    surrogate: str = "gp"
+    #: the discrepancy's model (a GP by default: it interpolates what the larger scale's runs add)
+    discrepancy: str = "gp"
+
+    def __post_init__(self) -> None:
+        for field in ("surrogate", "discrepancy"):
+            name = getattr(self, field)
+            if name not in SURROGATES or is_scale_aware_name(name):
+                raise SearchError(f"option {field}: {name!r} is not a scale-free surrogate", where=OWNER_FIDELITY)
+
+
+OWNER_FIDELITY = "surrogate fidelity"
+
+
+@SURROGATES.register(
+    "fidelity",
+    help="multi-fidelity transfer: each larger scale = a + b x the scale below + a GP on what differs "
+    "(Kennedy-O'Hagan); predicts the largest scale's ranking from every scale's runs",
+)
+class FidelitySurrogate(ScaleAwareBase):
+    """The ladder's scales as fidelities (Kennedy and O'Hagan's autoregressive co-kriging): the smallest
+    scale is a scale-free surrogate of its runs, and each larger scale k+1 is
+
+        f_{k+1}(r) = a_k + b_k f_k(r) + delta_k(r)
+
+    with (a_k, b_k) fitted by least squares on scale k+1's runs and delta_k a scale-free surrogate (a GP)
+    of what is left. The many cheap runs of the smallest scale give the shape of the mixture landscape,
+    the few runs of a larger scale correct it where they were trained, and the correction carries to
+    their neighbours. At or beyond the largest scale it predicts the largest scale's ranking (a naive
+    transfer, from all runs rather than the largest scale's alone); below, the scale at or under it.
+
+    Held out on a two-scale ladder (`holdout_largest_scale`), it is the smallest scale's model alone: once
+    deployed it is that model plus the correction, so its held-out score is the conservative one."""
+
+    name = "fidelity"
+    Options = FidelityOptions
+    options: FidelityOptions
+    extrapolates: ClassVar[bool] = False
+
+    def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
+        keys = scale_keys(S)
+        self._levels = np.unique(keys)
+        low = keys == self._levels[0]
+        if low.sum() < 2:
+            raise SearchError(f"the smallest scale has {int(low.sum())} run; it needs at least 2", where=OWNER_FIDELITY)
+        self._base: Surrogate = build_surrogate(self.options.surrogate, seed=self.seed).fit(X[low], y[low])
+        self._steps: list[tuple[float, float, Surrogate | None]] = []
+        for level in self._levels[1:]:
+            rows = keys == level
+            below = self._chain(X[rows], len(self._steps))
+            a, b = _affine(below, y[rows])
+            rest = y[rows] - (a + b * below)
+            delta = None
+            if rows.sum() >= 2 and np.ptp(rest) > 0:
+                delta = build_surrogate(self.options.discrepancy, seed=self.seed).fit(X[rows], rest)
+            self._steps.append((a, b, delta))
+
+    def _chain(self, X: np.ndarray, depth: int) -> np.ndarray:
+        """The mean prediction at level `depth` (0: the smallest scale)."""
+        mean = predict_mean(self._base, X)
+        for a, b, delta in self._steps[:depth]:
+            mean = a + b * mean + (0.0 if delta is None else predict_mean(delta, X))
+        return np.asarray(mean, dtype=np.float64)
+
+    def _depth(self, S: np.ndarray) -> np.ndarray:
+        """Each row's level: the largest fitted scale at or below it (the smallest for anything below it)."""
+        return np.maximum(np.searchsorted(self._levels, scale_keys(S) + 1e-9, side="right") - 1, 0)
+
+    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        depth = self._depth(S)
+        out = np.empty(len(X))
+        for d in np.unique(depth):
+            out[depth == d] = self._chain(X[depth == d], int(d))
+        return out
+
+    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Std: the base's, carried through each step's slope, and each discrepancy's, in quadrature."""
+        depth = self._depth(S)
+        mean, std = (np.asarray(v, dtype=np.float64) for v in self._base.predict(X))
+        for level, (a, b, delta) in enumerate(self._steps, start=1):
+            up = depth >= level
+            d_mean, d_std = (np.zeros(len(X)), np.zeros(len(X))) if delta is None else delta.predict(X)
+            mean = np.where(up, a + b * mean + d_mean, mean)
+            std = np.where(up, np.sqrt((b * std) ** 2 + np.asarray(d_std) ** 2), std)
+        return mean, std
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "steps": [{"a": round(a, 6), "b": round(b, 6), "discrepancy": d is not None} for a, b, d in self._steps],
+        }
+
+
+def _affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(a, b) of y = a + b x by least squares; b = 1 (a shift) when x does not vary or there are 2 runs
+    or fewer, and b >= 0: a larger scale that reversed the smaller one's ranking wholesale is left to the
+    discrepancy, not read off a handful of runs."""
+    if len(x) <= 2 or np.ptp(x) <= 1e-12:
+        return float(np.mean(y - x)), 1.0
+    b = max(float(np.polyfit(x, y, 1)[0]), 0.0)
+    return float(np.mean(y) - b * np.mean(x)), b
 
 
 @SURROGATES.register("scale_lightgbm", help="LightGBM (RegMix's settings) on the shares plus log params and log tokens")
@@ -719,7 +834,9 @@ class ScaleLightGBMSurrogate(ScaleAwareBase):
 
 # -- cross-validation that holds out the largest scale ------------------------------------------------
 
-DEFAULT_SCALE_CANDIDATES = ("scale_law", "scale_lightgbm", "gp", "mixing_law", "lightgbm", "linear")
+#: `fidelity` first: of transfers that tie held out it uses the most runs (on the public 5Mix runs shaped as a
+#: sweep's ladder it ranks the held-out size best: benchmarks/results/scale.json, `sweep_design`)
+DEFAULT_SCALE_CANDIDATES = ("fidelity", "scale_law", "scale_lightgbm", "gp", "mixing_law", "lightgbm", "linear")
 
 
 def scale_candidates(domain_tokens: Sequence[float] | None = None) -> tuple[str, ...]:
@@ -800,8 +917,9 @@ def choose_by_largest_scale(
 ) -> tuple[ScaleAwareBase, list[CVResult], str]:
     """Score every candidate by `holdout_largest_scale`, refit the winner on all runs (a scale-free
     winner as `largest_scale`: fitted on the largest scale's runs), and return (model, every candidate's
-    scores, the winner's name). The winner is the best naive transfer (scale-free candidate) unless a
-    scale-aware one ranks the held-out scale better by more than `AWARE_MARGIN`: a law that extrapolates
+    scores, the winner's name). The winner is the best transfer (`fidelity`, `largest_scale` or a
+    scale-free candidate: the largest scale's ranking, predicted) unless a law (`extrapolates`) ranks the
+    held-out scale better by more than `AWARE_MARGIN`: a law that extrapolates
     in scale replaces the ranking seen at the largest scale only on evidence. Ties go to the earlier
     candidate. `domain_tokens` (each domain's unique tokens) adds `scale_law_repeat` to the default
     candidates and is its option."""
@@ -816,7 +934,7 @@ def choose_by_largest_scale(
     rows = [holdout_largest_scale(build(name), X, y, scales, seed=seed)[0] for name in names]
 
     def extrapolates(name: str) -> bool:
-        return is_scale_aware_name(name) and name != LargestScaleSurrogate.name
+        return bool(getattr(SURROGATES.factory(name), "extrapolates", False))
 
     winner = max((r for r in rows if extrapolates(r.surrogate)), key=lambda r: r.rank_score, default=None)
     naive = max((r for r in rows if not extrapolates(r.surrogate)), key=lambda r: r.rank_score, default=None)
