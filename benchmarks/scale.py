@@ -287,12 +287,12 @@ def sweep_cell(ladder: Ladder, sizes: tuple[float, float, float], draw: int) -> 
     for method in SWEEP_METHODS:
         if method == "smallest_observed":
             pred = np.array([observed[i] for i in ladder.mixture[test]])
-        elif method == "auto":
-            model, _, row["auto_chose"] = choose_by_largest_scale(X, y, S, seed=draw)
-            pred = model.predict_mean(ladder.X[test], scales=at)
         else:
-            model = SURROGATES.build(method, seed=draw).fit(X, y, scales=S)  # type: ignore[call-arg]
-            pred = model.predict_mean(ladder.X[test], scales=at)  # type: ignore[attr-defined]
+            if method == "auto":
+                model, _, row["auto_chose"] = choose_by_largest_scale(X, y, S, seed=draw)
+            else:
+                model = SURROGATES.build(method, seed=draw).fit(X, y, scales=S)  # type: ignore[call-arg,assignment]
+            pred = model.predict_mean(ladder.X[test], scales=at)
         row["spearman"][method] = round(scores(ladder.y[test], pred)["spearman"], 4)
     return row
 

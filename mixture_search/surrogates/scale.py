@@ -756,7 +756,7 @@ class FidelitySurrogate(ScaleAwareBase):
         self._steps: list[tuple[float, float, Surrogate | None]] = []
         for level in self._levels[1:]:
             rows = keys == level
-            below = self._chain(X[rows], len(self._steps))
+            below = self._walk(X[rows], np.full(int(rows.sum()), len(self._steps)), with_std=False)[0]
             a, b = _affine(below, y[rows])
             rest = y[rows] - (a + b * below)
             delta = None
@@ -764,33 +764,38 @@ class FidelitySurrogate(ScaleAwareBase):
                 delta = build_surrogate(self.options.discrepancy, seed=self.seed).fit(X[rows], rest)
             self._steps.append((a, b, delta))
 
-    def _chain(self, X: np.ndarray, depth: int) -> np.ndarray:
-        """The mean prediction at level `depth` (0: the smallest scale)."""
-        mean = predict_mean(self._base, X)
-        for a, b, delta in self._steps[:depth]:
-            mean = a + b * mean + (0.0 if delta is None else predict_mean(delta, X))
-        return np.asarray(mean, dtype=np.float64)
-
     def _depth(self, S: np.ndarray) -> np.ndarray:
         """Each row's level: the largest fitted scale at or below it (the smallest for anything below it)."""
         return np.maximum(np.searchsorted(self._levels, scale_keys(S) + 1e-9, side="right") - 1, 0)
 
-    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
-        depth = self._depth(S)
-        out = np.empty(len(X))
-        for d in np.unique(depth):
-            out[depth == d] = self._chain(X[depth == d], int(d))
-        return out
-
-    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Std: the base's, carried through each step's slope, and each discrepancy's, in quadrature."""
-        depth = self._depth(S)
-        mean, std = (np.asarray(v, dtype=np.float64) for v in self._base.predict(X))
+    def _walk(self, X: np.ndarray, depth: np.ndarray, with_std: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean (and std) of each row at its level `depth` (0: the smallest scale), up the chain of steps.
+        Std: the base's, carried through each step's slope, and each discrepancy's, in quadrature."""
+        if with_std:
+            mean, std = (np.asarray(v, dtype=np.float64) for v in self._base.predict(X))
+        else:
+            mean, std = np.asarray(predict_mean(self._base, X), dtype=np.float64), None
         for level, (a, b, delta) in enumerate(self._steps, start=1):
             up = depth >= level
-            d_mean, d_std = (np.zeros(len(X)), np.zeros(len(X))) if delta is None else delta.predict(X)
+            if not up.any():
+                break
+            if delta is None:
+                d_mean, d_std = np.zeros(len(X)), np.zeros(len(X))
+            elif with_std:
+                d_mean, d_std = delta.predict(X)
+            else:
+                d_mean, d_std = predict_mean(delta, X), None
             mean = np.where(up, a + b * mean + d_mean, mean)
-            std = np.where(up, np.sqrt((b * std) ** 2 + np.asarray(d_std) ** 2), std)
+            if std is not None:
+                std = np.where(up, np.sqrt((b * std) ** 2 + np.asarray(d_std) ** 2), std)
+        return mean, std
+
+    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        return self._walk(X, self._depth(S), with_std=False)[0]
+
+    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, std = self._walk(X, self._depth(S), with_std=True)
+        assert std is not None
         return mean, std
 
     def describe(self) -> dict[str, Any]:
