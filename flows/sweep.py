@@ -40,7 +40,7 @@ from flows.steps.confirm import (
     plan_confirmation,
 )
 from flows.steps.export import export, recommend
-from flows.steps.ladder import SCALE_STAGE, LadderResults, choose
+from flows.steps.ladder import SCALE_STAGE, LadderResults, choose, thin_largest_scale
 from flows.steps.noise import separation
 from flows.steps.prepare import Prepared, prepare, tracking_uri_of
 from flows.steps.replicates import REPLICATE_STAGE, SeedMeans, plan_replicates, replicate_seed, seed_means
@@ -200,6 +200,9 @@ def climb(prepared: Prepared, tracker: SweepTracker, trials: list[TrialResult]) 
     ladder = prepared.ladder
     assert ladder is not None
     logger = get_run_logger()
+    advice = thin_largest_scale(ladder, len(prepared.domains))
+    if advice is not None:
+        logger.warning("%s", advice)
     out = LadderResults(ladder, [list(trials)])
     found = tracker.finished_trials(stage=SCALE_STAGE)
     for rung in ladder.rungs[1:]:

@@ -18,13 +18,22 @@ import pytest
 from flows import sweep as sweep_module
 from flows.steps.confirm import CONFIRM_STAGE, plan_confirmation
 from flows.steps.export import recommend
-from flows.steps.ladder import MIN_PER_SCALE, SCALE_STAGE, Rung, choose, plan_counts
+from flows.steps.ladder import (
+    MIN_PER_SCALE,
+    SCALE_STAGE,
+    Ladder,
+    Rung,
+    choose,
+    describe,
+    plan_counts,
+    thin_largest_scale,
+)
 from flows.steps.prepare import Prepared, prepare
 from flows.steps.search import SearchState, suggest_candidates
 from flows.steps.spec import SpecError, load_spec
 from flows.trials.result import TrialPlan, TrialResult, trial_key
 from mixture_search.mixture import Mixture
-from mixture_search.surrogates.scale import DEFAULT_SCALE_CANDIDATES
+from mixture_search.surrogates.scale import DEFAULT_SCALE_CANDIDATES, Scale
 from tests.sweep_helpers import smoke_spec
 from trainers.budget import TrainBudget
 from trainers.presets import tiny_cpu
@@ -126,6 +135,26 @@ def test_counts_halve_or_follow_the_compute_budget() -> None:
         plan_counts(rungs[:2], 16, 16 * cost[0] + 2.5 * cost[1], confirm=0)
     with pytest.raises(SpecError, match=r"proxy.compute_budget: .* do not cover the smallest scale"):
         plan_counts(rungs, 16, 15 * cost[0])
+
+
+def test_a_largest_scale_with_fewer_runs_than_domains_gets_advice() -> None:
+    def ladder(*counts: int) -> Ladder:
+        proxy = tiny_cpu(seq_len=32).resolve_vocab(400)
+        budget = TrainBudget(steps=4, micro_batch=2, global_batch=2)
+        rungs = tuple(Rung(k, proxy, budget, 10**6 * (k + 1), 256 * (k + 1)) for k in range(len(counts)))
+        return Ladder(rungs, Scale(1e8, 1e6), counts, None)
+
+    advice = thin_largest_scale(ladder(12, 6), 8)
+    assert advice is not None and "trains 6 runs for 8 domain shares" in advice and "at least 8" in advice
+    assert thin_largest_scale(ladder(12, 8), 8) is None
+    assert thin_largest_scale(ladder(12, 6, 5), 4) is None  # enough for 4 domains
+    assert thin_largest_scale(ladder(12, 5, 3), 8) is not None and "at least 5" in thin_largest_scale(
+        ladder(12, 5, 3), 8
+    )
+    assert thin_largest_scale(ladder(12, 5, 5), 8) is None  # the scale below has no more to give
+    rows = dict(describe(ladder(12, 6), None, 0, 8))
+    assert rows["ladder advice"] == advice and "12 runs" in rows["ladder"]
+    assert "ladder advice" not in dict(describe(ladder(12, 12), None, 0, 8))
 
 
 def test_the_design_rule_picks_the_best_half_and_a_spread() -> None:

@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
                 "trials",
                 f"up to {parsed.search.rounds * parsed.search.per_round}, {parsed.max_concurrent} at a time, {parsed.resources.cpus:g} CPU / {parsed.resources.gpus:g} GPU each",
             ),
-            *describe(prepared.ladder, prepared.repetition, confirm_runs(parsed)),
+            *describe(prepared.ladder, prepared.repetition, confirm_runs(parsed), len(prepared.domains)),
             ("mlflow", f"{redact_uri(prepared.tracking_uri)}  experiment {parsed.mlflow.experiment}"),
             ("output", str(parsed.out_dir)),
         ]

@@ -255,8 +255,26 @@ def plan_counts(rungs: Sequence[Rung], first: int, budget: float | None, confirm
     return tuple(counts)
 
 
-def describe(ladder: Ladder | None, repetition: int | None, confirm: int = 0) -> list[tuple[str, str]]:
-    """Rows for `mixsweep sweep --dry-run`: the ladder's scales and runs, and the repetition matching."""
+def thin_largest_scale(ladder: Ladder, domains: int) -> str | None:
+    """Advice when the largest scale trains fewer runs than there are domain shares (and the scale below
+    could give it more), else None. Checked by training (README, "With a proxy ladder"): on the demo corpus
+    the ladder's model ranked a 4x target's mixtures with Spearman 0.86 from 6 runs at the largest scale
+    for 8 domains, and 1.00 from 12."""
+    want = min(domains, ladder.counts[-2])
+    n = ladder.counts[-1]
+    if n >= want:
+        return None
+    return (
+        f"the largest scale trains {n} runs for {domains} domain shares: the ladder's model of (mixture, scale) "
+        f"is then at its weakest; give it at least {want} with proxy.compute_budget (README, 'With a proxy ladder')"
+    )
+
+
+def describe(
+    ladder: Ladder | None, repetition: int | None, confirm: int = 0, domains: int = 0
+) -> list[tuple[str, str]]:
+    """Rows for `mixsweep sweep --dry-run`: the ladder's scales and runs (with `thin_largest_scale`'s advice
+    for `domains` domains), and the repetition matching."""
     rows = []
     if ladder is not None:
         scales = "; ".join(
@@ -270,6 +288,9 @@ def describe(ladder: Ladder | None, repetition: int | None, confirm: int = 0) ->
                 f"{format_count(ladder.target.tokens)} tokens; {ladder.planned_flops(confirm):.3g} FLOPs planned",
             )
         )
+        advice = thin_largest_scale(ladder, domains)
+        if advice is not None:
+            rows.append(("ladder advice", advice))
     if repetition is not None:
         rows.append(
             ("repetition", f"each domain read from a subset that repeats it as in {format_count(repetition)} tokens")
@@ -470,4 +491,5 @@ __all__ = [
     "propose_at_target",
     "repetition_target",
     "run_tokens",
+    "thin_largest_scale",
 ]
