@@ -257,9 +257,10 @@ def plan_counts(rungs: Sequence[Rung], first: int, budget: float | None, confirm
 
 def thin_largest_scale(ladder: Ladder, domains: int) -> str | None:
     """Advice when the largest scale trains fewer runs than there are domain shares (and the scale below
-    could give it more), else None. Checked by training (README, "With a proxy ladder"): on the demo corpus
-    the ladder's model ranked a 4x target's mixtures with Spearman 0.86 from 6 runs at the largest scale
-    for 8 domains, and 1.00 from 12."""
+    could give it more), else None. Checked by training (README, "With a proxy ladder"): on the demo corpus's
+    technical objective the ladder's model ranked a 4x target's mixtures with Spearman 0.86 from 6 runs at
+    the largest scale for 8 domains, and 1.00 from 12. Needed, not enough: on the all-domain objective,
+    where the proxies barely separate the mixtures, 12 runs gave 0.74."""
     want = min(domains, ladder.counts[-2])
     n = ladder.counts[-1]
     if n >= want:
