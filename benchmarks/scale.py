@@ -63,6 +63,7 @@ import platform
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -314,10 +315,7 @@ def sweep_summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         m: {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4)} for m, v in by.items()
     }
-    chose: dict[str, int] = {}
-    for r in rows.values():
-        chose[r["auto_chose"]] = chose.get(r["auto_chose"], 0) + 1
-    out["auto_chose"] = dict(sorted(chose.items(), key=lambda kv: -kv[1]))
+    out["auto_chose"] = dict(Counter(r["auto_chose"] for r in rows.values()).most_common())
     return out
 
 

@@ -673,6 +673,18 @@ def is_scale_aware_name(name: str) -> bool:
     return bool(getattr(SURROGATES.factory(name), "scale_aware", False))
 
 
+def _fit_one_scale(
+    name: str, seed: int, X: np.ndarray, y: np.ndarray, rows: np.ndarray, which: str, owner: str
+) -> Surrogate:
+    """The scale-free surrogate `name` fitted on the runs `rows` of one scale (`which`: for the error, which
+    needs at least 2 runs)."""
+    if rows.sum() < 2:
+        raise SearchError(
+            f"the {which} scale has {int(rows.sum())} run; a scale-free model needs at least 2", where=owner
+        )
+    return build_surrogate(name, seed=seed).fit(X[rows], y[rows])
+
+
 @SURROGATES.register(
     "largest_scale",
     help="the naive transfer: a scale-free surrogate (option surrogate, default gp) fitted on the largest "
@@ -686,12 +698,9 @@ class LargestScaleSurrogate(ScaleAwareBase):
 
     def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
         keys = scale_keys(S)
-        top = keys == keys.max()
-        if top.sum() < 2:
-            raise SearchError(
-                f"the largest scale has {int(top.sum())} run; a scale-free model needs at least 2", where=OWNER_LARGEST
-            )
-        self.model: Surrogate = build_surrogate(self.options.surrogate, seed=self.seed).fit(X[top], y[top])
+        self.model = _fit_one_scale(
+            self.options.surrogate, self.seed, X, y, keys == keys.max(), "largest", OWNER_LARGEST
+        )
 
     def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.model.predict(X)
@@ -750,9 +759,7 @@ class FidelitySurrogate(ScaleAwareBase):
         keys = scale_keys(S)
         self._levels = np.unique(keys)
         low = keys == self._levels[0]
-        if low.sum() < 2:
-            raise SearchError(f"the smallest scale has {int(low.sum())} run; it needs at least 2", where=OWNER_FIDELITY)
-        self._base: Surrogate = build_surrogate(self.options.surrogate, seed=self.seed).fit(X[low], y[low])
+        self._base = _fit_one_scale(self.options.surrogate, self.seed, X, y, low, "smallest", OWNER_FIDELITY)
         self._steps: list[tuple[float, float, Surrogate | None]] = []
         for level in self._levels[1:]:
             rows = keys == level
