@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 import ray
 
@@ -27,6 +29,22 @@ def clean() -> Iterator[None]:
         signal.signal(signal.SIGTERM, handler)
 
 
+def _workers() -> list[str]:
+    """The command lines of the local Ray's worker processes (the raylet's children but its agents)."""
+    node = ray._private.worker._global_node
+    assert node is not None
+    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+    found = []
+    for child in raylet.children():
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "default_worker.py" in cmd or (cmd.startswith("ray::") and "Agent" not in cmd.split()[0]):
+            found.append(cmd[:60])
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -38,13 +56,17 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.integration
 def test_background_ray_serves_this_thread_and_stops(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(local_ray.WORKER_NICENESS[0], raising=False)  # Ray's default (15) unless we set it
+    for name, _ in (local_ray.WORKER_NICENESS, *local_ray.NO_PRESTART):  # Ray's defaults unless we set them
+        monkeypatch.delenv(name, raising=False)
     before = len(local_ray.START_SECONDS)
     local_ray.start_in_background()
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # what ray.init() sets in the main thread
     local_ray.ray_init(None)  # waits for the background start
     assert ray.is_initialized()
     assert len(local_ray.START_SECONDS) == before + 1
+    # no idle workers started ahead of need: Ray's default forks one per CPU as soon as the driver connects
+    time.sleep(2)
+    assert _workers() == [], "a local Ray prestarted workers that no sweep uses"
 
     @ray.remote
     def square(x: int) -> int:

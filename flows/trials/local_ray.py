@@ -16,6 +16,13 @@ A local Ray runs its workers, and so the trials, at the priority of the command 
 (`WORKER_NICENESS`), not at Ray's default of nice 15: the trials are the work, and at nice 15 every
 other process on the machine (the driver, the Prefect and MLflow servers, Ray's own daemons) preempts
 them. A cluster's own configuration decides for its workers.
+
+A local Ray also starts no idle workers ahead of need (`NO_PRESTART`). Ray forks one worker per CPU for
+tasks as soon as the driver connects, but a sweep runs its trials and its evaluation worker as actors,
+which Ray starts in workers of their own: the prestarted ones never run anything. They import Ray while
+the sweep starts, beside Prefect's import and the flow's start, and wake about 290 times a second
+between them while they live (0.7-1.3 CPU seconds over a whole sweep in `benchmarks/sweep.py`'s runs on
+2 cores). A task, should one come, gets a worker started for it (about 1 s).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from flows.steps.spec import SpecError
 START_SECONDS: list[float] = []
 #: the niceness of a local Ray's workers, unless the environment sets Ray's own variable
 WORKER_NICENESS = ("RAY_worker_niceness", "0")
+#: no workers started ahead of need by a local Ray (each unless the environment sets Ray's variable)
+NO_PRESTART = (("RAY_enable_worker_prestart", "0"), ("RAY_prestart_worker_first_driver", "0"))
 
 
 def starts_local(address: str | None) -> bool:
@@ -48,8 +57,9 @@ def init_now(address: str | None) -> None:
     So is a Ray Client connection whose per-client server failed to start (`ConnectionError`; seen once
     on a loaded 2-core machine). The seconds it took are kept in `START_SECONDS`."""
     started = time.perf_counter()
-    if starts_local(address):  # its raylet reads this
-        os.environ.setdefault(*WORKER_NICENESS)
+    if starts_local(address):  # its raylet reads these
+        for name, value in (WORKER_NICENESS, *NO_PRESTART):
+            os.environ.setdefault(name, value)
     for attempt in (1, 2):
         try:
             # no dashboard; Ray's logs stay in its session folder
@@ -140,4 +150,13 @@ def stop(timeout: float = 60.0) -> None:
     _keeper = None
 
 
-__all__ = ["START_SECONDS", "WORKER_NICENESS", "init_now", "ray_init", "start_in_background", "starts_local", "stop"]
+__all__ = [
+    "NO_PRESTART",
+    "START_SECONDS",
+    "WORKER_NICENESS",
+    "init_now",
+    "ray_init",
+    "start_in_background",
+    "starts_local",
+    "stop",
+]
