@@ -56,7 +56,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.integration
 def test_background_ray_serves_this_thread_and_stops(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, _ in (local_ray.WORKER_NICENESS, *local_ray.NO_PRESTART):  # Ray's defaults unless we set them
+    for name in local_ray.LOCAL_RAY_ENV:  # Ray's defaults unless we set them
         monkeypatch.delenv(name, raising=False)
     before = len(local_ray.START_SECONDS)
     local_ray.start_in_background()

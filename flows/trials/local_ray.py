@@ -13,11 +13,11 @@ the command once the flow is done). A shutdown from the starting thread raced th
 CI run its driver touched Ray's core worker right after that shutdown, and the sweep died at exit.
 
 A local Ray runs its workers, and so the trials, at the priority of the command that started it
-(`WORKER_NICENESS`), not at Ray's default of nice 15: the trials are the work, and at nice 15 every
+(`RAY_worker_niceness` in `LOCAL_RAY_ENV`), not at Ray's default of nice 15: the trials are the work, and at nice 15 every
 other process on the machine (the driver, the Prefect and MLflow servers, Ray's own daemons) preempts
 them. A cluster's own configuration decides for its workers.
 
-A local Ray also starts no idle workers ahead of need (`NO_PRESTART`). Ray forks one worker per CPU for
+A local Ray also starts no idle workers ahead of need (the other two variables of `LOCAL_RAY_ENV`). Ray forks one worker per CPU for
 tasks as soon as the driver connects, but a sweep runs its trials and its evaluation worker as actors,
 which Ray starts in workers of their own: the prestarted ones never run anything. They import Ray while
 the sweep starts, beside Prefect's import and the flow's start, and wake about 290 times a second
@@ -40,10 +40,9 @@ from flows.steps.spec import SpecError
 
 #: seconds each Ray start or connection took, newest last (the sweep's timings report the last)
 START_SECONDS: list[float] = []
-#: the niceness of a local Ray's workers, unless the environment sets Ray's own variable
-WORKER_NICENESS = ("RAY_worker_niceness", "0")
-#: no workers started ahead of need by a local Ray (each unless the environment sets Ray's variable)
-NO_PRESTART = (("RAY_enable_worker_prestart", "0"), ("RAY_prestart_worker_first_driver", "0"))
+#: what a local Ray's raylet reads from the environment, each unless the environment sets it already: its
+#: workers at the command's own priority, and none started ahead of need
+LOCAL_RAY_ENV = {"RAY_worker_niceness": "0", "RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0"}
 
 
 def starts_local(address: str | None) -> bool:
@@ -57,8 +56,8 @@ def init_now(address: str | None) -> None:
     So is a Ray Client connection whose per-client server failed to start (`ConnectionError`; seen once
     on a loaded 2-core machine). The seconds it took are kept in `START_SECONDS`."""
     started = time.perf_counter()
-    if starts_local(address):  # its raylet reads these
-        for name, value in (WORKER_NICENESS, *NO_PRESTART):
+    if starts_local(address):
+        for name, value in LOCAL_RAY_ENV.items():
             os.environ.setdefault(name, value)
     for attempt in (1, 2):
         try:
@@ -151,9 +150,8 @@ def stop(timeout: float = 60.0) -> None:
 
 
 __all__ = [
-    "NO_PRESTART",
+    "LOCAL_RAY_ENV",
     "START_SECONDS",
-    "WORKER_NICENESS",
     "init_now",
     "ray_init",
     "start_in_background",
