@@ -48,12 +48,13 @@ if str(ROOT.parent) not in sys.path[:1]:  # run as a script: the repository's pa
 from flows.steps.noise import Z95  # noqa: E402
 from flows.steps.replicates import pooled_std  # noqa: E402
 from flows.steps.validate import load_validate_spec, prepare_validation  # noqa: E402
+from trainers.budget import TrainBudget  # noqa: E402
+from trainers.errors import ConfigError  # noqa: E402
 
 
 def _train_one(args: tuple) -> dict[str, Any]:
     # lazy: torch and megatron load in the pool's workers only
     from mixture_search.mixture import Mixture
-    from trainers.budget import TrainBudget
     from trainers.config import ProxyConfig
     from trainers.train import train
 
@@ -78,13 +79,28 @@ def _train_one(args: tuple) -> dict[str, Any]:
 
 
 def parse_budget(text: str) -> dict[str, int | float]:
+    """`steps=120,lr=0.01` as {"steps": 120, "lr": 0.01}; a malformed one exits with a one-line error."""
     out: dict[str, int | float] = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
-        if not value:
-            raise SystemExit(f"--budget {text!r}: expected field=value[,field=value...]")
-        out[name.strip()] = float(value) if "." in value else int(value)
+        try:
+            out[name.strip()] = int(value)
+        except ValueError:
+            try:
+                out[name.strip()] = float(value)
+            except ValueError:
+                raise SystemExit(f"--budget {text!r}: expected field=number[,field=number...]") from None
     return out
+
+
+def changed_budget(budget: TrainBudget, text: str) -> tuple[dict[str, int | float], TrainBudget]:
+    """The fields of `--budget TEXT` and `budget` with them; an unknown field or a value the budget
+    refuses exits with a one-line error."""
+    change = parse_budget(text)
+    try:
+        return change, dataclasses.replace(budget, **change)
+    except (TypeError, ConfigError) as exc:
+        raise SystemExit(f"--budget {text!r}: {exc}") from None
 
 
 def summarize(per_mixture: dict[str, list[float]], target: dict[str, float]) -> dict[str, Any]:
@@ -152,11 +168,9 @@ def main() -> None:
     ]
     corpus = str(plan.sweep_spec.corpus)
     domains = list(plan.target_domains)
-    for text in args.budget:
-        change = parse_budget(text)
-        budget = dataclasses.replace(rung.budget, **change)
+    names = [name for name in mixtures for _ in args.seeds]  # of each job below, in order
+    for change, budget in [changed_budget(rung.budget, text) for text in args.budget]:  # all checked first
         tokens = budget.total_steps(rung.proxy.seq_len) * budget.global_batch * rung.proxy.seq_len
-        names = [name for name in mixtures for _ in args.seeds]
         jobs = [
             (
                 mixtures[name]["weights"],

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from benchmarks.proxy_budget import parse_budget, summarize
+from benchmarks.proxy_budget import changed_budget, parse_budget, summarize
+from trainers.budget import TrainBudget
 
 TARGET = {"a": 3.0, "b": 3.1, "c": 3.2, "d": 3.4}
 
@@ -41,6 +42,18 @@ def test_one_seed_has_no_noise_estimate() -> None:
 
 def test_budget_changes_parse_and_malformed_ones_exit() -> None:
     assert parse_budget("steps=120,eval_windows_per_domain=16") == {"steps": 120, "eval_windows_per_domain": 16}
-    assert parse_budget("lr=0.01") == {"lr": 0.01}
+    assert parse_budget("lr=1e-3") == {"lr": 0.001}
     with pytest.raises(SystemExit, match="steps"):
         parse_budget("steps")
+    with pytest.raises(SystemExit, match="steps=many"):
+        parse_budget("steps=many")
+
+
+def test_budget_changes_apply_and_unknown_fields_or_refused_values_exit() -> None:
+    base = TrainBudget(steps=40)
+    change, budget = changed_budget(base, "steps=120")
+    assert change == {"steps": 120} and budget.steps == 120 and budget.lr == base.lr
+    with pytest.raises(SystemExit, match="stepz"):
+        changed_budget(base, "stepz=120")
+    with pytest.raises(SystemExit, match="steps"):
+        changed_budget(base, "steps=0")
