@@ -429,25 +429,32 @@ class ScaleLawSurrogate(ScaleAwareBase):
                 ]
             )
 
+        # loss falls with scale towards a floor: sign +1 and both scale exponents at most 0. Unbounded, two
+        # scales let a rising common term cancel a falling floor (c far below every run): the fit is as
+        # good at the runs and its prediction at a larger scale millions of times too large
+        sign = 1.0
+        upper = np.r_[np.full(2, np.inf), np.zeros(2 * axes), np.full(2 * m + 1, np.inf)]
+        bounds = (np.full(len(upper), -np.inf), upper)
         best: tuple[float, float, np.ndarray] | None = None
-        for sign in (1.0, -1.0):
-            for offset in self.options.offsets:
-                c0 = z.min() - offset * span if sign > 0 else z.max() + offset * span
-                start = np.r_[
-                    c0,
-                    np.log(offset * span + span / 2),  # the common term carries most of the level
-                    np.full(axes, -0.3),
-                    np.full(axes, -0.3),
-                    np.full(m, np.log(span / m / 5)),
-                    np.full(m, np.log(0.05)),
-                    np.log(0.3),
-                ]
-                fit = least_squares(residuals, start, jac=jacobian, args=(sign,), method="trf", max_nfev=300)
-                if best is None or fit.cost < best[0] - 1e-12:
-                    best = (float(fit.cost), sign, fit.x)
+        for offset in self.options.offsets:
+            c0 = z.min() - offset * span
+            start = np.r_[
+                c0,
+                np.log(offset * span + span / 2),  # the common term carries most of the level
+                np.full(axes, -0.3),
+                np.full(axes, -0.3),
+                np.full(m, np.log(span / m / 5)),
+                np.full(m, np.log(0.05)),
+                np.log(0.3),
+            ]
+            fit = least_squares(residuals, start, jac=jacobian, args=(sign,), bounds=bounds, method="trf", max_nfev=300)
+            if best is None or fit.cost < best[0] - 1e-12:
+                best = (float(fit.cost), sign, fit.x)
         assert best is not None
         _, self._sign, theta = best
-        self._theta = least_squares(residuals, theta, jac=jacobian, args=(self._sign,), method="trf", max_nfev=3000).x
+        self._theta = least_squares(
+            residuals, theta, jac=jacobian, args=(self._sign,), bounds=bounds, method="trf", max_nfev=3000
+        ).x
 
     def _gp_fit(self, X: np.ndarray, x: np.ndarray, resid: np.ndarray) -> None:
         # lazy: scikit-learn takes 1-2 s to import; the CLI imports the surrogate registry for every command
@@ -543,16 +550,22 @@ def effective_tokens(seen: np.ndarray, unique: np.ndarray, decay: float = REPEAT
     return (np.minimum(epochs, 1.0) + decay * (1.0 - np.exp(-repeated / decay))) * unique
 
 
+#: option repeat_decay's rules for a decay the runs decide (`ScaleLawRepeatSurrogate`)
+DECAY_RULES = ("weigh", "fit")
+
+
 @dataclass(frozen=True)
 class ScaleLawRepeatOptions(ScaleLawOptions):
     #: the unique tokens of each domain, in the order of the shares (required)
     domain_tokens: tuple[float, ...] = ()
-    #: R*: the epochs over which repeated tokens lose their worth, or "fit": chosen among
-    #: `repeat_decays` by ranking the largest training scale from the smaller ones (`choose_decay`)
-    repeat_decay: float | str = "fit"
-    #: the values "fit" tries; it keeps the published R* (15.4) unless another ranks better by `decay_margin`
+    #: R*: the epochs over which repeated tokens lose their worth; "weigh": every one of `repeat_decays`,
+    #: each weighted by how well its law fits the runs (`weigh_decays`); or "fit": one of them, chosen by
+    #: ranking the largest training scale from the smaller ones (`choose_decay`)
+    repeat_decay: float | str = "weigh"
+    #: the values "weigh" and "fit" try; "fit" keeps the published R* (15.4) unless another ranks better
+    #: by `decay_margin`
     repeat_decays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, REPEAT_DECAY, 50.0)
-    #: how much better (Spearman at the held-out scale) another R* must rank than the published one
+    #: for "fit": how much better (Spearman at the held-out scale) another R* must rank than the published one
     decay_margin: float = 0.01
     #: held harder than scale_law's: across scale the ranking moves through repetition, and mixture-
     #: specific trends of the exponent are only what repetition does not explain
@@ -570,9 +583,11 @@ class ScaleLawRepeatOptions(ScaleLawOptions):
         for i, v in enumerate(self.domain_tokens):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (np.isfinite(v) and v > 0):
                 raise SearchError(f"option domain_tokens: entry {i} is {v!r}, not a positive number", where=owner)
-        if self.repeat_decay != "fit":
+        if self.repeat_decay not in DECAY_RULES:
             if isinstance(self.repeat_decay, str):
-                raise SearchError(f"option repeat_decay: {self.repeat_decay!r} is not a number or 'fit'", where=owner)
+                raise SearchError(
+                    f"option repeat_decay: {self.repeat_decay!r} is not a number, 'weigh' or 'fit'", where=owner
+                )
             check_range(self.repeat_decay, "repeat_decay", owner, low=0.1, high=1000.0)
         object.__setattr__(self, "repeat_decays", tuple(self.repeat_decays))
         if not self.repeat_decays:
@@ -595,8 +610,9 @@ class ScaleLawRepeatSurrogate(ScaleLawSurrogate):
     the share each domain is *worth* in a run of D tokens, `effective_tokens(D r_k, U_k) / D`, instead
     of the share read: at a proxy's size the two agree, at the target's a domain read for many epochs
     counts for less. The residual (on the shares read) is scale_law's; the law is one power law per
-    domain (option law "power"), whose own term loses what repetition takes, with the decay R* chosen
-    from the runs (option repeat_decay "fit", `choose_decay`)."""
+    domain (option law "power"), whose own term loses what repetition takes. The decay R* comes from
+    the runs: by default (option repeat_decay "weigh", `weigh_decays`) the model is the weighted mean
+    of one such model per R*, each weighted by how well its law fits the runs."""
 
     name = "scale_law_repeat"
     Options = ScaleLawRepeatOptions
@@ -604,11 +620,58 @@ class ScaleLawRepeatSurrogate(ScaleLawSurrogate):
 
     def _fit_scaled(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
         self._check_domains(X)
+        #: for "weigh": (R*, weight, the model with that R*), the weights summing to 1
+        self.members: list[tuple[float, float, ScaleLawRepeatSurrogate]] = []
+        self.decay_scores: dict[float, float] = {}  # "fit": each R*'s Spearman; "weigh": its law's RMSE
+        if self.options.repeat_decay == "weigh":
+            self.weigh_decays(X, y, S)
+            return
         if self.options.repeat_decay == "fit":
             self.decay, self.decay_scores = self.choose_decay(X, y, S)
         else:
-            self.decay, self.decay_scores = float(self.options.repeat_decay), {}
+            self.decay = float(self.options.repeat_decay)
         super()._fit_scaled(X, y, S)
+
+    def weigh_decays(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> None:
+        """Option repeat_decay "weigh": fit one model per R* in `repeat_decays` and weigh each by the
+        likelihood of its law on the runs (Gaussian errors, the variance that of the best-fitting law or
+        `noise_std` squared if larger): w ~ exp(-n (MSE - min MSE) / (2 variance)). Runs at two small
+        scales often cannot tell the decays apart; the models then share the prediction instead of one
+        R* taking it on a small difference. `decay` is the weighted geometric mean of the R*s (for
+        reports)."""
+        fixed = dataclasses.asdict(self.options)
+        fitted = []
+        for decay in self.options.repeat_decays:
+            member = type(self)(seed=self.seed, **{**fixed, "repeat_decay": float(decay)}).fit(X, y, scales=S)
+            fitted.append((float(decay), member, member.law_mse(X, y, S)))
+        mse = np.array([f[2] for f in fitted])
+        variance = max(float(mse.min()), (self.options.noise_std or 0.0) ** 2, 1e-300)
+        weights = np.exp(-len(y) * (mse - mse.min()) / (2.0 * variance))
+        weights /= weights.sum()
+        keep = weights >= 1e-4  # a member this light moves no prediction: it is not kept
+        share = weights[keep].sum()
+        self.members = [(d, float(w / share), m) for (d, m, _), w, k in zip(fitted, weights, keep) if k]
+        self.decay_scores = {d: float(np.sqrt(e)) for d, _, e in fitted}
+        self.decay = float(np.exp(sum(w * np.log(d) for d, w, _ in self.members)))
+
+    def law_mse(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> float:
+        """The mean squared error of the fitted law alone (no residual) on runs (X, y, S)."""
+        return float(np.mean((y - self._law(self._law_shares(X, S), self._axes(S))) ** 2))
+
+    def _predict_scaled(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.members:
+            return super()._predict_scaled(X, S)
+        w = np.array([weight for _, weight, _ in self.members])
+        mu, sd = map(np.array, zip(*(m._predict_scaled(X, S) for _, _, m in self.members)))
+        mean = w @ mu
+        second = w @ (sd**2 + mu**2)  # the mixture's variance: the members' own plus their spread
+        return mean, np.sqrt(np.maximum(second - mean**2, 0.0))
+
+    def _predict_mean_scaled(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        if not self.members:
+            return super()._predict_mean_scaled(X, S)
+        w = np.array([weight for _, weight, _ in self.members])
+        return np.asarray(w @ np.array([m._predict_mean_scaled(X, S) for _, _, m in self.members]))
 
     def choose_decay(self, X: np.ndarray, y: np.ndarray, S: np.ndarray) -> tuple[float, dict[float, float]]:
         """R* for option repeat_decay "fit": each of `repeat_decays` is scored by fitting on the scales
@@ -644,6 +707,15 @@ class ScaleLawRepeatSurrogate(ScaleLawSurrogate):
         return effective_tokens(tokens * X, np.asarray(self.options.domain_tokens), self.decay) / tokens
 
     def describe(self) -> dict[str, Any]:
+        if self.members:  # "weigh": the heaviest model's law, and every R*'s weight and law RMSE
+            heaviest = max(self.members, key=lambda member: member[1])[2]
+            return {
+                **heaviest.describe(),
+                "repeat_decay": "weigh",
+                "repeat_decay_mean": self.decay,
+                "repeat_decay_weights": {f"{d:g}": round(w, 4) for d, w, _ in self.members},
+                "repeat_decay_law_rmse": {f"{d:g}": round(v, 6) for d, v in self.decay_scores.items()},
+            }
         return {
             **super().describe(),
             "repeat_decay": self.decay,
