@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,6 +92,27 @@ def two_scales(seed: int) -> tuple[RepetitionLadder, np.ndarray]:
     return problem, np.isin(ladder.S[:, 0], problem.params[:2])
 
 
+def held_out_spearman(seeds: Iterable[int], held: int, decays: Sequence[float | str], **options: Any) -> np.ndarray:
+    """Spearman at scale `held` of each problem's scale_law_repeat fitted on its 25M and 60M runs: a row
+    per problem, a column per repeat_decay."""
+    cells = []
+    for seed in seeds:
+        problem, fit = two_scales(seed)
+        ladder = problem.build()
+        assert ladder.truth is not None
+        test = ladder.S[:, 0] == problem.params[held]
+        truth = ladder.truth(ladder.X[test], ladder.S[test])
+        row = []
+        for decay in decays:
+            model = SURROGATES.build(
+                "scale_law_repeat", seed=seed, domain_tokens=ladder.domain_tokens, repeat_decay=decay, **options
+            )
+            model.fit(ladder.X[fit], ladder.y[fit], scales=ladder.S[fit])
+            row.append(scores(truth, model.predict_mean(ladder.X[test], scales=ladder.S[test]))["spearman"])
+        cells.append(row)
+    return np.array(cells)
+
+
 def test_the_decay_is_chosen_by_ranking_the_largest_scale() -> None:
     """repeat_decay "fit" scores each R* by fitting on the smaller scales and ranking the largest; it
     keeps the published one unless another ranks better by the margin, and is then the model with that
@@ -130,24 +153,9 @@ def test_a_fitted_decay_ranks_a_larger_scale_better_than_the_published_one() -> 
     the published one, the fitted R* ranks the 150M runs better on average and in the worst problem
     (law exp_linear: 0.836 against 0.780, 0.704 against 0.539). It does not win every problem: it loses
     2 of 10."""
-    cells = []
-    for seed in range(10):
-        problem, fit = two_scales(seed)
-        ladder = problem.build()
-        assert ladder.truth is not None
-        test = ladder.S[:, 0] == problem.params[2]
-        truth = ladder.truth(ladder.X[test], ladder.S[test])
-        row = []
-        for decay in ("fit", REPEAT_DECAY):
-            model = SURROGATES.build(
-                "scale_law_repeat", domain_tokens=ladder.domain_tokens, repeat_decay=decay, law="exp_linear"
-            )
-            model.fit(ladder.X[fit], ladder.y[fit], scales=ladder.S[fit])
-            row.append(scores(truth, model.predict_mean(ladder.X[test], scales=ladder.S[test]))["spearman"])
-        cells.append(row)
-    arr = np.array(cells)
-    assert arr[:, 0].mean() >= arr[:, 1].mean() + 0.03, cells
-    assert arr[:, 0].min() >= arr[:, 1].min() + 0.1, cells
+    arr = held_out_spearman(range(10), 2, ("fit", REPEAT_DECAY), law="exp_linear")
+    assert arr[:, 0].mean() >= arr[:, 1].mean() + 0.03, arr
+    assert arr[:, 0].min() >= arr[:, 1].min() + 0.1, arr
 
 
 def test_weighing_the_decays_is_the_likelihood_weighted_mean_of_one_model_per_decay() -> None:
@@ -205,24 +213,9 @@ def test_weighing_the_decays_ranks_a_far_scale_better_than_choosing_one() -> Non
     """Fitted on the 25M and 60M runs of simulated problems 10-13 (not those the law was tuned on), ranking
     400M: the runs at two small scales hardly tell the decays apart, and weighing them ranks better than
     choosing one by the 60M ranking (measured 0.976, 0.993, 0.980, 0.624 against 0.978, 0.954, 0.930, 0.425)."""
-    cells = []
-    for seed in range(10, 14):
-        problem, fit = two_scales(seed)
-        ladder = problem.build()
-        assert ladder.truth is not None
-        test = ladder.S[:, 0] == problem.params[3]
-        truth = ladder.truth(ladder.X[test], ladder.S[test])
-        row = []
-        for rule in ("weigh", "fit"):
-            model = SURROGATES.build(
-                "scale_law_repeat", seed=seed, domain_tokens=ladder.domain_tokens, repeat_decay=rule
-            )
-            model.fit(ladder.X[fit], ladder.y[fit], scales=ladder.S[fit])
-            row.append(scores(truth, model.predict_mean(ladder.X[test], scales=ladder.S[test]))["spearman"])
-        cells.append(row)
-    arr = np.array(cells)
-    assert arr[:, 0].mean() >= arr[:, 1].mean() + 0.03, cells
-    assert arr[:, 0].min() >= arr[:, 1].min() + 0.05, cells
+    arr = held_out_spearman(range(10, 14), 3, ("weigh", "fit"))
+    assert arr[:, 0].mean() >= arr[:, 1].mean() + 0.03, arr
+    assert arr[:, 0].min() >= arr[:, 1].min() + 0.05, arr
 
 
 def test_per_domain_power_laws_follow_repetition_further_than_an_exp_linear_law() -> None:
