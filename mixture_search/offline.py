@@ -41,6 +41,7 @@ from mixture_search.surrogates.scale import (
     AXES,
     LargestScaleSurrogate,
     Scale,
+    ScaleLawRepeatSurrogate,
     choose_by_largest_scale,
     holdout_largest_scale,
     is_scale_aware_name,
@@ -203,6 +204,16 @@ def fit_scaled(
         model = LargestScaleSurrogate(seed=seed, surrogate=surrogate)
     fitted.model, fitted.cv[key], fitted.chosen[key] = model.fit(X, y, scales=S), [cv], surrogate
     return fitted
+
+
+def repeat_decay_weights(fitted: FittedRuns) -> dict[str, float] | None:
+    """Each repetition decay R* (epochs) and its weight, where the model fitted is scale_law_repeat
+    weighing its decays (option repeat_decay "weigh"): how firmly the runs tell how fast repeated text
+    loses its worth. None for any other model."""
+    model = fitted.model
+    if not isinstance(model, ScaleLawRepeatSurrogate) or not getattr(model, "members", None):
+        return None
+    return {f"{decay:g}": weight for decay, weight, _ in model.members}
 
 
 def ordered_tokens(domain_tokens: Mapping[str, float], domains: Sequence[str]) -> tuple[float, ...]:

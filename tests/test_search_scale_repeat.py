@@ -323,6 +323,12 @@ def test_cli_fit_and_propose_with_domain_tokens(runs: Path, tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
     assert doc["chosen"] == {"loss": "scale_law_repeat"}
+    weights = doc["repeat_decay_weights"]  # how firmly the runs tell the decay
+    assert set(weights) <= {"1", "2", "4", "8", "15.4", "50"} and sum(weights.values()) == pytest.approx(1.0)
+    shown = runner.invoke(app, [*args, "--surrogate", "scale_law_repeat"])
+    assert shown.exit_code == 0 and "repetition decay R* (epochs)" in " ".join(shown.output.split())
+    plain = runner.invoke(app, [*args, "--surrogate", "scale_law", "--json"])
+    assert plain.exit_code == 0 and "repeat_decay_weights" not in plain.output
     refit, saved = load_model(model)  # the option is saved with the model and refits exactly
     assert saved["spec"]["options"]["domain_tokens"] == [40e9, 6e9, 1.5e9, 5e8, 2e8]
     assert refit.options.domain_tokens == (40e9, 6e9, 1.5e9, 5e8, 2e8)  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ from mixture_search.offline import (
     predict_rows,
     propose_runs,
     read_scales,
+    repeat_decay_weights,
     suggest_runs,
 )
 from mixture_search.proposal import DEFAULT_EXTRAPOLATE, DEFAULT_TRUST_REGION, DEFAULT_UNCERTAINTY
@@ -301,6 +302,7 @@ def fit(
     fitted = _fit(
         runs, target, weight_prefix, weights, surrogate, maximize, objective_weights, seed, folds, scale, domain_tokens
     )
+    decays = repeat_decay_weights(fitted)
     if as_json:
         doc = {
             "runs": len(fitted.y),
@@ -312,9 +314,17 @@ def fit(
         }
         if fitted.scales is not None:
             doc["scales"] = len(np.unique(fitted.scales, axis=0))
+        if decays is not None:
+            doc["repeat_decay_weights"] = decays
         typer.echo(json.dumps(doc, indent=2))
     else:
         _print_cv(fitted)
+        if decays is not None:
+            console().print(
+                "repetition decay R* (epochs): weight by how well its law fits the runs: "
+                + ", ".join(f"{d}: {w:.2f}" for d, w in decays.items())
+                + " (weights spread over several R*: the runs do not tell how fast repeated text wears off)"
+            )
     if out is not None:
         single = len(fitted.targets) == 1
         ok = np.isfinite(fitted.y) if single else np.ones(len(fitted.y), dtype=bool)
