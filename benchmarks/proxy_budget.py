@@ -48,6 +48,7 @@ if str(ROOT.parent) not in sys.path[:1]:  # run as a script: the repository's pa
 from flows.steps.noise import Z95  # noqa: E402
 from flows.steps.replicates import pooled_std  # noqa: E402
 from flows.steps.validate import load_validate_spec, prepare_validation  # noqa: E402
+from mixture_search.files import atomic_write_json  # noqa: E402
 from trainers.budget import TrainBudget  # noqa: E402
 from trainers.errors import ConfigError  # noqa: E402
 
@@ -214,8 +215,7 @@ def main() -> None:
         "target_seed_agreement": agreement,
         "budgets": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    atomic_write_json(args.json, out)
     print(f"wrote {args.json}")
 
 

@@ -211,7 +211,7 @@ def repeat_decay_weights(fitted: FittedRuns) -> dict[str, float] | None:
     weighing its decays (option repeat_decay "weigh"): how firmly the runs tell how fast repeated text
     loses its worth. None for any other model."""
     model = fitted.model
-    if not isinstance(model, ScaleLawRepeatSurrogate) or not getattr(model, "members", None):
+    if not isinstance(model, ScaleLawRepeatSurrogate) or not model.members:
         return None
     return {f"{decay:g}": weight for decay, weight, _ in model.members}
 

@@ -432,10 +432,10 @@ class ScaleLawSurrogate(ScaleAwareBase):
         # loss falls with scale towards a floor: sign +1 and both scale exponents at most 0. Unbounded, two
         # scales let a rising common term cancel a falling floor (c far below every run): the fit is as
         # good at the runs and its prediction at a larger scale millions of times too large
-        sign = 1.0
+        self._sign = sign = 1.0
         upper = np.r_[np.full(2, np.inf), np.zeros(2 * axes), np.full(2 * m + 1, np.inf)]
         bounds = (np.full(len(upper), -np.inf), upper)
-        best: tuple[float, float, np.ndarray] | None = None
+        best: tuple[float, np.ndarray] | None = None
         for offset in self.options.offsets:
             c0 = z.min() - offset * span
             start = np.r_[
@@ -449,11 +449,10 @@ class ScaleLawSurrogate(ScaleAwareBase):
             ]
             fit = least_squares(residuals, start, jac=jacobian, args=(sign,), bounds=bounds, method="trf", max_nfev=300)
             if best is None or fit.cost < best[0] - 1e-12:
-                best = (float(fit.cost), sign, fit.x)
+                best = (float(fit.cost), fit.x)
         assert best is not None
-        _, self._sign, theta = best
         self._theta = least_squares(
-            residuals, theta, jac=jacobian, args=(self._sign,), bounds=bounds, method="trf", max_nfev=3000
+            residuals, best[1], jac=jacobian, args=(sign,), bounds=bounds, method="trf", max_nfev=3000
         ).x
 
     def _gp_fit(self, X: np.ndarray, x: np.ndarray, resid: np.ndarray) -> None:
