@@ -3,11 +3,14 @@ divergence, bad input. Tiny shapes (seq 64, a handful of steps), both backends, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from mixture_search.errors import MixSweepError
 from mixture_search.mixture import Mixture
@@ -182,6 +185,30 @@ def test_a_crash_after_the_last_checkpoint_loses_nothing(train_corpus: Path, tmp
     again = train(MIX, train_corpus, tiny_cpu(seq_len=32), budget, "deepspeed", tmp_path)
     assert again.status == "completed" and again.checkpoint == done.checkpoint
     assert again.loss_curve == done.loss_curve and again.evals == done.evals
+
+
+def _transport_threads() -> int:
+    """This process's threads that belong to a torch.distributed group: gloo's loops and TCP stores."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended while listed
+            names.append(Path(f"/proc/self/task/{tid}/comm").read_text().strip())
+    return sum(n in ("gloo_tcp_loop", "pt_gloo_runloop", "pt_tcpstore_uv") for n in names)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the threads from Linux's /proc")
+def test_a_process_that_trains_run_after_run_keeps_no_process_group(train_corpus: Path, tmp_path: Path) -> None:
+    """A Ray Tune actor reused across trials trains one run after another in one process. Each megatron
+    run used to leave its groups alive (megatron-core's rotary cache and a group its destroy forgets):
+    on CPU a gloo thread waking 100 times a second per run, on GPU an NCCL communicator."""
+    from megatron.core import parallel_state
+
+    budget = TrainBudget(steps=2, micro_batch=4, global_batch=4, eval_interval=2)
+    before = _transport_threads()
+    for run in range(2):
+        train(MIX, train_corpus, tiny_cpu(seq_len=32), budget, "megatron", tmp_path / str(run))
+        assert _transport_threads() == before, f"run {run} left threads of its process groups"
+    assert not [k for k, v in vars(parallel_state).items() if isinstance(v, torch.distributed.ProcessGroup)]
 
 
 def test_data_parallel_ranks_read_the_data_layers_global_batches() -> None:

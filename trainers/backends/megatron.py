@@ -461,12 +461,30 @@ class MegatronEngine:
 
     def close(self) -> None:
         # lazy: megatron-core (see the module docstring)
+        from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
         from megatron.core.transformer.moe.moe_utils import get_moe_layer_wise_logging_tracker
 
         # Empty, not just zero (`clear_aux_losses_tracker`): the tracker is process-wide and sized by the
         # first model's layer count, so a deeper model built later in this process would index past it.
         get_moe_layer_wise_logging_tracker().clear()
-        self._ps.destroy_model_parallel()
+        release_process_groups(self._ps, RotaryEmbedding)
+
+
+def release_process_groups(parallel_state: Any, rotary: Any) -> None:
+    """Drop every reference megatron-core keeps to this run's process groups, so that destroying the
+    default group frees them. Two outlive `destroy_model_parallel` in megatron-core 0.16.1:
+    - `RotaryEmbedding.forward` is an `lru_cache` keyed by the module and its context-parallel group, so
+      it keeps the last 32 models' rotary modules and groups alive;
+    - `destroy_model_parallel` does not reset `_INTRA_PARTIAL_DATA_PARALLEL_GROUP_WITH_CP` (and `_GLOO`).
+
+    A kept group keeps its transport: on CPU a gloo loop thread that wakes 100 times a second and a TCP
+    store thread; on GPU an NCCL communicator and its buffers. A process that trains one run after another
+    (a Ray Tune actor reused across trials, a pool worker) gained one such group per run."""
+    rotary.forward.cache_clear()  # a cache of computed frequencies: a later model recomputes its own
+    parallel_state.destroy_model_parallel()
+    for name, value in list(vars(parallel_state).items()):
+        if isinstance(value, dist.ProcessGroup):  # whatever this version's destroy left set
+            setattr(parallel_state, name, None)
 
 
 def _init_adam_state(optimizer: torch.optim.Optimizer) -> None:
