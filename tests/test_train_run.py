@@ -204,6 +204,8 @@ def test_a_process_that_trains_run_after_run_keeps_no_process_group(train_corpus
     from megatron.core import parallel_state
 
     budget = TrainBudget(steps=2, micro_batch=4, global_batch=4, eval_interval=2)
+    # a first run, which also ends what earlier tests' runs in this process left (DeepSpeed keeps its last)
+    train(MIX, train_corpus, tiny_cpu(seq_len=32), budget, "megatron", tmp_path / "first")
     before = _transport_threads()
     for run in range(2):
         train(MIX, train_corpus, tiny_cpu(seq_len=32), budget, "megatron", tmp_path / str(run))
