@@ -473,14 +473,21 @@ class MegatronEngine:
 def release_process_groups(parallel_state: Any, rotary: Any) -> None:
     """Drop every reference megatron-core keeps to this run's process groups, so that destroying the
     default group frees them. Two outlive `destroy_model_parallel` in megatron-core 0.16.1:
-    - `RotaryEmbedding.forward` is an `lru_cache` keyed by the module and its context-parallel group, so
-      it keeps the last 32 models' rotary modules and groups alive;
+    - `RotaryEmbedding.forward` (and its own in `YarnRotaryEmbedding`, MLA's) is an `lru_cache` keyed by
+      the module and its context-parallel group, so it keeps the last 32 models' rotary modules and
+      groups alive;
     - `destroy_model_parallel` does not reset `_INTRA_PARTIAL_DATA_PARALLEL_GROUP_WITH_CP` (and `_GLOO`).
 
     A kept group keeps its transport: on CPU a gloo loop thread that wakes 100 times a second and a TCP
     store thread; on GPU an NCCL communicator and its buffers. A process that trains one run after another
     (a Ray Tune actor reused across trials, a pool worker) gained one such group per run."""
-    rotary.forward.cache_clear()  # a cache of computed frequencies: a later model recomputes its own
+    classes = [rotary]
+    while classes:  # a cache of computed frequencies: a later model recomputes its own
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        cache_clear = getattr(vars(cls).get("forward"), "cache_clear", None)
+        if cache_clear is not None:
+            cache_clear()
     parallel_state.destroy_model_parallel()
     for name, value in list(vars(parallel_state).items()):
         if isinstance(value, dist.ProcessGroup):  # whatever this version's destroy left set
