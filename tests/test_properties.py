@@ -4,7 +4,6 @@ the blended stream as the trainers see it (`BlendedSequenceDataset` over a real 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixture_search.formats import parse_data_path, to_data_path, to_data_path_string
+from mixture_search.formats import _NUMBER, parse_data_path, to_data_path, to_data_path_string
 from mixture_search.mixture import Mixture
 from trainers.data import BlendedSequenceDataset, Corpus
 from trainers.data.blend import make_targets
 from trainers.data.engine import max_drift
 
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+# a name the parser reads as a number (nan and inf included) cannot be a path: such names are not drawn
 names_st = st.lists(
     st.text(
         alphabet=st.characters(whitelist_categories=("L", "N"), whitelist_characters="_-/."), min_size=1, max_size=16
