@@ -461,16 +461,15 @@ class MegatronEngine:
 
     def close(self) -> None:
         # lazy: megatron-core (see the module docstring)
-        from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
         from megatron.core.transformer.moe.moe_utils import get_moe_layer_wise_logging_tracker
 
         # Empty, not just zero (`clear_aux_losses_tracker`): the tracker is process-wide and sized by the
         # first model's layer count, so a deeper model built later in this process would index past it.
         get_moe_layer_wise_logging_tracker().clear()
-        release_process_groups(self._ps, RotaryEmbedding)
+        release_process_groups()
 
 
-def release_process_groups(parallel_state: Any, rotary: Any) -> None:
+def release_process_groups() -> None:
     """Drop every reference megatron-core keeps to this run's process groups, so that destroying the
     default group frees them. Two outlive `destroy_model_parallel` in megatron-core 0.16.1:
     - `RotaryEmbedding.forward` (and its own in `YarnRotaryEmbedding`, MLA's) is an `lru_cache` keyed by
@@ -481,7 +480,11 @@ def release_process_groups(parallel_state: Any, rotary: Any) -> None:
     A kept group keeps its transport: on CPU a gloo loop thread that wakes 100 times a second and a TCP
     store thread; on GPU an NCCL communicator and its buffers. A process that trains one run after another
     (a Ray Tune actor reused across trials, a pool worker) gained one such group per run."""
-    classes = [rotary]
+    # lazy: megatron-core (see the module docstring)
+    from megatron.core import parallel_state
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+
+    classes: list[type] = [RotaryEmbedding]
     while classes:  # a cache of computed frequencies: a later model recomputes its own
         cls = classes.pop()
         classes.extend(cls.__subclasses__())
