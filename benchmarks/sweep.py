@@ -226,6 +226,9 @@ def main() -> None:
         **bracketed,
         "overhead_s_per_trial": round((sweep_s - direct_s) / max(len(rows), 1), 2),
         "breakdown": breakdown,
+        # every run in order, in brief: which side lost time, and where (steps, fixed costs, other CPU)
+        "sweeps_each": [_each(sw, sweep=True) for sw in sweeps],
+        "peers_each": [_each(pe, sweep=False) for pe in peers],
         "max_rel_diff_bpb": max(abs(a - b) / abs(b) for a, b in bpb_pairs),  # every trial of every run
     }
     print(json.dumps(report, indent=2))
@@ -243,11 +246,13 @@ def _sweep(stack: Any, corpus: Path, out: Path, name: str, args: argparse.Namesp
     print(f"sweep {name}: {args.trials} trials x {args.steps} steps, {args.parallel} at a time", flush=True)
     servers = _server_processes(stack)
     server_cpu = _cpu_seconds(servers)
+    machine_cpu = _machine_busy_s()
     t0 = time.perf_counter()
     env = {**os.environ, **stack.cfg.client_env()}
     proc = subprocess.Popen([str(BIN / "mixsweep"), "sweep", str(spec_path)], env=env, cwd=REPO)
     tree_cpu = _watch_tree(proc)
     wall_s = time.perf_counter() - t0
+    machine_cpu = _machine_busy_s() - machine_cpu
     if proc.returncode != 0:
         raise SystemExit(f"the sweep {name} failed (exit {proc.returncode})")
     from trainers.result import TrainResult  # driver only, as in main()
@@ -258,6 +263,7 @@ def _sweep(stack: Any, corpus: Path, out: Path, name: str, args: argparse.Namesp
     return {
         "wall_s": wall_s,
         "tree_cpu": tree_cpu,
+        "machine_cpu": machine_cpu,
         "server_cpu": {k: round(v - server_cpu.get(k, 0.0), 2) for k, v in _cpu_seconds(servers).items()},
         "summary": json.loads((out / "summary.json").read_text()),
         "rows": rows,
@@ -268,6 +274,7 @@ def _direct(job: dict[str, Any]) -> dict[str, Any]:
     """The peer in a fresh process, timed from start to exit, with the threads of a Ray trial of
     `job["threads"]` CPUs: Ray sets OMP_NUM_THREADS so in each trial worker's environment."""
     print(f"direct: the same {len(job['mixtures'])} trainings, {job['parallel']} worker processes", flush=True)
+    machine_cpu = _machine_busy_s()
     t0 = time.perf_counter()
     peer = subprocess.Popen(
         [sys.executable, __file__, "--direct", json.dumps(job)],
@@ -283,10 +290,18 @@ def _direct(job: dict[str, Any]) -> dict[str, Any]:
     tree_cpu = _watch_tree(peer)
     reader.join()
     wall_s = time.perf_counter() - t0
+    machine_cpu = _machine_busy_s() - machine_cpu
     if peer.returncode != 0:
         raise SystemExit(f"the direct trainings failed: {out['err'][-2000:]}")
     bpb, tps, phases = zip(*json.loads(out["out"].strip().splitlines()[-1]), strict=True)
-    return {"wall_s": wall_s, "tree_cpu": tree_cpu, "bpb": bpb, "tps": tps, "phases": list(phases)}
+    return {
+        "wall_s": wall_s,
+        "tree_cpu": tree_cpu,
+        "machine_cpu": machine_cpu,
+        "bpb": bpb,
+        "tps": tps,
+        "phases": list(phases),
+    }
 
 
 def _mean_phases(phases: list[dict[str, float]]) -> dict[str, float]:
@@ -404,6 +419,34 @@ def _kind(name: str, cmd: list[str], parent: str) -> str:
             return "python -c"
         return Path(next((c for c in cmd[1:] if not c.startswith("-")), cmd[1])).name
     return Path(title).name
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (every core, every process) since boot."""
+    import psutil  # driver only, as above
+
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+
+def _each(run: dict[str, Any], sweep: bool) -> dict[str, Any]:
+    """One run (a sweep or a peer) in brief: its wall time, its trainings' mean tokens/s, the CPU of its
+    own process tree, and the CPU the machine spent outside that tree meanwhile (the servers, the
+    benchmark's own sampling, and anything else on the machine)."""
+    tree = sum(run["tree_cpu"].values())
+    row: dict[str, Any] = {"wall_s": round(run["wall_s"], 2)}
+    if sweep:
+        flow = run["summary"].get("timings_s", {})
+        row["outside_flow_s"] = round(run["wall_s"] - flow.get("total", 0.0), 2)
+        row |= {f"flow.{k}_s": flow[k] for k in ("trials", "finish", "cv") if k in flow}
+        row["tokens_per_s_mean"] = round(statistics.fmean(r["metrics"]["train.tokens_per_s"] for r in run["rows"]), 1)
+        row["steps_s_mean"] = round(statistics.fmean(r["phases"]["steps_s"] for r in run["rows"]), 2)
+    else:
+        row["tokens_per_s_mean"] = round(statistics.fmean(run["tps"]), 1)
+        row["steps_s_mean"] = round(statistics.fmean(p["steps_s"] for p in run["phases"]), 2)
+    row["tree_cpu_s"] = round(tree, 2)
+    row["outside_tree_cpu_s"] = round(run["machine_cpu"] - tree, 2)
+    return row
 
 
 def _cpu_seconds(procs: dict[str, list[Any]]) -> dict[str, float]:

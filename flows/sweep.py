@@ -62,6 +62,7 @@ from flows.steps.search import (
     suggest_candidates,
 )
 from flows.steps.spec import SweepSpec, load_spec
+from flows.steps.threads import one_blas_thread
 from flows.steps.timing import Timings
 from flows.tracking.redact import redact_uri
 from flows.tracking.tracker import TRIAL_STAGE, SweepTracker
@@ -441,6 +442,7 @@ def sweep(spec: SweepSpec | str) -> dict[str, Any]:
     rest (unknown domains, corpus files, ...) `load_spec` and the check step refuse in one line before
     anything trains. (Prefect's own validation stays off: it would replace those one-line errors.)"""
     timings = Timings()
+    one_blas_thread()  # this process's fits are small; the cores train the trials
     parsed = load_spec(spec)
     with timings.stage("check"):
         prepared = check_inputs(parsed)

@@ -97,3 +97,23 @@ def test_a_trainings_phases_split_its_call_train_and_steps() -> None:
         "call_s": 1.5,
         "steps_s": 0.75,
     }
+
+
+def test_each_run_in_brief_splits_its_cpu_between_its_tree_and_the_rest() -> None:
+    """Every sweep and peer gets a row (the committed JSON compares them run by run): wall time, the
+    trainings' mean tokens/s and steps, and the machine's CPU outside the run's own process tree."""
+    phases = {"call_s": 80.0, "train_s": 79.0, "steps_s": 76.0}
+    peer = {"wall_s": 330.0, "tree_cpu": {"a": 600.0, "b": 20.0}, "machine_cpu": 641.5, "tps": [7800.0, 8000.0],
+            "phases": [phases, {**phases, "steps_s": 78.0}]}  # fmt: skip
+    assert sweep._each(peer, sweep=False) == {
+        "wall_s": 330.0, "tokens_per_s_mean": 7900.0, "steps_s_mean": 77.0, "tree_cpu_s": 620.0,
+        "outside_tree_cpu_s": 21.5,
+    }  # fmt: skip
+    rows = [{"metrics": {"train.tokens_per_s": 7400.0}, "phases": phases}]
+    run = {"wall_s": 375.0, "tree_cpu": {"a": 690.0}, "machine_cpu": 720.0, "rows": rows,
+           "summary": {"timings_s": {"trials": 355.0, "finish": 7.5, "cv": 1.5, "total": 367.0}}}  # fmt: skip
+    assert sweep._each(run, sweep=True) == {
+        "wall_s": 375.0, "outside_flow_s": 8.0, "flow.trials_s": 355.0, "flow.finish_s": 7.5, "flow.cv_s": 1.5,
+        "tokens_per_s_mean": 7400.0, "steps_s_mean": 76.0, "tree_cpu_s": 690.0, "outside_tree_cpu_s": 30.0,
+    }  # fmt: skip
+    assert sweep._machine_busy_s() > 0

@@ -97,3 +97,15 @@ def test_timings_add_up_to_the_total() -> None:
     out = t.rounded()
     assert set(out) == {"trials", "other", "total"}
     assert out["total"] >= out["trials"] >= 0
+
+
+def test_the_sweeps_process_runs_its_linear_algebra_on_one_thread() -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from flows.steps.threads import one_blas_thread
+
+    with threadpool_limits(2, user_api="blas"):  # the default on 2 cores; restored after the test
+        one_blas_thread()
+        blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert {lib["prefix"] for lib in blas} >= {"libscipy_openblas"}  # scipy's own, loaded by the call
+        assert [lib["num_threads"] for lib in blas] == [1] * len(blas)
