@@ -177,8 +177,8 @@ def main() -> None:
     bracketed = brackets(
         [sw["wall_s"] for sw in sweeps],
         [pe["wall_s"] for pe in peers],
-        [statistics.fmean(r["metrics"]["train.tokens_per_s"] for r in sw["rows"]) for sw in sweeps],
-        [statistics.fmean(pe["tps"]) for pe in peers],
+        [_mean_tps(sw) for sw in sweeps],
+        [_mean_tps(pe) for pe in peers],
     )
     summary, tree_cpu = first["summary"], first["tree_cpu"]
     flow = summary.get("timings_s", {})
@@ -429,6 +429,11 @@ def _machine_busy_s() -> float:
     return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
 
 
+def _mean_tps(run: dict[str, Any]) -> float:
+    """A run's mean training tokens/s: its trials' (a sweep: `rows`) or its trainings' (a peer: `tps`)."""
+    return statistics.fmean([r["metrics"]["train.tokens_per_s"] for r in run["rows"]] if "rows" in run else run["tps"])
+
+
 def _each(run: dict[str, Any], sweep: bool) -> dict[str, Any]:
     """One run (a sweep or a peer) in brief: its wall time, its trainings' mean tokens/s, the CPU of its
     own process tree, and the CPU the machine spent outside that tree meanwhile (the servers, the
@@ -439,11 +444,9 @@ def _each(run: dict[str, Any], sweep: bool) -> dict[str, Any]:
         flow = run["summary"].get("timings_s", {})
         row["outside_flow_s"] = round(run["wall_s"] - flow.get("total", 0.0), 2)
         row |= {f"flow.{k}_s": flow[k] for k in ("trials", "finish", "cv") if k in flow}
-        row["tokens_per_s_mean"] = round(statistics.fmean(r["metrics"]["train.tokens_per_s"] for r in run["rows"]), 1)
-        row["steps_s_mean"] = round(statistics.fmean(r["phases"]["steps_s"] for r in run["rows"]), 2)
-    else:
-        row["tokens_per_s_mean"] = round(statistics.fmean(run["tps"]), 1)
-        row["steps_s_mean"] = round(statistics.fmean(p["steps_s"] for p in run["phases"]), 2)
+    phases = [r["phases"] for r in run["rows"]] if sweep else run["phases"]
+    row["tokens_per_s_mean"] = round(_mean_tps(run), 1)
+    row["steps_s_mean"] = round(statistics.fmean(ph["steps_s"] for ph in phases), 2)
     row["tree_cpu_s"] = round(tree, 2)
     row["outside_tree_cpu_s"] = round(run["machine_cpu"] - tree, 2)
     return row
