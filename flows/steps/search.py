@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from flows.steps.cv_process import cross_validate_in_process
 from flows.steps.prepare import Prepared
 from flows.trials.result import TrialResult
 from mixture_search import SAMPLERS, SURROGATES, Observation, Sampler
 from mixture_search.files import atomic_write_json
 from mixture_search.keys import content_key
 from mixture_search.mixture import Mixture
-from mixture_search.surrogates import cross_validate_predictions
 
 
 @dataclass
@@ -118,7 +118,7 @@ def cross_validate_cached(prepared: Prepared, results: list[TrialResult]) -> Cro
         stored = json.loads(cached.read_text(encoding="utf-8"))
         return CrossValidation(stored["table"], y, np.asarray(stored["oof"], dtype=float))
     model = SURROGATES.build(spec.search.surrogate)
-    cv, oof = cross_validate_predictions(model, X, y, folds=folds, seed=spec.seed)
+    cv, oof = cross_validate_in_process(model, X, y, folds=folds, seed=spec.seed)  # beside the flow's work
     table = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in _finite_fields(cv).items()}
     atomic_write_json(cached, {"table": table, "oof": [float(v) for v in np.asarray(oof)]}, indent=None, default=str)
     return CrossValidation(table, y, np.asarray(oof, dtype=float))

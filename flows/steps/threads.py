@@ -2,11 +2,11 @@
 
 A sweep's own process fits small models (the surrogates and their cross-validation: matrices of a few
 hundred rows at most) while the machine's cores train the trials, and at the end of a sweep it runs
-the CV and the proposal side by side in two threads. OpenBLAS gives each of those calls a pool of one
-thread per core, which on matrices this small only spins: measured on 2 cores, the
-CV took 6.7 CPU seconds with the default pool and 4.0 with one thread, in the same wall time and with
-the same results to the last digit, and the proposal 3.2 against 2.4 (the 6 trials of a 20-step sweep
-of the demo corpus).
+the CV (in a child process, `flows.steps.cv_process`, which sets the same limit) beside the proposal.
+OpenBLAS gives each of those calls a pool of one thread per core, which on matrices this small only
+spins: measured on 2 cores, when the two ran side by side in two threads, the CV took 6.7 CPU seconds
+with the default pool and 4.0 with one thread, in the same wall time and with the same results to the
+last digit, and the proposal 3.2 against 2.4 (the 6 trials of a 20-step sweep of the demo corpus).
 """
 
 from __future__ import annotations

@@ -1,0 +1,74 @@
+"""The surrogate's cross-validation in a process of its own (`python -m flows.steps.cv_process`).
+
+At the end of a round the flow runs the CV beside the proposal, the ranking and the plots. In a thread
+of the sweep's process the two took turns on the interpreter lock: after the 8 trials of
+`benchmarks/sweep.py` the process used 9.5 CPU seconds in 9.7 s of wall time, one core, while the
+machine's other core stood idle. A child process runs the CV on that core instead.
+
+The child is a fresh interpreter (`sys.executable -m`), not a `multiprocessing` one: those import the
+parent's `__main__` again (the command, or a user's script, which may not guard its call of the flow),
+and a forked copy of a process with Ray's, Prefect's and OpenMP's threads can hang. It imports only
+the surrogates (about 0.2 s), runs the same call with one BLAS thread as the sweep's process does, and
+so returns the same figures. Input and answer travel as pickles: the answer through a file, since
+LightGBM and others print to stdout.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.steps.threads import one_blas_thread
+from mixture_search.surrogates import CVResult, Surrogate, cross_validate_predictions
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def cross_validate_in_process(
+    model: Surrogate, X: np.ndarray, y: np.ndarray, *, folds: int, seed: int
+) -> tuple[CVResult, np.ndarray]:
+    """`cross_validate_predictions(model, X, y, folds=folds, seed=seed)`, computed in a child process. A
+    child that fails raises a one-line `RuntimeError` with its exception, or for a crash the last line
+    it wrote to stderr."""
+    with tempfile.TemporaryDirectory(prefix="mixsweep-cv-") as tmp:
+        answer = Path(tmp) / "answer.pkl"
+        proc = subprocess.run(
+            [sys.executable, "-m", "flows.steps.cv_process", str(answer)],
+            input=pickle.dumps((model, X, y, folds, seed)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            check=False,
+        )
+        if proc.returncode != 0 or not answer.is_file():
+            said = Path(f"{answer}.error")  # the child's exception, else (a crash) its last line on stderr
+            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+            message = " ".join((said.read_text() if said.is_file() else tail[0]).split())
+            raise RuntimeError(f"the surrogate's cross-validation process failed (exit {proc.returncode}): {message}")
+        result: tuple[CVResult, np.ndarray] = pickle.loads(answer.read_bytes())
+        return result
+
+
+def main() -> None:
+    answer = Path(sys.argv[1])
+    try:
+        one_blas_thread()
+        model, X, y, folds, seed = pickle.load(sys.stdin.buffer)
+        result: Any = cross_validate_predictions(model, X, y, folds=folds, seed=seed)
+    except Exception as exc:  # told to the parent in its own words; the traceback stays on stderr
+        Path(f"{answer}.error").write_text(f"{type(exc).__name__}: {exc}")
+        raise
+    answer.write_bytes(pickle.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["cross_validate_in_process"]
