@@ -32,6 +32,8 @@ class Surrogate(Protocol):
 
     def clone(self) -> Surrogate: ...
 
+    def spec(self) -> dict[str, Any]: ...  # name, seed and options: what rebuilds it (`persist.build`)
+
 
 def predict_mean(model: Any, X: Features) -> np.ndarray:
     """Only the mean: a fast path for models whose std is costly (LightGBM's bagged boosters)."""
