@@ -2,8 +2,9 @@
 
 At the end of a round the flow runs the CV beside the proposal, the ranking and the plots. In a thread
 of the sweep's process the two took turns on the interpreter lock: after the 8 trials of
-`benchmarks/sweep.py` the process used 9.5 CPU seconds in 9.7 s of wall time, one core, while the
-machine's other core stood idle. A child process runs the CV on that core instead.
+`benchmarks/sweep.py`'s spec (40 steps each, two sweeps) the process used 9.0-9.2 CPU seconds in 8.5-8.6 s
+of wall time, one core, while the machine's other core stood idle. A child process runs the CV on that
+core instead: those stages took 6.3-7.0 s, with the sweep's process using 4.4-4.9 CPU seconds.
 
 The child is a fresh interpreter (`sys.executable -m`), not a `multiprocessing` one: those import the
 parent's `__main__` again (the command, or a user's script, which may not guard its call of the flow),
