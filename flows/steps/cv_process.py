@@ -58,12 +58,17 @@ def cross_validate_in_process(
             check=False,
         )
         if proc.returncode != 0 or not answer.is_file():
-            said = Path(f"{answer}.error")  # the child's exception, else (a crash) its last line on stderr
+            said = _error_file(answer)  # the child's exception, else (a crash) its last line on stderr
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
             message = " ".join((said.read_text() if said.is_file() else tail[0]).split())
             raise RuntimeError(f"the surrogate's cross-validation process failed (exit {proc.returncode}): {message}")
         done = json.loads(answer.read_text())
         return CVResult(**done["cv"]), np.asarray(done["oof"], dtype=np.float64)
+
+
+def _error_file(answer: Path) -> Path:
+    """Where the child tells its exception: beside the answer it could not give."""
+    return answer.with_name(f"{answer.name}.error")
 
 
 def main() -> None:
@@ -74,7 +79,7 @@ def main() -> None:
         X, y = np.asarray(job["X"], dtype=np.float64), np.asarray(job["y"], dtype=np.float64)
         cv, oof = cross_validate_predictions(build(job["model"]), X, y, folds=job["folds"], seed=job["seed"])
     except Exception as exc:  # told to the parent in its own words; the traceback stays on stderr
-        Path(f"{answer}.error").write_text(f"{type(exc).__name__}: {exc}")
+        _error_file(answer).write_text(f"{type(exc).__name__}: {exc}")
         raise
     answer.write_text(json.dumps({"cv": dataclasses.asdict(cv), "oof": np.asarray(oof).tolist()}))
 
