@@ -31,6 +31,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path[:1]:  # run as a script: the repository's packages before benchmarks/eval.py
     sys.path.insert(0, str(REPO))
+
+from mixture_search.files import atomic_write_json  # noqa: E402
+from trainers.data.corpus import Corpus  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "trial_gap.json"
 FIGURES = (
     "wall_s",
@@ -142,8 +146,6 @@ def _side(side: str, corpus: str, steps: int) -> list[dict[str, float]]:
 
 
 def _jobs(corpus: str, steps: int, root: str | None = None) -> list[tuple]:
-    from trainers.data.corpus import Corpus  # a side's process only
-
     domains = sorted(Corpus.load(corpus).domains)
     uniform = {d: 1.0 for d in domains}
     tilted = {d: 2.0 if i % 2 else 1.0 for i, d in enumerate(domains)}
@@ -187,8 +189,6 @@ def main() -> None:
     }
     print(json.dumps({k: report[k] for k in ("mean", "tune_minus_plain", "tune_wall_vs_plain")}, indent=1))
     if not args.smoke:
-        from mixture_search.files import atomic_write_json  # the driver only
-
         atomic_write_json(args.out, report, indent=1)
         print(f"wrote {args.out}")
 
