@@ -107,13 +107,11 @@ def tuned(jobs: list[tuple]) -> list[dict[str, float]]:
     import ray  # the Tune side only
     from ray import tune
 
-    from flows.trials.local_ray import LOCAL_RAY_ENV
+    from flows.trials.local_ray import init_now
     from flows.trials.tune import trial_loggers
 
-    for name, value in LOCAL_RAY_ENV.items():
-        os.environ.setdefault(name, value)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    ray.init(num_cpus=len(jobs), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    init_now(None)  # the sweep's own start of a local Ray: its environment and options
 
     def trainable(config: dict[str, Any]) -> None:
         tune.report({"figures": json.dumps(train_one(tuple(config["job"])))})
