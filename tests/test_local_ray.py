@@ -79,6 +79,11 @@ def test_background_ray_serves_this_thread_and_stops(clean: None, monkeypatch: p
     assert node is not None
     pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
     assert pids and all(_alive(pid) for pid in pids)
+    # the stop ends the autoscaler's monitor first, while the GCS still runs (after it, the monitor's
+    # SIGTERM handler waits on the GCS for Ray's whole second of grace)
+    monitor, gcs = (node.all_processes[kind][0].process for kind in ("monitor", "gcs_server"))
+    local_ray._stop_autoscaler_first()
+    assert monitor.poll() is not None and gcs.poll() is None
 
     local_ray.stop()  # what `mixsweep sweep` does once the flow is done
     assert not ray.is_initialized()

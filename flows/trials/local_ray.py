@@ -143,10 +143,27 @@ def stop(timeout: float = 60.0) -> None:
     if _keeper is None:
         return
     _keeper.ready.wait(timeout)
+    _stop_autoscaler_first()
     ray.shutdown()
     _keeper.released.set()
     _keeper.join(timeout)
     _keeper = None
+
+
+def _stop_autoscaler_first() -> None:
+    """Kill the local Ray's autoscaler monitor while its GCS still runs. `ray.shutdown()` stops the GCS
+    first and the monitor after it; the monitor's SIGTERM handler then waits on the gone GCS, and Ray
+    kills it (SIGKILL) once its second of grace is over. Killed first, as Ray ends it anyway, the
+    shutdown takes 0.31-0.33 s instead of 1.1-1.3 s (2 cores). A SIGTERM while the GCS runs is no
+    better: the monitor took 0.6 s and reported itself failed. The node's `kill_monitor` is Ray's private
+    API, hence the guard: a Ray without it shuts down as before."""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    kill = getattr(getattr(worker, "_global_node", None), "kill_monitor", None)
+    if callable(kill):
+        try:
+            kill(check_alive=False)
+        except Exception as exc:  # the shutdown goes on: it kills whatever is left
+            logging.getLogger(__name__).debug("killing Ray's autoscaler monitor first failed: %s", exc)
 
 
 __all__ = [
