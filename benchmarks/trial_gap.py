@@ -160,7 +160,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--side", choices=("plain", "tune"), help=argparse.SUPPRESS)  # internal: one side's process
     args = ap.parse_args()
-    corpus = str((REPO / args.corpus).resolve()) if not Path(args.corpus).is_absolute() else args.corpus
+    corpus = str((REPO / args.corpus).resolve())  # an absolute --corpus stays itself
     if args.side:
         print(json.dumps((plain if args.side == "plain" else tuned)(_jobs(corpus, args.steps))))
         return

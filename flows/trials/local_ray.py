@@ -157,8 +157,7 @@ def _stop_autoscaler_first() -> None:
     shutdown takes 0.31-0.33 s instead of 1.1-1.3 s (2 cores). A SIGTERM while the GCS runs is no
     better: the monitor took 0.6 s and reported itself failed. The node's `kill_monitor` is Ray's private
     API, hence the guard: a Ray without it shuts down as before."""
-    worker = getattr(getattr(ray, "_private", None), "worker", None)
-    kill = getattr(getattr(worker, "_global_node", None), "kill_monitor", None)
+    kill = getattr(getattr(ray._private.worker, "_global_node", None), "kill_monitor", None)
     if callable(kill):
         try:
             kill(check_alive=False)
