@@ -13,9 +13,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
-from benchmarks.scale import RepetitionLadder, naive
+from benchmarks.scale import (
+    RepetitionLadder,
+    fixture_ladders,
+    fixture_noise,
+    lead_detail,
+    lead_interval,
+    naive,
+    spearman_rows,
+)
 from flows.cli import app
 from mixture_search.errors import SearchError
 from mixture_search.surrogates import SURROGATES, load_model
@@ -386,3 +395,51 @@ def test_cli_bad_domain_tokens_are_one_line(runs: Path, extra: tuple[str, ...], 
 def test_cli_domain_tokens_need_scale(runs: Path) -> None:
     result = runner.invoke(app, ["fit", str(runs), "-t", "loss", "--domain-tokens", TOKENS])
     assert result.exit_code == 2 and "--domain-tokens: --domain-tokens needs --scale" in result.output, result.output
+
+
+def test_the_benchmarks_row_spearman_is_scipys_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    truth, pred = rng.normal(size=(40, 12)), rng.integers(0, 4, (40, 12)).astype(float)  # ties in pred
+    expected = [spearmanr(t, p).statistic for t, p in zip(truth, pred)]
+    assert spearman_rows(truth, pred) == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_benchmarks_lead_interval_brackets_the_lead_and_narrows_with_mixtures() -> None:
+    rng = np.random.default_rng(0)
+
+    def interval(n: int) -> tuple[float, list[float]]:
+        truth = rng.normal(size=n)
+        product, anchor = truth + rng.normal(0, 0.3, n), truth + rng.normal(0, 0.6, n)
+        lead = scores(truth, product)["spearman"] - scores(truth, anchor)["spearman"]
+        return lead, lead_interval(truth, product, [anchor, anchor + rng.normal(0, 5.0, n)])
+
+    lead, (lo, hi) = interval(30)
+    assert lo < lead < hi and lo < hi
+    _, (lo_many, hi_many) = interval(600)
+    assert lo_many > 0 and hi_many - lo_many < (hi - lo) / 2  # a lead the product has is resolved by more mixtures
+
+
+@pytest.mark.parametrize(
+    ("ci", "product", "expected"),
+    [
+        ([0.03, 0.2], 0.99, "met beyond noise"),
+        ([-0.01, 0.2], 0.99, "met, within noise"),
+        ([-0.07, 0.04], 0.94, "missed, within noise of the goal"),
+        ([-0.2, 0.01], 0.90, "missed beyond noise"),
+    ],
+)
+def test_the_benchmarks_lead_verdict_follows_its_interval(ci: list[float], product: float, expected: str) -> None:
+    cell = {"product": product, "better_anchor": 0.94, "lead_ci95": ci}
+    assert lead_detail("cell", cell, {})["verdict"] == expected
+
+
+def test_the_fixtures_checkpoints_agree_with_its_truth_more_than_another_size_does() -> None:
+    noise = fixture_noise("Pile-CC", (70e6, 160e6, 305e6), 410e6)
+    own, naive_ = noise["held_out_own_checkpoints"], noise["naive_from_checkpoints"]
+    assert set(own) == {"27000", "24000"} and set(naive_) == {"24000", "27000", "30000"}
+    assert (
+        min(own.values()) > max(naive_.values()) > 0.9
+    )  # one run's ranking moves less in 3,000 steps than across sizes
+    ladder = fixture_ladders()["Pile-CC"]
+    fit, test = np.isin(ladder.S[:, 0], (70e6, 160e6, 305e6)), ladder.S[:, 0] == 410e6
+    assert naive_["30000"] == round(scores(ladder.y[test], naive(ladder, fit, test))["spearman"], 4)
