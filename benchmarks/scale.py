@@ -277,14 +277,16 @@ def fixture_noise(
     seed's would be (checkpoints of one run share its data order and initialisation)."""
     import csv
 
-    losses: list[str] = []
     table: dict[tuple[float, int, tuple[float, ...]], float] = {}
     with path.open(encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            losses = losses or [k for k in r if k.startswith("loss.")]
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        losses = [k for k in columns if k.startswith("loss.")]
+        weights = sorted(k for k in columns if k.startswith("w_"))
+        for r in reader:
             if r["model"] == "1B" or int(r["step"]) not in NOISE_STEPS or any(r[c] == "" for c in losses):
                 continue
-            key = tuple(round(float(r[k]), 6) for k in sorted(r) if k.startswith("w_"))
+            key = tuple(round(float(r[w]), 6) for w in weights)
             value = np.mean([float(r[c]) for c in losses]) if objective == "mean" else float(r[f"loss.{objective}"])
             table[(float(r["params"]), int(r["step"]), key)] = float(value)
     mixtures = sorted(k for p, s, k in table if p == test_params and s == FIXTURE_STEP)
