@@ -65,6 +65,7 @@ Every missed cell is listed under its goal with these, and a lead's verdict is c
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import sys
@@ -209,9 +210,11 @@ def evaluate(
     fit_params: Sequence[float],
     test_params: float,
     seed: int,
+    product: str,
     published: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Every method's Spearman at the held-out scale. `published`, in the simulation: its exact law with
+    """Every method's Spearman at the held-out scale, and the 95% interval of `product`'s lead over the
+    better anchor (`lead_ci95`). `published`, in the simulation: its exact law with
     the published repetition decay in place of its own; the row then says how far the decay alone moves
     the ranking (`exact_law_published_decay`). Not a bound: a model that learns from the runs can do better."""
     fit = np.isin(ladder.S[:, 0], fit_params)
@@ -228,7 +231,6 @@ def evaluate(
         row["spearman"][method] = round(scores(truth, preds[method])["spearman"], 4)
         if method == "auto":
             row["auto_chose"] = chosen
-    product = "scale_law_repeat" if ladder.domain_tokens is not None else "scale_law"
     row["lead_ci95"] = lead_interval(truth, preds[product], [preds["naive"], preds["lightgbm_scale"]], seed=seed)
     if ladder.truth is not None:  # how far the optimum moved: the true ranking at the largest fitted scale
         top = fit & (ladder.S[:, 0] == max(fit_params))
@@ -240,18 +242,13 @@ def evaluate(
     return row
 
 
-def rank_rows(values: np.ndarray) -> np.ndarray:
-    """Average ranks along each row (ties share their mean rank, as in Spearman's rho)."""
+def spearman_rows(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair: the Pearson correlation of their average ranks (ties share theirs)."""
     from scipy.stats import rankdata
 
-    return np.asarray(rankdata(values, axis=1), dtype=np.float64)
-
-
-def spearman_rows(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Spearman's rho of each row pair: the Pearson correlation of their ranks."""
-    a, b = rank_rows(truth), rank_rows(pred)
+    a, b = rankdata(truth, axis=1), rankdata(pred, axis=1)
     a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
-    return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    return np.asarray((a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1)), dtype=np.float64)
 
 
 def lead_interval(
@@ -267,17 +264,13 @@ def lead_interval(
     return [round(float(lo), 4), round(float(hi), 4)]
 
 
-def fixture_noise(
-    objective: str, fit_params: Sequence[float], test_params: float, path: Path = FIXTURE
-) -> dict[str, Any]:
-    """How much the fixture's own rankings move between checkpoints of the same runs, 3,000 and 6,000 steps
-    apart: the held-out size's ranking at steps 27,000 and 24,000 against its ranking at 30,000 (the truth),
-    and the naive anchor read from the largest fitted size's checkpoints at 24,000, 27,000 and 30,000 steps.
-    One run per mixture and no seeds: this is the only noise the public runs show, and less than a second
-    seed's would be (checkpoints of one run share its data order and initialisation)."""
+@functools.cache
+def checkpoint_losses(path: Path = FIXTURE) -> tuple[list[str], dict[tuple[float, int, tuple[float, ...]], np.ndarray]]:
+    """The fixture's loss columns, and every run's losses at the `NOISE_STEPS` checkpoints keyed by (params,
+    step, mixture); read once for every cell's `fixture_noise`."""
     import csv
 
-    table: dict[tuple[float, int, tuple[float, ...]], float] = {}
+    runs: dict[tuple[float, int, tuple[float, ...]], np.ndarray] = {}
     with path.open(encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
@@ -286,9 +279,22 @@ def fixture_noise(
         for r in reader:
             if r["model"] == "1B" or int(r["step"]) not in NOISE_STEPS or any(r[c] == "" for c in losses):
                 continue
-            key = tuple(round(float(r[w]), 6) for w in weights)
-            value = np.mean([float(r[c]) for c in losses]) if objective == "mean" else float(r[f"loss.{objective}"])
-            table[(float(r["params"]), int(r["step"]), key)] = float(value)
+            key = (float(r["params"]), int(r["step"]), tuple(round(float(r[w]), 6) for w in weights))
+            runs[key] = np.array([float(r[c]) for c in losses])
+    return losses, runs
+
+
+def fixture_noise(
+    objective: str, fit_params: Sequence[float], test_params: float, path: Path = FIXTURE
+) -> dict[str, Any]:
+    """How much the fixture's own rankings move between checkpoints of the same runs, 3,000 and 6,000 steps
+    apart: the held-out size's ranking at steps 27,000 and 24,000 against its ranking at 30,000 (the truth),
+    and the naive anchor read from the largest fitted size's checkpoints at 24,000, 27,000 and 30,000 steps.
+    One run per mixture and no seeds: this is the only noise the public runs show, and less than a second
+    seed's would be (checkpoints of one run share its data order and initialisation)."""
+    names, runs = checkpoint_losses(path)
+    column = None if objective == "mean" else names.index(f"loss.{objective}")
+    table = {key: float(v.mean() if column is None else v[column]) for key, v in runs.items()}
     mixtures = sorted(k for p, s, k in table if p == test_params and s == FIXTURE_STEP)
 
     def at(params: float, step: int) -> np.ndarray:
@@ -326,7 +332,7 @@ def run(quick: bool) -> dict[str, Any]:
     for name in names:
         for fit, test in settings(params):
             key = f"{name} {label(fit, test)}"
-            out["fixture"][key] = evaluate(ladders[name], fit, test, seed=0)
+            out["fixture"][key] = evaluate(ladders[name], fit, test, seed=0, product=PRODUCT["fixture"])
             out["fixture"][key]["noise"] = fixture_noise(name, fit, test)
             print(f"fixture {key}: {out['fixture'][key]['spearman']}", flush=True)
     for seed in range(1 if quick else SIM_SEEDS):
@@ -335,7 +341,9 @@ def run(quick: bool) -> dict[str, Any]:
         published = replace(problem, repeat_decay=REPEAT_DECAY).build().truth  # the same draws: R only enters the law
         for fit, test in settings(problem.params):
             key = f"seed{seed} {label(fit, test)}"
-            out["simulation"][key] = evaluate(ladder, fit, test, seed=seed, published=published)
+            out["simulation"][key] = evaluate(
+                ladder, fit, test, seed=seed, product=PRODUCT["simulation"], published=published
+            )
             print(f"simulation {key}: {out['simulation'][key]['spearman']}", flush=True)
     out["sweep_design"] = run_sweep_design(quick)
     return out
